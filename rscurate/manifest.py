@@ -1,0 +1,239 @@
+"""Source manifests: one YAML file per dataset, validated before any work starts.
+
+A bad manifest must fail fast with the file, the field and the fix, so validation errors are
+turned into :class:`ManifestError` with that text rather than a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names file, field and fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Band(_Strict):
+    """One band: its name (used for selection and statistics), centre wavelength and ground sampling."""
+
+    name: str
+    wavelength_um: float | None = None
+    gsd_m: float | None = None
+    file: str | None = Field(
+        default=None, description="for band-per-file scenes: the file-name token of this band (defaults to name)"
+    )
+    qa: bool = Field(default=False, description="a mask/QA band: read for quality rules, not stored in tiles")
+    sds: str | None = Field(default=None, description="HDF4 scientific dataset name for modis_hdf4 sources")
+
+
+class BandFiles(_Strict):
+    """Groups one-file-per-band layouts (Sentinel-2, Landsat) into one multispectral scene.
+
+    `pattern` is a regular expression matched against each file's path relative to root, with named
+    groups `scene` (what the band files of one scene share) and `band` (matched to Band.file or name).
+    """
+
+    pattern: str
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+
+    @field_validator("pattern")
+    @classmethod
+    def _has_groups(cls, v: str) -> str:
+        rx = re.compile(v)
+        missing = {"scene", "band"} - set(rx.groupindex)
+        if missing:
+            raise ValueError(f"pattern needs named groups (?P<scene>...) and (?P<band>...); missing {sorted(missing)}")
+        return v
+
+
+class Tile(_Strict):
+    """How scenes become tiles: a regular grid, or OpticalRS-style random multi-scale crops."""
+
+    mode: Literal["grid", "random", "whole"] = "grid"
+    size: int = Field(default=256, gt=0)
+    stride: int | None = Field(default=None, gt=0, description="grid step; defaults to size (no overlap)")
+    min_size: int | None = Field(default=None, gt=0)
+    max_size: int | None = Field(default=None, gt=0)
+    count: int | None = Field(default=None, gt=0, description="random crops per scene")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _random_needs_sizes(self) -> Tile:
+        if self.mode == "random":
+            if self.min_size is None or self.max_size is None or self.count is None:
+                raise ValueError("mode: random needs min_size, max_size and count")
+            if self.min_size > self.max_size:
+                raise ValueError("min_size must not exceed max_size")
+        return self
+
+
+class Cloud(_Strict):
+    """Cloud rule: QA classes in a named band, or a brightness threshold on reflectance-like bands."""
+
+    band: str | None = Field(default=None, description="QA/SCL band name whose `classes` mark cloud")
+    classes: list[int] = Field(default_factory=list)
+    bits: list[int] = Field(default_factory=list, description="QA bit positions that mark cloud (any set)")
+    brightness: float | None = Field(
+        default=None, description="a pixel is cloud when every data band is at least this value"
+    )
+    max_fraction: float = Field(default=0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Cloud:
+        if self.band is None and self.brightness is None:
+            raise ValueError("cloud needs either band (with classes or bits) or brightness")
+        if self.band is not None and not (self.classes or self.bits):
+            raise ValueError("cloud.band needs classes or bits")
+        return self
+
+
+class Quality(_Strict):
+    max_nodata_fraction: float = Field(default=0.5, ge=0, le=1)
+    min_std: float = Field(default=1.0, ge=0, description="tiles whose every band has a lower std are low_information")
+    cloud: Cloud | None = None
+
+
+class Exclude(_Strict):
+    files: list[str] = Field(default_factory=list, description="globs (relative to root) of downstream eval splits")
+    file_lists: list[str] = Field(
+        default_factory=list, description="text files (relative to the manifest) listing eval file names, one a line"
+    )
+
+
+class Labels(_Strict):
+    mode: Literal["folder"] = "folder"
+
+
+class Manifest(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    license: str
+    citation: str = ""
+    homepage: str = ""
+    download: str = ""
+    layout: str = Field(default="", description="the folder layout expected under root, for users")
+    root: str
+    include: list[str] = Field(min_length=1)
+    format: Literal["auto", "geotiff", "image", "npy", "modis_hdf4"] = "auto"
+    bands: list[Band] | Literal["rgb"] | None = None
+    band_files: BandFiles | None = None
+    nodata: float | None = None
+    priority: int = 0
+    role: Literal["train", "eval"] = "train"
+    tile: Tile = Field(default_factory=Tile)
+    quality: Quality = Field(default_factory=Quality)
+    exclude: Exclude = Field(default_factory=Exclude)
+    labels: Labels | None = None
+    npy_layout: Literal["CHW", "HWC", "THWC", "TCHW"] | None = Field(
+        default=None, description="axis order of npy stacks; default HWC for 3-d, THWC for 4-d"
+    )
+    path: Path = Field(default=Path("."), exclude=True, description="the manifest file (set by the loader)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.band_files is not None and not isinstance(self.bands, list):
+            raise ValueError("band_files needs a bands list naming each band (and its file token)")
+        if self.quality.cloud and self.quality.cloud.band:
+            names = [b.name for b in self.band_list()]
+            if self.quality.cloud.band not in names:
+                raise ValueError(f"quality.cloud.band {self.quality.cloud.band!r} is not among bands {names}")
+        return self
+
+    def band_list(self) -> list[Band]:
+        if self.bands == "rgb":
+            return [Band(name="red", wavelength_um=0.65), Band(name="green", wavelength_um=0.56),
+                    Band(name="blue", wavelength_um=0.48)]
+        return list(self.bands or [])
+
+    def root_dir(self) -> Path:
+        """Root with ${VAR} expanded, relative to the manifest's folder unless absolute."""
+        root = Path(expand_vars(self.root, self.path))
+        return root if root.is_absolute() else (self.path.parent / root).resolve()
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_vars(text: str, where: Path) -> str:
+    """Expand ${VAR} and ${VAR:-default}; an unset variable without default is an error."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1))
+        if value is None:
+            if m.group(2) is None:
+                raise ManifestError(
+                    f"{where}: field 'root': environment variable {m.group(1)} is not set; "
+                    f"export it or write ${{{m.group(1)}:-default}}"
+                )
+            return m.group(2)
+        return value
+
+    return _VAR.sub(sub, text)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Parse and validate one manifest file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{path}: not valid YAML ({err}); fix the syntax") from err
+    except OSError as err:
+        raise ManifestError(f"{path}: cannot be read ({err})") from err
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a manifest is a YAML mapping with at least name, license, root, include")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as err:
+        raise ManifestError(_explain(path, err)) from err
+    manifest.path = path.resolve()
+    manifest.root_dir()  # an unset ${VAR} fails here, before any work
+    return manifest
+
+
+def _explain(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid manifest"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        fix = "remove it (unknown field; see docs/manifests.md)" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "missing":
+            fix = "add it (required; see docs/manifests.md)"
+        lines.append(f"  field '{field}': {fix}")
+    return "\n".join(lines)
+
+
+def find_manifest_files(sources: list[Path]) -> list[Path]:
+    """Manifest files under the given files/folders, recursively, in a stable order."""
+    found: list[Path] = []
+    for src in sources:
+        if src.is_dir():
+            found += sorted(p for p in src.rglob("*") if p.suffix in (".yaml", ".yml"))
+        elif src.is_file():
+            found.append(src)
+        else:
+            raise ManifestError(f"{src}: no such manifest file or folder; pass --sources with a path that exists")
+    if not found:
+        raise ManifestError(f"no manifest (*.yaml) found under {', '.join(map(str, sources))}")
+    return found
+
+
+def load_manifests(sources: list[Path]) -> list[Manifest]:
+    """Load every manifest; names must be unique because they key tiles and statistics."""
+    manifests = [load_manifest(p) for p in find_manifest_files(sources)]
+    seen: dict[str, Path] = {}
+    for m in manifests:
+        if m.name in seen:
+            raise ManifestError(f"{m.path}: field 'name': {m.name!r} is already used by {seen[m.name]}; rename one")
+        seen[m.name] = m.path
+    return manifests

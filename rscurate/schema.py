@@ -1,0 +1,54 @@
+"""Arrow schemas of the corpus tables: the output contract other tools read (docs/corpus-format.md)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# Where a tile or item came from: shared by index, excluded and duplicates.
+PROVENANCE = [
+    pa.field("source", pa.string()),
+    pa.field("scene", pa.string()),  # input path relative to the manifest root ("a|b|c" for band-per-file scenes)
+    pa.field("x", pa.int64()),
+    pa.field("y", pa.int64()),
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
+]
+
+# Everything known about a kept tile except where it is stored and its bytes.
+TILE_META = [
+    pa.field("id", pa.string()),
+    *PROVENANCE,
+    pa.field("crs", pa.string()),
+    pa.field("minx", pa.float64()),
+    pa.field("miny", pa.float64()),
+    pa.field("maxx", pa.float64()),
+    pa.field("maxy", pa.float64()),
+    pa.field("gsd_m", pa.float64()),
+    pa.field("bands", pa.list_(pa.string())),
+    pa.field("wavelengths_um", pa.list_(pa.float64())),
+    pa.field("dtype", pa.string()),
+    pa.field("channels", pa.int64()),
+    pa.field("encoding", pa.string()),
+    pa.field("sha256", pa.string()),  # of the decoded array: dtype, shape and C-order bytes
+    pa.field("phash", pa.uint64()),
+    pa.field("nodata_fraction", pa.float64()),
+    pa.field("std_min", pa.float64()),
+    pa.field("label", pa.string()),
+]
+
+SHARD = pa.schema([*TILE_META, pa.field("image", pa.binary())])
+INDEX = pa.schema([*TILE_META, pa.field("shard", pa.string()), pa.field("row", pa.int64())])
+EXCLUDED = pa.schema([*PROVENANCE, pa.field("reason", pa.string()), pa.field("detail", pa.string())])
+DUPLICATES = pa.schema(
+    [
+        pa.field("id", pa.string()),
+        *PROVENANCE,
+        pa.field("kept_id", pa.string()),
+        pa.field("kept_source", pa.string()),
+        pa.field("kept_scene", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("distance", pa.int64()),
+    ]
+)
+
+EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "eval_split", "eval_leak", "unreadable")
