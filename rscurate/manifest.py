@@ -101,7 +101,12 @@ class Cloud(_Strict):
 
 class Quality(_Strict):
     max_nodata_fraction: float = Field(default=0.5, ge=0, le=1)
-    min_std: float = Field(default=1.0, ge=0, description="tiles whose every band has a lower std are low_information")
+    min_std: float | None = Field(
+        default=None,
+        ge=0,
+        description="tiles whose every band has a lower std (data units) are low_information; "
+        "default 1 for integer data, 1e-4 for floats",
+    )
     cloud: Cloud | None = None
 
 

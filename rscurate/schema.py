@@ -31,8 +31,14 @@ TILE_META = [
     pa.field("encoding", pa.string()),
     pa.field("sha256", pa.string()),  # of the decoded array: dtype, shape and C-order bytes
     pa.field("phash", pa.uint64()),
+    pa.field("nodata", pa.float64()),
     pa.field("nodata_fraction", pa.float64()),
-    pa.field("std_min", pa.float64()),
+    pa.field("valid_pixels", pa.int64()),
+    # per-band statistics of the tile's valid pixels, in band order
+    pa.field("band_mean", pa.list_(pa.float64())),
+    pa.field("band_std", pa.list_(pa.float64())),
+    pa.field("band_min", pa.list_(pa.float64())),
+    pa.field("band_max", pa.list_(pa.float64())),
     pa.field("label", pa.string()),
 ]
 

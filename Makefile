@@ -1,0 +1,39 @@
+# Two commands matter: `make demo` (set up, fetch the sample, build a corpus, pretrain briefly)
+# and `make test`. Everything installs into .venv.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup sample-data demo corpus test test-fast bench lint
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+sample-data: setup
+	$(PY) -m rscurate.sample_data
+
+corpus: sample-data
+	$(VENV)/bin/rscurate build --sources manifests/ --out corpus/
+	$(VENV)/bin/rscurate verify corpus/
+
+demo: corpus
+	$(VENV)/bin/rspretrain run --config configs/mae_vit_tiny.yaml --data corpus --out runs/demo --max-steps 40
+
+test: sample-data
+	$(VENV)/bin/pytest
+
+test-fast: sample-data
+	$(VENV)/bin/pytest -m "not slow"
+
+bench: sample-data
+	$(PY) bench/build_throughput.py
+	$(PY) bench/build_memory.py
+	$(PY) bench/dedup_search.py --n 1000000 --radius 8
+	$(PY) bench/selective_vs_mae.py --decoder-depth 8
+
+lint: setup
+	$(VENV)/bin/ruff check .

@@ -1,0 +1,680 @@
+"""Dataset card: the README.md and figures that let someone judge a corpus without running code.
+
+Written at the end of a build from stats.json and the index/excluded/duplicates tables, so every number in the
+card is the corpus's own. The YAML front matter follows the Hugging Face dataset-card format, so the folder
+loads with ``datasets.load_dataset(path)`` and renders on the Hub as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import transform
+
+from rscurate.codec import decode
+from rscurate.schema import EXCLUDE_REASONS
+
+CARD_DIR = "card"
+FIGURES = ("mosaic.png", "counts.png", "footprints.png")
+MOSAIC_TILES = 36
+MAX_FOOTPRINTS = 50_000  # drawing millions of polygons takes minutes and shows nothing more
+DUPLICATE_EXAMPLES = 8
+TAGS = ["remote-sensing", "earth-observation", "satellite-imagery", "self-supervised-pretraining"]
+
+# Hugging Face licence ids that source manifests commonly spell in other ways.
+_HF_LICENSES = {
+    "apache-2.0",
+    "mit",
+    "bsd-2-clause",
+    "bsd-3-clause",
+    "gpl-3.0",
+    "lgpl-3.0",
+    "cc0-1.0",
+    "cc-by-2.0",
+    "cc-by-2.5",
+    "cc-by-3.0",
+    "cc-by-4.0",
+    "cc-by-sa-3.0",
+    "cc-by-sa-4.0",
+    "cc-by-nc-2.0",
+    "cc-by-nc-3.0",
+    "cc-by-nc-4.0",
+    "cc-by-nc-sa-3.0",
+    "cc-by-nc-sa-4.0",
+    "cc-by-nd-4.0",
+    "cc-by-nc-nd-4.0",
+    "odbl",
+    "odc-by",
+    "pddl",
+    "cdla-permissive-2.0",
+    "cdla-sharing-1.0",
+    "openrail",
+    "unknown",
+}
+_LICENSE_ALIASES = {
+    "cc0": "cc0-1.0",
+    "cc-zero": "cc0-1.0",
+    "apache-license-2.0": "apache-2.0",
+    "apache-2": "apache-2.0",
+    "odbl-1.0": "odbl",
+    "odc-by-1.0": "odc-by",
+    "pddl-1.0": "pddl",
+    "mit-license": "mit",
+    "": "unknown",
+}
+# HF size_categories buckets, by upper bound of the tile count.
+_SIZE_BUCKETS = [
+    (10**3, "n<1K"),
+    (10**4, "1K<n<10K"),
+    (10**5, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+]
+# Band names that identify true-colour channels (Sentinel-2 numbering for the B0x names).
+_RGB_NAMES = ({"red", "b04"}, {"green", "b03"}, {"blue", "b02"})
+_DUPLICATE_KINDS = ("exact", "near", "scene")
+
+
+def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Table, duplicates: pa.Table) -> Path:
+    """Write corpus_dir/README.md and its figures under corpus_dir/card/; returns the README path."""
+    corpus_dir = Path(corpus_dir)
+    card_dir = corpus_dir / CARD_DIR
+    card_dir.mkdir(parents=True, exist_ok=True)
+    sources = stats.get("sources", {})
+
+    written = {
+        "mosaic.png": _mosaic_figure(corpus_dir, index, card_dir / "mosaic.png"),
+        "counts.png": _counts_figure(sources, card_dir / "counts.png"),
+    }
+    drawn, georeferenced = _footprints_figure(index, card_dir / "footprints.png")
+    written["footprints.png"] = drawn > 0
+    for name in FIGURES:  # a rebuilt card must not show a figure left over from an earlier build
+        if not written[name]:
+            (card_dir / name).unlink(missing_ok=True)
+
+    name = corpus_dir.resolve().name
+    sections = [
+        _front_matter(name, stats, index),
+        _overview(name, stats, index, excluded, duplicates, written),
+        _sources_section(sources),
+        _bands_section(stats.get("bands", {})),
+        _dedup_section(duplicates),
+        _footprints_section(index.num_rows, georeferenced, drawn),
+        _build_section(stats.get("build", {})),
+        _loading_section(name),
+        _files_section(),
+        _citations_section(sources),
+    ]
+    readme = corpus_dir / "README.md"
+    readme.write_text("\n\n".join(s.strip() for s in sections) + "\n", encoding="utf-8")
+    return readme
+
+
+# --- front matter -------------------------------------------------------------------------------------------
+
+
+def hf_license(text: str) -> str:
+    """The Hugging Face licence id for a manifest's licence string ('other' when there is no obvious one)."""
+    key = re.sub(r"[\s_]+", "-", text.strip().lower())
+    key = _LICENSE_ALIASES.get(key, key)
+    return key if key in _HF_LICENSES else "other"
+
+
+def size_category(n: int) -> str:
+    """The HF size_categories bucket of a tile count."""
+    return next((label for bound, label in _SIZE_BUCKETS if n < bound), "n>1T")
+
+
+def _front_matter(name: str, stats: dict, index: pa.Table) -> str:
+    licenses = sorted({hf_license(s.get("license", "")) for s in stats.get("sources", {}).values()})
+    labelled = index.num_rows > 0 and bool(pc.any(pc.not_equal(index["label"], "")).as_py())
+    meta = {
+        "pretty_name": name,
+        "license": licenses or ["unknown"],
+        "size_categories": [size_category(index.num_rows)],
+        "task_categories": ["image-feature-extraction"] + (["image-classification"] if labelled else []),
+        "tags": TAGS,
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shards/*.parquet"}]}],
+    }
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---"
+
+
+# --- prose and tables ---------------------------------------------------------------------------------------
+
+
+def _overview(
+    name: str,
+    stats: dict,
+    index: pa.Table,
+    excluded: pa.Table,
+    duplicates: pa.Table,
+    written: dict[str, bool],
+) -> str:
+    sources = stats.get("sources", {})
+    files = stats.get("counts", {}).get("files", sum(s.get("files", 0) for s in sources.values()))
+    shards = len(pc.unique(index["shard"])) if index.num_rows else 0
+    train = [n for n, s in sorted(sources.items()) if s.get("role", "train") == "train"]
+    evals = [n for n, s in sorted(sources.items()) if s.get("role") == "eval"]
+    lines = [
+        f"# {name}",
+        "",
+        "A deduplicated corpus of remote-sensing image tiles for self-supervised pretraining, built by "
+        "`rscurate`. "
+        f"It holds **{_plural(index.num_rows, 'tile')}** in {_plural(shards, 'Parquet shard')}, cut from "
+        f"{_plural(files, 'input file')} of {_plural(len(sources), 'source')}"
+        + (f": {', '.join(train)}" if train else "")
+        + "."
+        + (f" Evaluation sources (role `eval`): {', '.join(evals)}." if evals else ""),
+        "",
+        f"{excluded.num_rows:,} input items or tiles were left out by quality and exclusion rules "
+        f"(`excluded.parquet`) and {duplicates.num_rows:,} duplicate tiles were dropped "
+        "(`duplicates.parquet`); "
+        "every drop is recorded with its reason.",
+    ]
+    if index.num_rows:
+        band_sets = pd.DataFrame(
+            {"bands": pc.binary_join(index["bands"], ", ").to_pandas(), "dtype": index["dtype"].to_pandas()}
+        ).value_counts(sort=False)
+        lines += ["", "Band sets:", ""]
+        lines += [f"- `{bands}` ({dtype}): {_plural(n, 'tile')}" for (bands, dtype), n in band_sets.items()]
+    if written["mosaic.png"]:
+        shown = min(MOSAIC_TILES, index.num_rows)
+        lines += ["", f"![{shown} sample tiles, spread across sources](card/mosaic.png)"]
+    else:
+        lines += ["", "The corpus holds no tiles, so there is no sample mosaic."]
+    return "\n".join(lines)
+
+
+def _sources_section(sources: dict[str, dict]) -> str:
+    if not sources:
+        return "## Sources\n\nNo source was recorded."
+    reasons = _ordered({r for s in sources.values() for r, n in s.get("excluded", {}).items() if n}, EXCLUDE_REASONS)
+    header = [
+        "source",
+        "role",
+        "files",
+        "kept tiles",
+        *[f"excluded: {r}" for r in reasons],
+        "duplicates",
+        "licence",
+        "citation",
+    ]
+    rows = [
+        [
+            name,
+            s.get("role", "train"),
+            s.get("files", 0),
+            s.get("kept", 0),
+            *[s.get("excluded", {}).get(r, 0) for r in reasons],
+            s.get("duplicates", 0),
+            s.get("license", ""),
+            _short_citation(s.get("citation", "")),
+        ]
+        for name, s in sorted(sources.items())
+    ]
+    text = "## Sources\n\n" + _table(header, rows, "ll" + "r" * (3 + len(reasons)) + "ll")
+    return text + "\n\n![kept, excluded and duplicate counts per source](card/counts.png)"
+
+
+def _bands_section(bands: dict[str, dict]) -> str:
+    if not bands:
+        return "## Band statistics\n\nNo band statistics were recorded (the corpus holds no tiles)."
+    keys = ["count", "mean", "std", "min", "max", "p1", "p99"]
+    rows = [[name, b.get("dtype", ""), *[b.get(k) for k in keys]] for name, b in bands.items()]
+    note = (
+        "Per band name over all kept tiles that carry it, in stored units; `rspretrain` normalises with the "
+        "mean and std read from `stats.json`."
+    )
+    return "## Band statistics\n\n" + note + "\n\n" + _table(["band", "dtype", *keys], rows, "ll" + "r" * len(keys))
+
+
+def _dedup_section(duplicates: pa.Table) -> str:
+    head = "## Deduplication\n\n"
+    if duplicates.num_rows == 0:
+        return head + "No duplicate was found."
+    df = duplicates.select(
+        [
+            "id",
+            "source",
+            "scene",
+            "x",
+            "y",
+            "width",
+            "height",
+            "kept_id",
+            "kept_source",
+            "kept_scene",
+            "kind",
+            "distance",
+        ]
+    ).to_pandas()
+    kinds = _ordered(set(df["kind"]), _DUPLICATE_KINDS)
+    by_kind = df["kind"].value_counts()
+    kind_table = _table(["kind", "dropped tiles"], [[k, int(by_kind[k])] for k in kinds], "lr")
+    pairs = df.groupby(["source", "kept_source"])["kind"].value_counts().unstack(fill_value=0)
+    pair_rows = [
+        [dropped, kept, *[int(counts.get(k, 0)) for k in kinds], int(counts.sum())]
+        for (dropped, kept), counts in pairs.iterrows()
+    ]
+    pair_rows.sort(key=lambda r: (-r[-1], r[0], r[1]))
+    pair_table = _table(["dropped from", "kept in", *kinds, "total"], pair_rows, "ll" + "r" * (len(kinds) + 1))
+    examples = df.sort_values(["kind", "id"]).iloc[_spread(len(df), DUPLICATE_EXAMPLES)]
+    example_rows = [
+        [
+            r.kind,
+            r.distance,
+            r.source,
+            f"{r.scene} @ {r.x},{r.y} {r.width}×{r.height}",
+            r.kept_source,
+            r.kept_scene,
+            r.kept_id,
+        ]
+        for r in examples.itertuples()
+    ]
+    example_table = _table(
+        [
+            "kind",
+            "distance",
+            "dropped from",
+            "dropped tile (scene @ x,y w×h)",
+            "kept in",
+            "kept scene",
+            "kept id",
+        ],
+        example_rows,
+        "lrlllll",
+    )
+    return (
+        head + "`kind` says how a duplicate was found: `exact` tiles share a content hash, `near` tiles have "
+        "64-bit perceptual hashes within a small Hamming `distance`. Which copy is kept follows manifest "
+        "priority, then the larger or finer tile, then the id.\n\n"
+        + kind_table
+        + "\n\nBy pair of sources (a dropped tile and the tile kept in its place):\n\n"
+        + pair_table
+        + "\n\nExamples (dropped tiles are not stored; look the kept one up by `kept_id` in "
+        "`index.parquet`):\n\n" + example_table
+    )
+
+
+def _footprints_section(kept: int, georeferenced: int, drawn: int) -> str:
+    head = "## Footprints\n\n"
+    if drawn == 0 and georeferenced:
+        return head + (
+            f"{georeferenced:,} tiles carry a `crs`, but none could be reprojected to EPSG:4326, "
+            "so there is no footprint map."
+        )
+    if drawn == 0:
+        return head + "No kept tile is georeferenced (empty `crs`), so there is no footprint map."
+    shown = f"{drawn:,} of them" if drawn < georeferenced else "all of them"
+    return (
+        head + f"{georeferenced:,} of {kept:,} tiles are georeferenced; {shown} are drawn in longitude/latitude "
+        "(EPSG:4326), coloured by source.\n\n![tile footprints](card/footprints.png)"
+    )
+
+
+def _build_section(build: dict) -> str:
+    settings = json.dumps(build.get("settings", {}), indent=2, sort_keys=True)
+    seconds = build.get("seconds")
+    took = "" if seconds is None else f", took {_duration(seconds)}"
+    workers = build.get("workers")
+    on = "" if workers is None else f" with {_plural(workers, 'worker')}"
+    return (
+        "## How it was built\n\n"
+        f"```bash\n{build.get('command', '(command not recorded)')}\n```\n\n"
+        f"Settings:\n\n```json\n{settings}\n```\n\n"
+        f"rscurate {build.get('rscurate_version', '(unknown version)')}, started {build.get('started', '?')}"
+        f"{took}{on}."
+    )
+
+
+def _loading_section(name: str) -> str:
+    return f'''## How to load
+
+Each shard row is one tile: the metadata columns of `index.parquet` plus `image`, the tile bytes.
+`encoding` says how to decode them: `npy.zst` is a Zstandard-compressed `.npy` file of a (C, H, W) array;
+`png`, `jpeg` and `tiff` are the original file bytes of a chip kept whole.
+
+### pyarrow
+
+```python
+import io
+
+import numpy as np
+import pyarrow.dataset as ds
+import rasterio
+import zstandard
+
+
+def decode(data: bytes, encoding: str) -> np.ndarray:
+    if encoding == "npy.zst":
+        return np.load(io.BytesIO(zstandard.decompress(data)))
+    with rasterio.MemoryFile(data) as mem, mem.open() as src:  # png / jpeg / tiff: the original file
+        return src.read()
+
+
+CORPUS = "{name}"  # path to this folder
+tiles = ds.dataset(f"{{CORPUS}}/shards", format="parquet")
+for batch in tiles.to_batches(columns=["source", "bands", "encoding", "image"], batch_size=64):
+    for row in batch.to_pylist():
+        array = decode(row["image"], row["encoding"])  # (C, H, W)
+        print(row["source"], row["bands"], array.dtype, array.shape)
+    break
+```
+
+### pandas
+
+```python
+import pandas as pd
+
+CORPUS = "{name}"
+index = pd.read_parquet(f"{{CORPUS}}/index.parquet")  # one row per tile, no bytes
+print(index.groupby("source").size())
+```
+
+### DuckDB
+
+```python
+import duckdb
+
+CORPUS = "{name}"
+print(duckdb.sql(f"SELECT source, count(*) AS tiles FROM '{{CORPUS}}/shards/*.parquet' GROUP BY source"))
+```
+
+### Hugging Face datasets
+
+```python
+from datasets import load_dataset
+
+tiles = load_dataset("{name}", split="train")  # the folder; the front matter points at shards/*.parquet
+```
+
+### rscurate
+
+```python
+import rscurate
+
+corpus = rscurate.open_corpus("{name}")  # decoded (C, H, W) tiles with their metadata
+```'''
+
+
+def _files_section() -> str:
+    return """## Files
+
+- `shards/part-NNNNN.parquet`: the kept tiles, bytes and metadata.
+- `index.parquet`: one row per kept tile (no bytes), with its `shard` and `row`.
+- `excluded.parquet`: every input item or tile left out, with `reason` and `detail`.
+- `duplicates.parquet`: every dropped duplicate, with the tile kept in its place (`kept_id`), `kind` and
+  `distance`.
+- `stats.json`: the counts, per-source and per-band statistics and build settings this card shows.
+- `card/`: the figures of this card."""
+
+
+def _citations_section(sources: dict[str, dict]) -> str:
+    parts = [
+        "## Sources and citations",
+        "",
+        "Use of each source follows its own licence; cite the sources you use.",
+    ]
+    for name, s in sorted(sources.items()):
+        parts += ["", f"### {name}", "", f"- Licence: {s.get('license') or 'not stated'}"]
+        if s.get("homepage"):
+            parts += [f"- Homepage: <{s['homepage']}>"]
+        citation = s.get("citation", "").strip()
+        if citation:
+            lang = "bibtex" if citation.startswith("@") else "text"
+            parts += ["", f"```{lang}\n{citation}\n```"]
+    return "\n".join(parts)
+
+
+# --- figures ------------------------------------------------------------------------------------------------
+
+
+def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
+    """Up to MOSAIC_TILES kept tiles, decoded from the shards; False when there is nothing to show."""
+    picks = pick_tiles(index, MOSAIC_TILES)
+    if not picks:
+        return False
+    meta = index.take(picks).select(["source", "bands", "encoding", "shard", "row"]).to_pylist()
+    images = _read_images(corpus_dir, [(m["shard"], m["row"]) for m in meta])
+    cols = math.ceil(math.sqrt(len(meta)))
+    rows = math.ceil(len(meta) / cols)
+    fig = Figure(figsize=(1.8 * cols, 1.9 * rows), layout="constrained")
+    for i, (m, data) in enumerate(zip(meta, images, strict=True)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(to_rgb(decode(data, m["encoding"]), m["bands"] or []), interpolation="nearest")
+        ax.set_title(m["source"][:24], fontsize=7)
+        ax.set_axis_off()
+    _save(fig, path)
+    return True
+
+
+def pick_tiles(index: pa.Table, n: int) -> list[int]:
+    """Index row numbers of up to n tiles, shared fairly between sources and spread evenly within each.
+
+    Tiles are taken in (source, id) order and ids are content-derived, so every run picks the same tiles.
+    """
+    if index.num_rows == 0 or n <= 0:
+        return []
+    df = pd.DataFrame({"source": index["source"].to_pandas(), "id": index["id"].to_pandas()})
+    df["row"] = np.arange(len(df))
+    groups = [g.sort_values("id")["row"].to_numpy() for _, g in df.groupby("source", sort=True)]
+    quota = [0] * len(groups)
+    left = min(n, len(df))
+    while left:  # round robin, so a small source gives its unused share to the others
+        for i, g in enumerate(groups):
+            if left and quota[i] < len(g):
+                quota[i] += 1
+                left -= 1
+    return [int(g[j]) for g, q in zip(groups, quota, strict=True) for j in _spread(len(g), q)]
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """k distinct positions evenly spread over range(n)."""
+    k = min(n, k)
+    return np.arange(k) * n // k if k else np.zeros(0, dtype=int)
+
+
+def _read_images(corpus_dir: Path, where: list[tuple[str, int]]) -> list[bytes]:
+    """The image bytes at (shard, row) positions, reading only the row groups that hold them."""
+    out: dict[tuple[str, int], bytes] = {}
+    for shard in sorted({s for s, _ in where}):
+        pf = pq.ParquetFile(corpus_dir / shard)
+        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
+        groups: dict[int, pa.ChunkedArray] = {}
+        for _, row in filter(lambda w: w[0] == shard, where):
+            g = bisect_right(starts, row) - 1
+            if g not in groups:
+                groups[g] = pf.read_row_group(g, columns=["image"])["image"]
+            out[(shard, row)] = groups[g][row - starts[g]].as_py()
+    return [out[w] for w in where]
+
+
+def to_rgb(tile: np.ndarray, bands: list[str]) -> np.ndarray:
+    """A (H, W, 3) image in [0, 1] for display: true colour if band names allow, else first 3 or grey.
+
+    uint8 is shown as stored; other dtypes get a per-channel 2-98 percentile stretch, as their ranges vary.
+    """
+    step = max(1, max(tile.shape[1:]) // 256)  # the mosaic cell is ~150 px; no need to stretch more pixels
+    tile = tile[:, ::step, ::step]
+    names = [b.lower() for b in bands] if len(bands) == tile.shape[0] else []
+    found = [next((i for i, b in enumerate(names) if b in want), None) for want in _RGB_NAMES]
+    channels = found if None not in found else [0, 1, 2] if tile.shape[0] >= 3 else [0]
+    chosen = tile[channels].astype(np.float64)
+    if tile.dtype == np.uint8:
+        img = chosen / 255.0
+    else:
+        img = np.stack([_stretch(c) for c in chosen])
+    img = np.moveaxis(img, 0, -1)
+    return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def _stretch(channel: np.ndarray) -> np.ndarray:
+    valid = channel[np.isfinite(channel)]
+    if valid.size == 0:
+        return np.zeros_like(channel)
+    lo, hi = np.percentile(valid, (2, 98))
+    scaled = (channel - lo) / (hi - lo if hi > lo else 1.0)
+    return np.nan_to_num(np.clip(scaled, 0.0, 1.0), nan=0.0)
+
+
+def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
+    """Stacked horizontal bars per source: kept, excluded by reason, duplicates."""
+    if not sources:
+        return False
+    names = sorted(sources)[::-1]  # barh draws bottom-up; this lists sources top-down alphabetically
+    reasons = _ordered({r for s in sources.values() for r, n in s.get("excluded", {}).items() if n}, EXCLUDE_REASONS)
+    series = [("kept", [sources[n].get("kept", 0) for n in names], "#2a9d4b")]
+    reds = _colours("OrRd", len(reasons))
+    series += [
+        (f"excluded: {r}", [sources[n].get("excluded", {}).get(r, 0) for n in names], c)
+        for r, c in zip(reasons, reds, strict=True)
+    ]
+    series.append(("duplicates", [sources[n].get("duplicates", 0) for n in names], "#7f8c9a"))
+    fig = Figure(figsize=(8, 2.2 + 0.4 * len(names) + 0.2 * len(series) // 4), layout="constrained")
+    ax = fig.add_subplot()
+    left = np.zeros(len(names))
+    for label, values, colour in series:
+        ax.barh(names, values, left=left, label=label, color=colour)
+        left += values
+    for y, total in enumerate(left):
+        ax.annotate(f"{int(total):,}", (total, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_xlabel("items (tiles kept or dropped; excluded input files or tiles)")
+    ax.set_xlim(0, max(left.max(), 1) * 1.12)
+    fig.legend(loc="outside lower center", ncol=min(len(series), 4), fontsize=8, frameon=False)
+    ax.set_title("Kept, excluded and duplicate counts per source")
+    _save(fig, path)
+    return True
+
+
+def _footprints_figure(index: pa.Table, path: Path) -> tuple[int, int]:
+    """Tile outlines in lon/lat coloured by source; returns (drawn, georeferenced); none drawn, no file."""
+    if index.num_rows == 0:
+        return 0, 0
+    df = index.select(["source", "crs", "minx", "miny", "maxx", "maxy"]).to_pandas()
+    bounds = df[["minx", "miny", "maxx", "maxy"]].to_numpy(dtype=float)
+    df = df[df["crs"].fillna("").str.strip().ne("") & np.isfinite(bounds).all(axis=1)]
+    georeferenced = len(df)
+    df = df.iloc[_spread(georeferenced, MAX_FOOTPRINTS)]
+    quads, owners = [], []
+    for crs, g in df.groupby("crs", sort=True):
+        x0, y0, x1, y1 = (g[c].to_numpy(dtype=float) for c in ("minx", "miny", "maxx", "maxy"))
+        xs = np.stack([x0, x1, x1, x0], axis=1).ravel()
+        ys = np.stack([y0, y0, y1, y1], axis=1).ravel()
+        try:
+            src = CRS.from_user_input(crs)
+        except CRSError:  # an unreadable CRS leaves its tiles off the map rather than failing the build's card
+            continue
+        if not (src.is_geographic or src.is_projected):  # a local (engineering) CRS has no place on Earth
+            continue
+        lon, lat = transform(src, "EPSG:4326", xs, ys)
+        corners = np.stack([lon, lat], axis=1).reshape(-1, 4, 2)
+        ok = np.isfinite(corners).all(axis=(1, 2))
+        quads.append(corners[ok])
+        owners.append(g["source"].to_numpy()[ok])
+    if not quads or sum(len(q) for q in quads) == 0:
+        return 0, georeferenced
+    polys, srcs = np.concatenate(quads), np.concatenate(owners)
+
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    ax = fig.add_subplot()
+    names = sorted(set(srcs))
+    colours = dict(zip(names, _colours("tab10" if len(names) <= 10 else "tab20", len(names)), strict=True))
+    centres = polys.mean(axis=1)
+    for name in names:
+        mine = srcs == name
+        outline = PolyCollection(list(polys[mine]), facecolor=(*colours[name][:3], 0.35), edgecolor=colours[name])
+        ax.add_collection(outline)
+        # tiles are metres across and sources continents apart: a dot keeps each tile visible at any extent
+        ax.scatter(centres[mine, 0], centres[mine, 1], s=4, color=colours[name], linewidths=0)
+    lat_mid = float(np.median(centres[:, 1]))
+    ax.margins(0.08)
+    # a degree of longitude is cos(lat) times as long as one of latitude; this keeps shapes true on the ground
+    ax.set_aspect(1 / max(math.cos(math.radians(lat_mid)), 0.1), adjustable="datalim")
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.grid(True, linewidth=0.3)
+    ax.legend(handles=[Patch(color=colours[n], label=n) for n in names], fontsize=8, loc="best")
+    ax.set_title(f"Footprints of {len(polys):,} georeferenced tiles (EPSG:4326)")
+    _save(fig, path)
+    return len(polys), georeferenced
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)  # Agg without pyplot: no display and no global backend switch in the caller's process
+    fig.savefig(path, dpi=110)
+
+
+def _colours(cmap: str, n: int) -> list[tuple[float, ...]]:
+    cm = colormaps[cmap]
+    if cm.N < 256:  # a qualitative map: take its colours in order
+        return [tuple(cm(i % cm.N)) for i in range(n)]
+    return [tuple(cm(v)) for v in np.linspace(0.35, 0.9, n)]
+
+
+def _ordered(values: set[str], known: tuple[str, ...]) -> list[str]:
+    """Known names in their canonical order, then any others alphabetically."""
+    return [v for v in known if v in values] + sorted(values - set(known))
+
+
+def _short_citation(text: str, limit: int = 60) -> str:
+    """One line for the sources table (a BibTeX entry's title); the full text is in the citations section."""
+    title = re.search(r"^\s*title\s*=\s*[{\"](.*?)[}\"]\s*,?\s*$", text, re.IGNORECASE | re.MULTILINE)
+    short = " ".join((title.group(1) if title else text).replace("{", "").replace("}", "").split())
+    return short if len(short) <= limit else short[: limit - 1] + "…"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' * (n != 1)}"
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def _table(header: list[str], rows: list[list[Any]], align: str) -> str:
+    """A Markdown table; align has one 'l' or 'r' per column."""
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(value)
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        return f"{float(value):,.6g}"
+    return " ".join(str(value).split()).replace("|", "\\|")

@@ -1,0 +1,53 @@
+"""`rscurate` console script."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rscurate.manifest import ManifestError
+from rscurate.pipeline import BuildOptions, build
+from rscurate.verify import VerifyError, verify
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
+
+
+@app.command("build")
+def build_cmd(
+    sources: Annotated[list[Path], typer.Option("--sources", help="manifest files or folders (repeatable)")],
+    out: Annotated[Path, typer.Option("--out", help="corpus folder to write (resumes if it holds a killed build)")],
+    scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
+    workers: Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: CPU count)")] = None,
+    strict: Annotated[bool, typer.Option(help="fail when a manifest's data is not on disk")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
+    unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task")] = 256,
+    shard_rows: Annotated[int, typer.Option(help="tiles per shard file")] = 2048,
+    keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
+) -> None:
+    """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
+    opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
+                        quiet=quiet, unit_tiles=unit_tiles, shard_rows=shard_rows, keep_work=keep_work,
+                        command="rscurate build " + " ".join(sys.argv[2:]))
+    try:
+        report = build(opts)
+    except ManifestError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    typer.echo(f"{out}: {report.kept} tiles kept in {report.shards} shards, {report.excluded} excluded, "
+               f"{report.duplicates} duplicates, {len(report.absent)} sources absent ({report.seconds:.1f} s)")
+
+
+@app.command("verify")
+def verify_cmd(corpus: Annotated[Path, typer.Argument(help="corpus folder")]) -> None:
+    """Check accounting and shard/index agreement; exit 1 with the first problem."""
+    try:
+        checked = verify(corpus)
+    except VerifyError as err:
+        typer.echo(f"verify failed: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo("ok: " + ", ".join(f"{v} {k}" for k, v in checked.items()))

@@ -1,0 +1,125 @@
+"""Discovery: manifests -> scenes, with eval-split files set aside before anything is read."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rscurate.manifest import Manifest, ManifestError
+from rscurate.readers import SceneRef, detect_format, npy_frames
+
+
+@dataclass
+class Discovery:
+    """What one manifest found: scenes to read, and scenes left out before reading (with reasons)."""
+
+    manifest: Manifest
+    scenes: list[SceneRef] = field(default_factory=list)
+    left_out: list[tuple[SceneRef, str, str]] = field(default_factory=list)  # (scene, reason, detail)
+    absent: str | None = None  # why the source is not on disk, with where to get it
+
+
+def _matching_files(root: Path, include: list[str]) -> list[Path]:
+    files: set[Path] = set()
+    for pattern in include:
+        files.update(p for p in root.glob(pattern) if p.is_file())
+    return sorted(files)
+
+
+def _eval_names(manifest: Manifest) -> set[str]:
+    names: set[str] = set()
+    for listing in manifest.exclude.file_lists:
+        path = (manifest.path.parent / listing).resolve()
+        if not path.is_file():
+            raise ManifestError(f"{manifest.path}: field 'exclude.file_lists': {path} does not exist; fix the path")
+        names.update(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return names
+
+
+def _is_eval_split(rel: str, manifest: Manifest, listed: set[str]) -> str | None:
+    for pattern in manifest.exclude.files:
+        if fnmatch.fnmatch(rel, pattern):
+            return f"matches exclude.files {pattern!r}"
+    if rel in listed or Path(rel).name in listed or Path(rel).stem in listed:
+        return "listed in exclude.file_lists"
+    return None
+
+
+def _label(rel: str, manifest: Manifest) -> str | None:
+    if manifest.labels is None:
+        return None
+    parent = Path(rel).parent.name
+    return parent or None
+
+
+def _group_band_files(manifest: Manifest, root: Path, files: list[Path]) -> list[tuple[str, tuple[str, ...], str]]:
+    """Band-per-file layouts -> (scene key, paths in band order, missing-bands detail)."""
+    assert manifest.band_files is not None
+    rx = re.compile(manifest.band_files.pattern)
+    tokens = [b.file or b.name for b in manifest.band_list()]
+    groups: dict[str, dict[str, Path]] = defaultdict(dict)
+    keys: dict[str, str] = {}
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        m = rx.search(rel)
+        if m is None or m.group("band") not in tokens:
+            continue
+        groups[m.group("scene")][m.group("band")] = f
+        keys.setdefault(m.group("scene"), rel[: m.start("band")] + "{band}" + rel[m.end("band") :])
+    out = []
+    for scene_id in sorted(groups):
+        found = groups[scene_id]
+        missing = [t for t in tokens if t not in found]
+        paths = tuple(str(found[t]) for t in tokens if t in found)
+        out.append((keys[scene_id], paths, f"missing band files: {missing}" if missing else ""))
+    return out
+
+
+def discover(manifest: Manifest) -> Discovery:
+    """Find a manifest's scenes; a missing root or no matching file marks the source absent."""
+    found = Discovery(manifest)
+    root = manifest.root_dir()
+    where = manifest.download or manifest.homepage or "see the manifest"
+    if not root.is_dir():
+        found.absent = f"{manifest.name}: data folder {root} does not exist (get it from: {where})"
+        return found
+    files = _matching_files(root, manifest.include)
+    if not files:
+        found.absent = f"{manifest.name}: no file under {root} matches {manifest.include} (get it from: {where})"
+        return found
+    listed = _eval_names(manifest)
+
+    if manifest.band_files is not None:
+        entries = _group_band_files(manifest, root, files)
+    else:
+        entries = [(f.relative_to(root).as_posix(), (str(f),), "") for f in files]
+
+    for key, paths, missing in entries:
+        fmt = manifest.format if manifest.format != "auto" else detect_format(paths[0])
+        rel_paths = [Path(p).relative_to(root).as_posix() for p in paths]
+        ref = SceneRef(manifest.name, key, paths, fmt, label=_label(rel_paths[0], manifest))
+        split = next((r for r in (_is_eval_split(p, manifest, listed) for p in rel_paths) if r), None)
+        if split:
+            found.left_out.append((ref, "eval_split", split))
+        elif missing:
+            found.left_out.append((ref, "unreadable", missing))
+        elif fmt == "npy":
+            found.scenes += _npy_scenes(ref, manifest, found)
+        else:
+            found.scenes.append(ref)
+    return found
+
+
+def _npy_scenes(ref: SceneRef, manifest: Manifest, found: Discovery) -> list[SceneRef]:
+    """A (T, ...) stack is T scenes, one per frame; an unreadable file is recorded, not raised."""
+    try:
+        frames = npy_frames(ref.paths[0], manifest.npy_layout)
+    except (OSError, ValueError) as err:
+        found.left_out.append((ref, "unreadable", f"{type(err).__name__}: {err}"))
+        return []
+    if frames is None:
+        return [ref]
+    return [SceneRef(ref.source, f"{ref.scene}#{t}", ref.paths, ref.format, t, ref.label) for t in range(frames)]

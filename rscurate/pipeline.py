@@ -1,0 +1,290 @@
+"""The build: the one place where stages meet Dask.
+
+discover (client) -> plan scenes (workers) -> run units (workers; staged, resumable)
+-> leakage + dedup (client, slim rows) -> write shards (workers) -> tables, stats, card (client).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+from dask.distributed import Client, LocalCluster, as_completed
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from rscurate import schema
+from rscurate.band_stats import BandAccumulator
+from rscurate.dedup import decide
+from rscurate.discover import Discovery, discover
+from rscurate.manifest import Manifest, ManifestError, load_manifests
+from rscurate.readers import SceneRef
+from rscurate.shards import read_index_part, write_shard
+from rscurate.units import ScenePlan, Unit, plan_scenes, run_unit, unit_key, write_atomic
+
+log = logging.getLogger("rscurate")
+
+PLAN_BATCH = 64  # scenes whose headers one planning task opens
+
+
+@dataclass
+class BuildOptions:
+    sources: list[Path]
+    out: Path
+    scheduler: str | None = None
+    workers: int | None = None
+    strict: bool = False
+    quiet: bool = False
+    unit_tiles: int = 256  # tiles per work unit: coarse enough that scheduling overhead stays small
+    shard_rows: int = 2048
+    keep_work: bool = False
+    processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+
+@dataclass
+class BuildReport:
+    kept: int
+    excluded: int
+    duplicates: int
+    absent: list[str]
+    shards: int
+    seconds: float
+
+
+@contextmanager
+def dask_client(scheduler: str | None, workers: int | None, quiet: bool, processes: bool = True) -> Iterator[Client]:
+    """An existing cluster when given an address, else a LocalCluster of single-threaded processes."""
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    import os
+
+    n = workers or os.cpu_count() or 1
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=":0",
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        if not quiet:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        yield client
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(TextColumn("{task.description:<14}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    disable=quiet, transient=False)
+
+
+def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]:
+    """Results in submission order, with a console progress bar as they complete."""
+    position = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    with _progress(quiet) as bar:
+        task = bar.add_task(label, total=len(futures))
+        for fut in as_completed(futures):
+            results[position[fut.key]] = fut.result()
+            fut.release()
+            bar.advance(task)
+    return results
+
+
+def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int) -> list[Unit]:
+    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units."""
+    units: list[Unit] = []
+    batch: list[tuple[SceneRef, tuple]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal batch, size
+        if batch:
+            items = tuple(batch)
+            units.append(Unit(unit_key(manifest, items), manifest, items))
+        batch, size = [], 0
+
+    for plan in plans:
+        windows = plan.windows
+        for start in range(0, len(windows), unit_tiles):
+            chunk = windows[start : start + unit_tiles]
+            if size + len(chunk) > unit_tiles:
+                flush()
+            batch.append((plan.scene, chunk))
+            size += len(chunk)
+    flush()
+    return units
+
+
+def _scene_rows(ref: SceneRef, width: int, height: int, reason: str, detail: str) -> dict[str, Any]:
+    return {"source": ref.source, "scene": ref.scene, "x": 0, "y": 0, "width": width, "height": height,
+            "reason": reason, "detail": detail}
+
+
+def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]]) -> pa.Table:
+    """Every discovered scene with the tiles planned for it: what `verify` accounts against."""
+    rows: dict[str, list] = defaultdict(list)
+    for d in discoveries:
+        planned = {p.scene.scene: len(p.windows) for p in plans.get(d.manifest.name, [])}
+        for ref in d.scenes + [r for r, _, _ in d.left_out]:
+            rows["source"].append(ref.source)
+            rows["scene"].append(ref.scene)
+            rows["role"].append(d.manifest.role)
+            rows["files"].append(list(ref.paths))
+            rows["tiles_planned"].append(planned.get(ref.scene, 0))
+    return pa.table(rows, schema=pa.schema([("source", pa.string()), ("scene", pa.string()), ("role", pa.string()),
+                                            ("files", pa.list_(pa.string())), ("tiles_planned", pa.int64())]))
+
+
+def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: int) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "command": opts.command,
+        "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
+                     "shard_rows": opts.shard_rows, "strict": opts.strict,
+                     "scheduler": opts.scheduler or "LocalCluster"},
+        "rscurate_version": version("rsfm-toolkit"),
+        "started": started.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 2),
+        "workers": workers,
+    }
+
+
+def build(opts: BuildOptions) -> BuildReport:
+    """Run a whole build; manifests are validated (and may raise ManifestError) before any work."""
+    t0 = time.perf_counter()
+    started = datetime.now(UTC)
+    manifests = load_manifests(opts.sources)
+    discoveries = [discover(m) for m in manifests]
+    absent = [d.absent for d in discoveries if d.absent]
+    for line in absent:
+        log.warning("skipped (not on disk): %s", line)
+    if absent and opts.strict:
+        raise ManifestError("--strict: sources without data:\n  " + "\n  ".join(absent))
+    present = [d for d in discoveries if not d.absent]
+    if not present:
+        raise ManifestError("no source has data on disk; see the messages above for where to get each")
+
+    out, work = opts.out, opts.out / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    with dask_client(opts.scheduler, opts.workers, opts.quiet, opts.processes) as client:
+        n_workers = len(client.scheduler_info()["workers"])
+        plan_futs, plan_owner = [], []
+        for d in present:
+            for i in range(0, len(d.scenes), PLAN_BATCH):
+                plan_futs.append(client.submit(plan_scenes, d.manifest, d.scenes[i : i + PLAN_BATCH], pure=False))
+                plan_owner.append(d.manifest.name)
+        plans: dict[str, list[ScenePlan]] = defaultdict(list)
+        for owner, result in zip(plan_owner, _gather(client, plan_futs, "planning", opts.quiet), strict=True):
+            plans[owner] += result
+
+        units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles)]
+        unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
+        unit_results = _gather(client, unit_futs, "tiles", opts.quiet)
+
+        scene_excl = [_scene_rows(r, 0, 0, reason, detail) for d in present for r, reason, detail in d.left_out]
+        scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
+                       for ps in plans.values() for p in ps if p.reason]
+        cands = pa.concat_tables([r[0] for r in unit_results]).to_pandas() if unit_results else pd.DataFrame(
+            columns=["id", "source", "scene", "x", "y", "width", "height", "gsd_m", "sha256", "phash", "unit",
+                     "unit_row"])
+        priority = {m.name: m.priority for m in manifests}
+        eval_sources = {m.name for m in manifests if m.role == "eval"}
+        decisions = decide(cands, priority, eval_sources)
+
+        kept = cands[decisions.keep]
+        rows = list(zip(kept["unit"], kept["unit_row"], kept["id"], strict=True))
+        chunks = [rows[i : i + opts.shard_rows] for i in range(0, len(rows), opts.shard_rows)]
+        shard_futs = [client.submit(write_shard, k, c, str(work), str(out), pure=False) for k, c in enumerate(chunks)]
+        band_parts = _gather(client, shard_futs, "shards", opts.quiet)
+
+    _remove_stale_shards(out, len(chunks))
+    index = (pa.concat_tables([read_index_part(work, k) for k in range(len(chunks))]) if chunks
+             else schema.INDEX.empty_table())
+    train_excl = [t for t, d in zip((r[1] for r in unit_results), units, strict=True) if d.manifest.role == "train"]
+    excluded = pa.concat_tables([
+        *train_excl,
+        pa.Table.from_pylist(scene_excl, schema=schema.EXCLUDED),
+        pa.Table.from_pandas(decisions.leaks, schema=schema.EXCLUDED, preserve_index=False),
+    ])
+    excluded = excluded.filter(pa.compute.is_in(excluded["source"], pa.array(
+        [m.name for m in manifests if m.role == "train"], pa.string())))
+    duplicates = pa.Table.from_pandas(decisions.duplicates, schema=schema.DUPLICATES, preserve_index=False)
+    inputs = _inputs_table(present, plans)
+
+    write_atomic(index, out / "index.parquet")
+    write_atomic(excluded, out / "excluded.parquet")
+    write_atomic(duplicates, out / "duplicates.parquet")
+    write_atomic(inputs, out / "inputs.parquet")
+    stats = corpus_stats(manifests, inputs, index, excluded, duplicates, band_parts, cands, eval_sources)
+    seconds = time.perf_counter() - t0
+    stats["build"] = _build_meta(opts, started, seconds, n_workers)
+    stats["absent_sources"] = absent
+    (out / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+
+    from rscurate.card import write_card
+
+    write_card(out, stats, index, excluded, duplicates)
+    if not opts.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuildReport(len(index), len(excluded), len(duplicates), absent, len(chunks), seconds)
+
+
+def _remove_stale_shards(out: Path, n_shards: int) -> None:
+    """Shards numbered past this build's count come from an earlier, larger build: remove them."""
+    for path in (out / "shards").glob("part-*.parquet"):
+        if int(path.stem.split("-")[1]) >= n_shards:
+            path.unlink()
+
+
+def corpus_stats(
+    manifests: list[Manifest],
+    inputs: pa.Table,
+    index: pa.Table,
+    excluded: pa.Table,
+    duplicates: pa.Table,
+    band_parts: list[dict[str, BandAccumulator]],
+    cands: pd.DataFrame,
+    eval_sources: set[str],
+) -> dict[str, Any]:
+    """Counts per source and reason, and per-band statistics of kept tiles."""
+    bands: dict[str, BandAccumulator] = {}
+    for part in band_parts:
+        for name, acc in part.items():
+            bands.setdefault(name, BandAccumulator()).merge(acc)
+    kept_by = Counter(index["source"].to_pylist())
+    dup_by = Counter(duplicates["source"].to_pylist())
+    files_by = Counter(inputs["source"].to_pylist())
+    excl_by: dict[str, Counter] = defaultdict(Counter)
+    for src, reason in zip(excluded["source"].to_pylist(), excluded["reason"].to_pylist(), strict=True):
+        excl_by[src][reason] += 1
+    eval_hashed = Counter(cands.loc[cands["source"].isin(eval_sources), "source"])
+    sources = {
+        m.name: {
+            "role": m.role, "files": files_by[m.name], "kept": kept_by[m.name],
+            "excluded": dict(excl_by[m.name]), "duplicates": dup_by[m.name],
+            **({"eval_tiles_hashed": eval_hashed[m.name]} if m.role == "eval" else {}),
+            "license": m.license, "citation": m.citation, "homepage": m.homepage, "priority": m.priority,
+        }
+        for m in manifests if files_by[m.name]
+    }
+    return {
+        "counts": {
+            "files": len(inputs), "kept": len(index),
+            "excluded": dict(Counter(excluded["reason"].to_pylist())),
+            "duplicates": dict(Counter(duplicates["kind"].to_pylist())),
+        },
+        "sources": sources,
+        "bands": {name: acc.summary() for name, acc in sorted(bands.items())},
+    }

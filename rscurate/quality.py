@@ -1,0 +1,82 @@
+"""Per-tile quality rules: nodata, low information and cloud, each giving a reason and a detail.
+
+The rules look only at the tile, so memory stays bounded by the tile and the verdict does not
+depend on which worker or in which order tiles are seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rscurate.manifest import Cloud, Quality
+
+# Default `min_std` per dtype kind when the manifest leaves it unset: one count for integer
+# data (a constant 8- or 16-bit tile), a tiny value for floats (reflectance is often 0..1).
+_DEFAULT_MIN_STD = {"u": 1.0, "i": 1.0, "f": 1e-4}
+
+
+@dataclass
+class TileStats:
+    """Per-band moments over valid pixels; also what the index stores for each tile."""
+
+    valid_pixels: int
+    nodata_fraction: float
+    mean: list[float]
+    std: list[float]
+    min: list[float]
+    max: list[float]
+
+
+def tile_stats(data: np.ndarray, valid: np.ndarray) -> TileStats:
+    n = int(valid.sum())
+    frac = 1.0 - n / valid.size
+    if n == 0:
+        nan = [float("nan")] * data.shape[0]
+        return TileStats(0, frac, nan, nan, nan, nan)
+    vals = data[:, valid].astype(np.float64) if n < valid.size else data.reshape(data.shape[0], -1).astype(np.float64)
+    return TileStats(
+        valid_pixels=n,
+        nodata_fraction=frac,
+        mean=vals.mean(axis=1).tolist(),
+        std=vals.std(axis=1).tolist(),
+        min=vals.min(axis=1).tolist(),
+        max=vals.max(axis=1).tolist(),
+    )
+
+
+def min_std_for(quality: Quality, dtype: str) -> float:
+    if quality.min_std is not None:
+        return quality.min_std
+    return _DEFAULT_MIN_STD.get(np.dtype(dtype).kind, 1.0)
+
+
+def cloud_fraction(rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray]) -> float:
+    """Fraction of valid pixels flagged cloudy by the QA band rule or the brightness rule."""
+    if not valid.any():
+        return 0.0
+    if rule.band is not None:
+        q = qa[rule.band]
+        cloudy = np.isin(q, rule.classes) if rule.classes else np.zeros(q.shape, bool)
+        for bit in rule.bits:
+            cloudy |= ((q.astype(np.int64) >> bit) & 1).astype(bool)
+    else:
+        cloudy = np.all(data >= rule.brightness, axis=0)
+    return float((cloudy & valid).sum() / valid.sum())
+
+
+def judge(
+    quality: Quality, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray], stats: TileStats
+) -> tuple[str, str] | None:
+    """The first rule a tile fails, as (reason, detail), or None when it is kept."""
+    if stats.valid_pixels == 0 or stats.nodata_fraction > quality.max_nodata_fraction:
+        return "nodata", f"nodata_fraction={stats.nodata_fraction:.3f} > {quality.max_nodata_fraction}"
+    threshold = min_std_for(quality, data.dtype.name)
+    if max(stats.std) < threshold:
+        return "low_information", f"max band std={max(stats.std):.4g} < min_std={threshold}"
+    if quality.cloud is not None:
+        frac = cloud_fraction(quality.cloud, data, valid, qa)
+        if frac > quality.cloud.max_fraction:
+            return "cloud", f"cloud_fraction={frac:.3f} > {quality.cloud.max_fraction}"
+    return None

@@ -1,0 +1,291 @@
+"""Windowed scene readers: memory follows the window, never the scene.
+
+Every reader exposes the same small surface (size, dtype, georeferencing, band names and
+`read(window)`), so slicing and quality code never knows which container a scene came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.transform import Affine
+from rasterio.windows import Window, from_bounds
+
+from rscurate.manifest import Band
+
+IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+GEOTIFF_SUFFIXES = {".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """One scene to read: a single file, a band-per-file group, one frame of an npy stack or an HDF granule."""
+
+    source: str
+    scene: str  # stable key: path(s) relative to the manifest root, '#t' for a frame of a time stack
+    paths: tuple[str, ...]  # absolute paths; one per band for band-per-file scenes
+    format: str  # geotiff | image | npy | modis_hdf4
+    frame: int | None = None  # time index of a (T, ...) npy stack
+    label: str | None = None
+
+
+@dataclass
+class ReadResult:
+    data: np.ndarray  # (C, h, w) stored bands
+    valid: np.ndarray  # (h, w) bool: pixel has data in at least one band
+    qa: dict[str, np.ndarray]  # QA band name -> (h, w)
+
+
+class SceneReader:
+    """Base reader; subclasses fill the attributes in __init__ and implement _read."""
+
+    width: int
+    height: int
+    dtype: str
+    crs: str = ""
+    transform: Affine | None = None
+    nodata: float | None = None
+    bands: list[Band]
+
+    def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
+        self.ref = ref
+        self._declared_bands = bands
+        self._nodata_override = nodata
+
+    @property
+    def data_bands(self) -> list[Band]:
+        return [b for b in self.bands if not b.qa]
+
+    def gsd_m(self) -> float | None:
+        if self.transform is None or not self.crs:
+            return None
+        if any(b.gsd_m for b in self.data_bands):
+            return min(b.gsd_m for b in self.data_bands if b.gsd_m)
+        return float(abs(self.transform.a))
+
+    def read(self, x: int, y: int, w: int, h: int) -> ReadResult:
+        layers = self._read(x, y, w, h)
+        qa = {b.name: layers[i] for i, b in enumerate(self.bands) if b.qa}
+        if qa or not isinstance(layers, np.ndarray):
+            data = np.stack([layers[i] for i, b in enumerate(self.bands) if not b.qa])
+        else:
+            data = layers
+        data = data.astype(self.dtype, copy=False)
+        return ReadResult(data=data, valid=self._valid(data, x, y, w, h), qa=qa)
+
+    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray | list[np.ndarray]:
+        """All bands (QA included) of the window, as a (C, h, w) array or a list of (h, w) layers."""
+        raise NotImplementedError
+
+    def _data_dtype(self, dtypes: list[str]) -> str:
+        return np.result_type(*[d for d, b in zip(dtypes, self.bands, strict=True) if not b.qa]).name
+
+    def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+        valid = np.ones(data.shape[1:], dtype=bool)
+        if np.issubdtype(data.dtype, np.floating):
+            valid &= ~np.all(np.isnan(data), axis=0)
+        if self.nodata is not None:
+            valid &= ~np.all(data == np.asarray(self.nodata).astype(data.dtype), axis=0)
+        return valid
+
+    def bounds(self, x: int, y: int, w: int, h: int) -> tuple[float, float, float, float] | None:
+        if self.transform is None or not self.crs:
+            return None
+        x0, y0 = self.transform * (x, y)
+        x1, y1 = self.transform * (x + w, y + h)
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    def close(self) -> None:
+        """Release file handles."""
+
+    def _name_bands(self, count: int) -> list[Band]:
+        """Declared bands when they match the file, else b1..bn; a mismatch is an error naming both."""
+        if not self._declared_bands:
+            return [Band(name=f"b{i + 1}") for i in range(count)]
+        if len(self._declared_bands) != count:
+            names = [b.name for b in self._declared_bands]
+            raise ValueError(f"the manifest declares {len(names)} bands {names} but the file has {count}")
+        return self._declared_bands
+
+
+def _crs_string(crs: rasterio.crs.CRS | None) -> str:
+    if crs is None:
+        return ""
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+class RasterioReader(SceneReader):
+    """GeoTIFF/COG/JPEG/PNG through GDAL, one file holding all bands."""
+
+    def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
+        super().__init__(ref, bands, nodata)
+        self.ds = rasterio.open(ref.paths[0])
+        self.width, self.height = self.ds.width, self.ds.height
+        self.bands = self._name_bands(self.ds.count)
+        self.dtype = self._data_dtype(list(self.ds.dtypes))
+        self.nodata = nodata if nodata is not None else self.ds.nodata
+        self.crs = _crs_string(self.ds.crs)
+        self.transform = self.ds.transform if self.ds.crs else None
+        self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
+
+    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self.ds.read(window=Window(x, y, w, h))
+
+    def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+        valid = super()._valid(data, x, y, w, h)
+        if self._dataset_mask:
+            valid &= self.ds.dataset_mask(window=Window(x, y, w, h)) > 0
+        return valid
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class BandFilesReader(SceneReader):
+    """One file per band (Sentinel-2, Landsat): every band is read onto the finest band's grid.
+
+    Coarser bands are resampled on read (GDAL's decimated read with the manifest's resampling), by
+    the bounds of the window, so bands at 10/20/60 m land on one pixel grid.
+    """
+
+    def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None, resampling: str):
+        super().__init__(ref, bands, nodata)
+        self.dss = [rasterio.open(p) for p in ref.paths]
+        self.bands = bands
+        ref_ds = min(self.dss, key=lambda d: abs(d.transform.a))
+        self._ref = ref_ds
+        self.width, self.height = ref_ds.width, ref_ds.height
+        self.dtype = self._data_dtype([d.dtypes[0] for d in self.dss])
+        self.nodata = nodata if nodata is not None else ref_ds.nodata
+        self.crs = _crs_string(ref_ds.crs)
+        self.transform = ref_ds.transform if ref_ds.crs else None
+        self._resampling = Resampling[resampling]
+
+    def _read(self, x: int, y: int, w: int, h: int) -> list[np.ndarray]:
+        left, bottom, right, top = self.bounds(x, y, w, h) or (x, y + h, x + w, y)
+        out = []
+        for band, ds in zip(self.bands, self.dss, strict=True):
+            if ds is self._ref or (ds.transform == self._ref.transform and ds.shape == self._ref.shape):
+                arr = ds.read(1, window=Window(x, y, w, h))
+            else:
+                win = from_bounds(left, bottom, right, top, transform=ds.transform)
+                method = Resampling.nearest if band.qa else self._resampling
+                arr = ds.read(1, window=win, out_shape=(h, w), resampling=method)
+            out.append(arr)
+        return out
+
+    def close(self) -> None:
+        for d in self.dss:
+            d.close()
+
+
+class NpyReader(SceneReader):
+    """Arrays saved with numpy: (H,W,C), (C,H,W) or time stacks (T,H,W,C) / (T,C,H,W), memory-mapped."""
+
+    def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None, layout: str | None):
+        super().__init__(ref, bands, nodata)
+        arr = np.load(ref.paths[0], mmap_mode="r", allow_pickle=False)
+        layout = layout or {2: "HW", 3: "HWC", 4: "THWC"}.get(arr.ndim)
+        if layout is None or len(layout) != arr.ndim:
+            raise ValueError(f"npy array of shape {arr.shape} does not fit layout {layout}; set npy_layout")
+        if layout.startswith("T"):
+            arr = arr[ref.frame or 0]
+            layout = layout[1:]
+        self._hwc = layout in ("HWC", "HW")
+        self._arr = arr if arr.ndim == 3 else arr[..., None]
+        h, w, c = self._arr.shape if self._hwc else (arr.shape[1], arr.shape[2], arr.shape[0])
+        self.width, self.height = w, h
+        self.bands = self._name_bands(c)
+        self.dtype = self._data_dtype([self._arr.dtype.name] * c)
+        self.nodata = nodata
+
+    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self._hwc:
+            return np.ascontiguousarray(np.moveaxis(self._arr[y : y + h, x : x + w, :], -1, 0))
+        return np.ascontiguousarray(self._arr[:, y : y + h, x : x + w])
+
+
+_MODIS_SINUSOIDAL = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R=6371007.181 +units=m +no_defs"
+_CORNER = re.compile(r"(UpperLeftPointMtrs|LowerRightMtrs)=\(([-\d.eE+]+),([-\d.eE+]+)\)")
+
+
+class ModisHdf4Reader(SceneReader):
+    """MODIS HDF4-EOS granules through pyhdf (no pip-installable GDAL has the HDF4 driver).
+
+    Bands are scientific datasets named by `sds` in the manifest; they must share one grid.
+    The sinusoidal grid is read from StructMetadata.0 so tiles get bounds like GDAL would give.
+    """
+
+    def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
+        super().__init__(ref, bands, nodata)
+        from pyhdf.SD import SD, SDC
+
+        self.sd = SD(ref.paths[0], SDC.READ)
+        if not bands:
+            raise ValueError("modis_hdf4 needs a bands list naming each band's sds")
+        self.bands = bands
+        self.sds = [self.sd.select(b.sds or b.name) for b in bands]
+        shapes = {s.info()[2] if s.info()[1] == 2 else None for s in self.sds}
+        shape = self.sds[0].info()[2]
+        if len(shapes) != 1 or not isinstance(shape, list) or len(shape) != 2:
+            raise ValueError(f"modis_hdf4 bands must be 2-D datasets on one grid, got shapes {shapes}")
+        self.height, self.width = shape
+        self.dtype = self._data_dtype([s.get(start=(0, 0), count=(1, 1)).dtype.name for s in self.sds])
+        fill = self.sds[0].attributes().get("_FillValue")
+        self.nodata = nodata if nodata is not None else (float(fill) if fill is not None else None)
+        self._georeference()
+
+    def _georeference(self) -> None:
+        meta = self.sd.attributes().get("StructMetadata.0", "")
+        corners = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in _CORNER.finditer(meta)}
+        if len(corners) == 2:
+            (ulx, uly), (lrx, lry) = corners["UpperLeftPointMtrs"], corners["LowerRightMtrs"]
+            self.transform = Affine((lrx - ulx) / self.width, 0, ulx, 0, (lry - uly) / self.height, uly)
+            self.crs = rasterio.crs.CRS.from_proj4(_MODIS_SINUSOIDAL).to_wkt()
+
+    def _read(self, x: int, y: int, w: int, h: int) -> list[np.ndarray]:
+        return [s.get(start=(y, x), count=(h, w)) for s in self.sds]
+
+    def close(self) -> None:
+        self.sd.end()
+
+
+def detect_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix == ".npy":
+        return "npy"
+    if suffix in (".hdf", ".h4", ".hdf4"):
+        return "modis_hdf4"
+    return "geotiff"
+
+
+def open_scene(
+    ref: SceneRef,
+    bands: list[Band],
+    nodata: float | None,
+    resampling: str = "bilinear",
+    npy_layout: str | None = None,
+) -> SceneReader:
+    """Open a scene with the reader its format needs; errors propagate for the caller to record."""
+    if len(ref.paths) > 1:
+        return BandFilesReader(ref, bands, nodata, resampling)
+    if ref.format == "npy":
+        return NpyReader(ref, bands, nodata, npy_layout)
+    if ref.format == "modis_hdf4":
+        return ModisHdf4Reader(ref, bands, nodata)
+    return RasterioReader(ref, bands, nodata)
+
+
+def npy_frames(path: str, layout: str | None) -> int | None:
+    """Number of frames in a time-stacked npy file, or None for a single image."""
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    layout = layout or {2: "HW", 3: "HWC", 4: "THWC"}.get(arr.ndim, "")
+    return int(arr.shape[0]) if layout.startswith("T") else None

@@ -1,0 +1,57 @@
+"""Where tiles are cut from a scene: a regular grid, random multi-scale crops, or the whole chip.
+
+Windows are a pure function of the scene size, the tile settings and the scene key, so the same
+inputs give the same tiles whatever machine or worker plans them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from rscurate.manifest import Tile
+
+Window = tuple[int, int, int, int]  # x, y, width, height in source pixels
+
+
+def min_tile_size(tile: Tile) -> int:
+    """The smallest scene side that still yields a tile."""
+    if tile.mode == "random":
+        return int(tile.min_size or 1)
+    if tile.mode == "whole":
+        return int(tile.min_size or 1)
+    return tile.size
+
+
+def plan_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Window]:
+    """Tile windows for a scene; empty when the scene is too small for one tile.
+
+    Grid mode keeps only full windows (a partial last row/column is not padded), so every tile
+    has the configured size; the remainder strip is documented as not covered.
+    """
+    if min(width, height) < min_tile_size(tile):
+        return []
+    if tile.mode == "whole":
+        return [(0, 0, width, height)]
+    if tile.mode == "grid":
+        stride = tile.stride or tile.size
+        xs = range(0, width - tile.size + 1, stride)
+        ys = range(0, height - tile.size + 1, stride)
+        return [(x, y, tile.size, tile.size) for y in ys for x in xs]
+    return _random_windows(width, height, tile, scene_key)
+
+
+def _random_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Window]:
+    """OpticalRS-style multi-scale square crops, seeded by the scene key (stable across runs)."""
+    assert tile.min_size is not None and tile.max_size is not None and tile.count is not None
+    digest = hashlib.sha256(f"{tile.seed}:{scene_key}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    largest = min(tile.max_size, width, height)
+    sizes = rng.integers(tile.min_size, largest + 1, size=tile.count)
+    windows = []
+    for s in sizes:
+        x = int(rng.integers(0, width - s + 1))
+        y = int(rng.integers(0, height - s + 1))
+        windows.append((x, y, int(s), int(s)))
+    return sorted(set(windows), key=lambda w: (w[1], w[0], w[2]))

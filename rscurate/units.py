@@ -1,0 +1,214 @@
+"""Work units: the coarse tasks a worker runs (read -> slice -> judge -> hash -> encode -> stage).
+
+A unit's output is staged to `_work/units/<key>.parquet` (kept candidates with bytes) and
+`<key>.excluded.parquet`, written atomically, so a killed build resumes by skipping finished units.
+The key hashes everything that decides the output, so changed settings or inputs never reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rscurate import codec, quality, schema
+from rscurate.manifest import Manifest
+from rscurate.phash import tile_phash
+from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
+from rscurate.tiling import Window, min_tile_size, plan_windows
+
+FORMAT_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """A scene's size and windows, or why it yields none."""
+
+    scene: SceneRef
+    windows: tuple[Window, ...] = ()
+    width: int = 0
+    height: int = 0
+    reason: str | None = None  # too_small | unreadable
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Unit:
+    key: str
+    manifest: Manifest
+    items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]
+
+    @property
+    def tiles(self) -> int:
+        return sum(len(w) for _, w in self.items)
+
+
+def _open(manifest: Manifest, scene: SceneRef) -> SceneReader:
+    resampling = manifest.band_files.resampling if manifest.band_files else "bilinear"
+    return open_scene(scene, manifest.band_list(), manifest.nodata, resampling, manifest.npy_layout)
+
+
+def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
+    """Open each scene's header (cheap) to size it and cut its windows; errors become records."""
+    plans = []
+    for scene in scenes:
+        try:
+            reader = _open(manifest, scene)
+        except Exception as err:  # any unreadable input is recorded, never fatal
+            plans.append(ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}"))
+            continue
+        try:
+            windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene))
+        finally:
+            reader.close()
+        if not windows:
+            need = min_tile_size(manifest.tile)
+            detail = f"{reader.width}x{reader.height} is smaller than the tile size {need}"
+            plans.append(ScenePlan(scene, (), reader.width, reader.height, "too_small", detail))
+        else:
+            plans.append(ScenePlan(scene, windows, reader.width, reader.height))
+    return plans
+
+
+def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:
+    h = hashlib.sha256(FORMAT_VERSION.encode())
+    h.update(manifest.model_dump_json(exclude={"description", "citation", "homepage", "download"}).encode())
+    for scene, windows in items:
+        for p in scene.paths:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(repr((scene.scene, scene.frame, windows)).encode())
+    return h.hexdigest()[:32]
+
+
+def tile_id(source: str, scene: str, window: Window, content_sha: str) -> str:
+    """Provenance + content: stable across runs and worker counts, distinct for distinct tiles."""
+    x, y, w, h = window
+    return hashlib.sha256(f"{source}\0{scene}\0{x},{y},{w},{h}\0{content_sha}".encode()).hexdigest()[:24]
+
+
+def content_sha256(tile: np.ndarray) -> str:
+    h = hashlib.sha256(f"{tile.dtype.str}{tile.shape}".encode())
+    h.update(np.ascontiguousarray(tile).data)
+    return h.hexdigest()
+
+
+def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, window: Window) -> tuple[bytes, str]:
+    """A whole PNG/JPEG chip keeps its original file bytes: exact source fidelity, no re-encode."""
+    suffix = Path(scene.paths[0]).suffix.lower()
+    whole = window == (0, 0, reader.width, reader.height)
+    if manifest.tile.mode == "whole" and whole and suffix in IMAGE_SUFFIXES and len(scene.paths) == 1:
+        if not any(b.qa for b in reader.bands):
+            return Path(scene.paths[0]).read_bytes(), IMAGE_SUFFIXES[suffix]
+    return b"", ""
+
+
+class _Collector:
+    """Column buffers for one unit's kept candidates and exclusions."""
+
+    def __init__(self) -> None:
+        self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
+        self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
+
+    def exclude(self, scene: SceneRef, window: Window, reason: str, detail: str) -> None:
+        x, y, w, h = window
+        for k, v in zip(("source", "scene", "x", "y", "width", "height", "reason", "detail"),
+                        (scene.source, scene.scene, x, y, w, h, reason, detail), strict=True):
+            self.excluded[k].append(v)
+
+    def keep(self, row: dict) -> None:
+        for k in self.kept:
+            self.kept[k].append(row.get(k))
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
+                pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
+
+
+def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out: _Collector) -> None:
+    manifest = unit.manifest
+    store = manifest.role == "train"
+    try:
+        reader = _open(manifest, scene)
+    except Exception as err:
+        for window in windows:
+            out.exclude(scene, window, "unreadable", f"{type(err).__name__}: {err}")
+        return
+    try:
+        data_bands = reader.data_bands
+        names = [b.name for b in data_bands]
+        wavelengths = [b.wavelength_um for b in data_bands]
+        gsd = reader.gsd_m()
+        for window in windows:
+            try:
+                res = reader.read(*window)
+            except Exception as err:
+                out.exclude(scene, window, "unreadable", f"{type(err).__name__}: {err}")
+                continue
+            stats = quality.tile_stats(res.data, res.valid)
+            verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats)
+            if verdict is not None:
+                out.exclude(scene, window, *verdict)
+                continue
+            sha = content_sha256(res.data)
+            image, encoding = (_original_bytes(manifest, scene, reader, window) if store else (b"", ""))
+            if store and not encoding:
+                image, encoding = codec.encode_array(res.data), codec.NPY_ZSTD
+            bounds = reader.bounds(*window)
+            minx, miny, maxx, maxy = bounds if bounds else (None, None, None, None)
+            x, y, w, h = window
+            out.keep({
+                "id": tile_id(scene.source, scene.scene, window, sha), "source": scene.source,
+                "scene": scene.scene, "x": x, "y": y, "width": w, "height": h, "crs": reader.crs,
+                "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "gsd_m": gsd, "bands": names,
+                "wavelengths_um": wavelengths, "dtype": res.data.dtype.name, "channels": res.data.shape[0],
+                "encoding": encoding or None, "sha256": sha,
+                "phash": tile_phash(res.data, names, res.valid), "nodata": reader.nodata,
+                "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
+                "band_mean": stats.mean, "band_std": stats.std, "band_min": stats.min, "band_max": stats.max,
+                "label": scene.label, "image": image if store else None,
+            })
+    finally:
+        reader.close()
+
+
+def unit_paths(work_dir: Path, key: str) -> tuple[Path, Path]:
+    base = work_dir / "units"
+    return base / f"{key}.parquet", base / f"{key}.excluded.parquet"
+
+
+def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    """Write to a temporary name and rename, so a killed write never leaves a half file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+    os.replace(tmp, path)
+
+
+# What the client needs of each candidate to deduplicate; the rest stays in the staged file.
+SLIM = ["id", "source", "scene", "x", "y", "width", "height", "gsd_m", "sha256", "phash"]
+
+
+def _slim(kept: pa.Table, key: str) -> pa.Table:
+    slim = kept.select(SLIM)
+    slim = slim.append_column("unit", pa.array([key] * len(kept), pa.string()))
+    return slim.append_column("unit_row", pa.array(np.arange(len(kept), dtype=np.int64)))
+
+
+def run_unit(unit: Unit, work_dir: str) -> tuple[pa.Table, pa.Table]:
+    """Process a unit (or reuse its staged result); return slim candidate rows and exclusions."""
+    kept_path, excl_path = unit_paths(Path(work_dir), unit.key)
+    if kept_path.exists() and excl_path.exists():
+        return _slim(pq.read_table(kept_path, columns=SLIM), unit.key), pq.read_table(excl_path)
+    out = _Collector()
+    for scene, windows in unit.items:
+        _process_scene(unit, scene, windows, out)
+    kept, excluded = out.tables()
+    write_atomic(excluded, excl_path)
+    write_atomic(kept, kept_path)
+    return _slim(kept, unit.key), excluded

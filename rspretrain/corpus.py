@@ -1,0 +1,79 @@
+"""Read-side view of an rscurate corpus: its shards' row groups and its per-band statistics.
+
+Only parquet metadata is touched here (no image bytes), so planning an epoch over millions of tiles is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+STD_FLOOR = 1e-6  # a constant band has std 0; dividing by it would turn the whole tile into inf
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One streamable unit: a row group of one shard."""
+
+    shard: str
+    index: int
+    num_rows: int
+
+
+class Corpus:
+    """A corpus folder as written by `rscurate build` (shards/*.parquet + stats.json)."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.shard_dir = self.root / "shards"
+        if not self.shard_dir.is_dir():
+            raise FileNotFoundError(f"{self.root}: no shards/ folder; is this a corpus built by `rscurate build`?")
+        self.shards = sorted(self.shard_dir.glob("*.parquet"))
+        if not self.shards:
+            raise FileNotFoundError(f"{self.shard_dir}: no *.parquet shards")
+
+    @cached_property
+    def row_groups(self) -> list[RowGroup]:
+        groups: list[RowGroup] = []
+        for shard in self.shards:
+            meta = pq.ParquetFile(shard).metadata
+            groups += [
+                RowGroup(shard.name, i, meta.row_group(i).num_rows)
+                for i in range(meta.num_row_groups)
+                if meta.row_group(i).num_rows > 0
+            ]
+        return groups
+
+    @property
+    def num_rows(self) -> int:
+        return sum(g.num_rows for g in self.row_groups)
+
+    @cached_property
+    def stats(self) -> dict:
+        path = self.root / "stats.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; rspretrain takes per-band normalisation from it")
+        return json.loads(path.read_text())
+
+    def band_mean_std(self, names: list[str] | tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and std (float32, std floored) for the named bands, from stats.json."""
+        bands = self.stats.get("bands", {})
+        missing = [n for n in names if n not in bands]
+        if missing:
+            raise KeyError(f"stats.json has no statistics for band(s) {missing}; known: {sorted(bands)}")
+        mean = np.array([bands[n]["mean"] for n in names], dtype=np.float32)
+        std = np.array([max(float(bands[n]["std"]), STD_FLOOR) for n in names], dtype=np.float32)
+        return mean, std
+
+    def first_row_bands(self) -> tuple[list[str], list[float | None]]:
+        """Band names and wavelengths of the first tile: the reference when only `in_chans` is configured."""
+        table = pq.ParquetFile(self.shards[0]).read_row_group(0, columns=["bands", "wavelengths_um"])
+        return table.column("bands")[0].as_py(), table.column("wavelengths_um")[0].as_py() or []
+
+    def read_row_group(self, group: RowGroup, columns: list[str]):
+        return pq.ParquetFile(self.shard_dir / group.shard).read_row_group(group.index, columns=columns)

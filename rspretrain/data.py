@@ -1,0 +1,221 @@
+"""Streaming training data: an IterableDataset over the corpus shards with an exactly resumable position.
+
+How the stream is laid out (docs/pretraining.md, "Data order and resume"):
+
+- There are S = world_size * num_workers streams; stream s = rank * num_workers + worker.
+- Epoch e permutes all row groups with the seed (seed, e); stream s reads permuted row groups s, s+S, ...
+  (no overlap between workers or ranks within an epoch), then goes on to epoch e+1. Streams never end, so
+  the DataLoader's round-robin over workers stays regular: batch k of a rank comes from worker k % num_workers.
+- A shuffle buffer of row *references* (epoch, row group, row) mixes rows; its pops use the seed
+  (seed, s). Output j of stream s is augmented with the seed (seed, s, j). Only referenced rows' row groups
+  are kept in memory, as undecoded bytes.
+- So stream s's output is a pure function of (seed, s, S). A consumer that records how many batches it took
+  and, per stream, the next output index, can resume exactly: the reference stream and buffer are replayed
+  without reading or decoding anything, and the worker order is rotated so batch k still comes from the
+  worker that would have produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from rspretrain.augment import random_resized_crop_flip, resize
+from rspretrain.config import DataConfig
+from rspretrain.corpus import Corpus
+from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
+
+log = logging.getLogger(__name__)
+
+_BUFFER_SALT = 0x5EED
+_AUGMENT_SALT = 0xA06
+_WARN_LIMIT = 5
+
+
+@dataclass
+class DataPosition:
+    """Where a rank's data stream stands: batches taken, next output index per stream, skip counters."""
+
+    batches: int = 0
+    cursors: dict[int, int] = field(default_factory=dict)
+    skipped_corrupt: int = 0
+    skipped_bands: int = 0
+
+    def advance(self, batch: dict[str, torch.Tensor]) -> None:
+        """Record a batch as consumed (call once per batch actually trained on)."""
+        self.batches += 1
+        for s, j in zip(batch["stream"].tolist(), batch["ordinal"].tolist(), strict=True):
+            if j + 1 > self.cursors.get(s, 0):
+                self.cursors[s] = j + 1
+        self.skipped_corrupt += int(batch["skipped_corrupt"].sum())
+        self.skipped_bands += int(batch["skipped_bands"].sum())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "cursors": {str(k): v for k, v in self.cursors.items()},
+            "skipped_corrupt": self.skipped_corrupt,
+            "skipped_bands": self.skipped_bands,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataPosition:
+        return cls(
+            batches=int(d["batches"]),
+            cursors={int(k): int(v) for k, v in d["cursors"].items()},
+            skipped_corrupt=int(d.get("skipped_corrupt", 0)),
+            skipped_bands=int(d.get("skipped_bands", 0)),
+        )
+
+
+def dist_rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class CorpusDataset(IterableDataset):
+    """Infinite, shuffled, augmented tiles from a corpus, split across DataLoader workers and DDP ranks."""
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        img_size: int,
+        cfg: DataConfig,
+        seed: int = 0,
+        num_workers: int = 0,
+        rank: int | None = None,
+        world: int | None = None,
+        augment: bool = True,
+    ):
+        super().__init__()
+        self.corpus = corpus
+        self.reader = TileReader(corpus, cfg.bands, cfg.in_chans)
+        self.img_size = img_size
+        self.cfg = cfg
+        self.seed = seed
+        self.num_workers = num_workers
+        drank, dworld = dist_rank_world()
+        self.rank = drank if rank is None else rank
+        self.world = dworld if world is None else world
+        self.augment = augment
+        self.position = DataPosition()
+        self.stats = {"rows": 0, "samples": 0, "skipped_corrupt": 0, "skipped_bands": 0}
+        n_streams = self.world * max(num_workers, 1)
+        if len(corpus.row_groups) < n_streams:
+            raise ValueError(
+                f"{corpus.root}: {len(corpus.row_groups)} row groups cannot feed {n_streams} streams "
+                f"(ranks x workers); use fewer DataLoader workers or write smaller row groups"
+            )
+
+    def resume_from(self, position: DataPosition) -> None:
+        """Continue after `position` (as recorded by the consumer) on the next iteration."""
+        self.position = position
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _stream(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers = max(self.num_workers, 1)
+        physical = info.id if info is not None else 0
+        if info is not None and info.num_workers != workers:
+            raise RuntimeError(f"dataset built for {workers} workers runs under {info.num_workers}")
+        logical = (physical + self.position.batches) % workers
+        return self.rank * workers + logical, self.world * workers
+
+    def _references(self, stream: int, n_streams: int, pending: dict) -> Iterator[tuple[int, int, int]]:
+        groups = self.corpus.row_groups
+        epoch = 0
+        while True:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(groups))
+            for gi in order[stream::n_streams].tolist():
+                pending[(epoch, gi)] = groups[gi].num_rows
+                for row in range(groups[gi].num_rows):
+                    yield epoch, gi, row
+            epoch += 1
+
+    def _shuffled(self, stream: int, n_streams: int, pending: dict) -> Iterator[tuple[int, int, int]]:
+        rng = np.random.default_rng([self.seed, stream, _BUFFER_SALT])
+        buf: list[tuple[int, int, int]] = []
+        size = max(self.cfg.shuffle_buffer, 1)
+        for ref in self._references(stream, n_streams, pending):
+            buf.append(ref)
+            if len(buf) >= size:
+                i = int(rng.integers(len(buf)))
+                buf[i], buf[-1] = buf[-1], buf[i]
+                yield buf.pop()
+
+    # -- iteration ------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        stream, n_streams = self._stream()
+        start = self.position.cursors.get(stream, 0)
+        pending: dict[tuple[int, int], int] = {}
+        cache: dict[tuple[int, int], dict[str, list]] = {}
+        skipped = {"skipped_corrupt": 0, "skipped_bands": 0}
+        for j, (epoch, gi, row) in enumerate(self._shuffled(stream, n_streams, pending)):
+            key = (epoch, gi)
+            if j >= start:
+                if key not in cache:
+                    cache[key] = self.corpus.read_row_group(self.corpus.row_groups[gi], ROW_COLUMNS).to_pydict()
+                sample = self._sample(cache[key], row, stream, j, skipped)
+                if sample is not None:
+                    sample["epoch"] = epoch
+                    yield sample
+            pending[key] -= 1
+            if pending[key] == 0:
+                del pending[key]
+                cache.pop(key, None)
+
+    def _sample(self, table: dict[str, list], row: int, stream: int, j: int, skipped: dict) -> dict | None:
+        record = {k: v[row] for k, v in table.items()}
+        self.stats["rows"] += 1
+        try:
+            tile, plan = self.reader.raw(record)
+        except (CorruptTile, MissingBands) as err:
+            kind = "skipped_corrupt" if isinstance(err, CorruptTile) else "skipped_bands"
+            skipped[kind] += 1
+            self.stats[kind] += 1
+            if self.stats[kind] <= _WARN_LIMIT:
+                log.warning("skipping tile (%s): %s", kind, err)
+            return None
+        if self.augment:
+            rng = np.random.default_rng([self.seed, stream, j, _AUGMENT_SALT])
+            tile = random_resized_crop_flip(
+                tile, self.img_size, rng, tuple(self.cfg.crop_scale), tuple(self.cfg.crop_ratio), self.cfg.hflip
+            )
+        else:
+            tile = resize(tile, self.img_size)
+        self.stats["samples"] += 1
+        sample = {
+            "image": TileReader.normalise(tile, plan).contiguous(),
+            "wavelengths": plan.wavelengths,
+            "stream": stream,
+            "ordinal": j,
+            **skipped,
+        }
+        skipped["skipped_corrupt"] = skipped["skipped_bands"] = 0
+        return sample
+
+
+def _worker_init(_: int) -> None:
+    # workers decode and resize single tiles; intra-op threads would only fight the trainer for cores
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: CorpusDataset, batch_size: int, pin_memory: bool = False) -> DataLoader:
+    """DataLoader over the stream; worker count is the dataset's (it is part of the data layout)."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=dataset.num_workers,
+        worker_init_fn=_worker_init if dataset.num_workers > 0 else None,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        in_order=True,
+    )

@@ -1,0 +1,93 @@
+"""Corpus row -> normalised float tensor: decode, select bands by name, normalise with stats.json.
+
+Shared by the training stream and the probes so that a tile means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rscurate.codec import decode
+from rspretrain.corpus import Corpus
+
+ROW_COLUMNS = ["id", "bands", "wavelengths_um", "encoding", "image", "label"]
+
+
+class CorruptTile(ValueError):
+    """The row's bytes do not decode to the array its metadata describes."""
+
+
+class MissingBands(LookupError):
+    """The tile lacks a band the run asks for."""
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """For one tile layout (its band-name tuple): which channels to take and how to normalise them."""
+
+    index: np.ndarray
+    mean: torch.Tensor
+    std: torch.Tensor
+    wavelengths: torch.Tensor  # micrometres; nan where unknown
+
+
+class TileReader:
+    """Turns a row (bands, wavelengths, encoding, bytes) into a normalised (C, H, W) float32 tensor.
+
+    Bands are chosen by name when `bands` is given, else the first `in_chans` bands of each tile; each chosen
+    band is normalised with its own mean/std from stats.json, looked up by band name.
+    """
+
+    def __init__(self, corpus: Corpus, bands: list[str] | None = None, in_chans: int | None = None):
+        if not bands and not in_chans:
+            raise ValueError("choose channels with bands: [names] or in_chans: C")
+        self.corpus = corpus
+        self.bands = list(bands) if bands else None
+        self.in_chans = len(self.bands) if self.bands else int(in_chans or 0)
+        self._plans: dict[tuple, BandPlan] = {}
+
+    def plan(self, row_bands: list[str], row_wavelengths: list[float | None] | None) -> BandPlan:
+        key = (tuple(row_bands), tuple(row_wavelengths or ()))
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        if self.bands is not None:
+            missing = [b for b in self.bands if b not in row_bands]
+            if missing:
+                raise MissingBands(f"tile has bands {row_bands}, lacks {missing}")
+            index = np.array([row_bands.index(b) for b in self.bands], dtype=np.int64)
+        else:
+            if len(row_bands) < self.in_chans:
+                raise MissingBands(f"tile has {len(row_bands)} bands, in_chans is {self.in_chans}")
+            index = np.arange(self.in_chans, dtype=np.int64)
+        names = [row_bands[i] for i in index]
+        mean, std = self.corpus.band_mean_std(names)
+        waves = list(row_wavelengths or [])
+        wl = [waves[i] if i < len(waves) and waves[i] is not None else float("nan") for i in index]
+        plan = BandPlan(
+            index=index,
+            mean=torch.from_numpy(mean)[:, None, None],
+            std=torch.from_numpy(std)[:, None, None],
+            wavelengths=torch.tensor(wl, dtype=torch.float32),
+        )
+        self._plans[key] = plan
+        return plan
+
+    def raw(self, row: dict) -> tuple[torch.Tensor, BandPlan]:
+        """Decoded, band-selected float32 tile (not yet normalised) and its plan."""
+        plan = self.plan(row["bands"], row.get("wavelengths_um"))
+        try:
+            array = decode(row["image"], row["encoding"])
+        except Exception as err:  # any decoder failure means the stored bytes are unusable
+            raise CorruptTile(f"tile {row.get('id')}: cannot decode {row['encoding']!r}: {err}") from err
+        if array.ndim != 3 or array.shape[0] != len(row["bands"]):
+            raise CorruptTile(f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands")
+        tile = torch.from_numpy(np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False))
+        return tile, plan
+
+    @staticmethod
+    def normalise(tile: torch.Tensor, plan: BandPlan) -> torch.Tensor:
+        return (tile - plan.mean) / plan.std

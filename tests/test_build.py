@@ -1,0 +1,154 @@
+"""End-to-end builds over generated rasters with known defects: every input accounted for."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from rscurate import open_corpus
+from rscurate.verify import verify
+from tests.conftest import run_build, textured, write_manifest, write_tif
+
+
+@pytest.fixture(scope="module")
+def defects_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One source with each defect the quality rules must catch, plus clean multi-dtype scenes."""
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("defects")
+    data = root / "data"
+    clean = textured(rng, 4, 256, 256)
+    write_tif(data / "clean_u16.tif", clean)
+    write_tif(data / "copy_u16.tif", clean.copy(), origin=(600000.0, 4000000.0))  # same pixels elsewhere
+    border = textured(rng, 4, 256, 256)
+    border[:, :, :160] = 0  # left column of tiles all nodata, right column 25 % nodata (kept)
+    write_tif(data / "border.tif", border, nodata=0)
+    flat = np.full((4, 128, 128), 1000, np.uint16)
+    write_tif(data / "flat.tif", flat)
+    cloudy = textured(rng, 4, 128, 128)
+    cloudy[:, 10:120, 5:125] = 3990  # saturated bright block over most of the tile
+    write_tif(data / "cloudy.tif", cloudy)
+    write_tif(data / "tiny.tif", textured(rng, 4, 40, 60))
+    (data / "corrupt.tif").write_bytes(b"II*\x00" + bytes(rng.integers(0, 255, 4000, dtype=np.uint8)))
+    write_tif(data / "f32.tif", textured(rng, 13, 128, 128, "float32"))
+    write_tif(data / "i16.tif", textured(rng, 1, 128, 128, "int16"))
+    manifest = write_manifest(root / "manifests" / "defects.yaml", """\
+        name: defects
+        license: CC0-1.0
+        root: ../data
+        include: ["*.tif"]
+        tile: {size: 128}
+        quality:
+          max_nodata_fraction: 0.5
+          cloud: {brightness: 3900, max_fraction: 0.5}
+        """)
+    out = root / "corpus"
+    run_build([manifest.parent], out)
+    return out, data
+
+
+def test_every_input_is_accounted_for(defects_corpus: tuple[Path, Path]) -> None:
+    out, _ = defects_corpus
+    checked = verify(out)
+    assert checked["scenes"] == 9
+
+
+def test_defects_are_excluded_with_their_reason(defects_corpus: tuple[Path, Path]) -> None:
+    out, _ = defects_corpus
+    excl = pd.read_parquet(out / "excluded.parquet")
+    by_scene = excl.groupby("scene")["reason"].agg(set).to_dict()
+    assert by_scene["flat.tif"] == {"low_information"}
+    assert by_scene["cloudy.tif"] == {"cloud"}
+    assert by_scene["tiny.tif"] == {"too_small"}
+    assert by_scene["corrupt.tif"] == {"unreadable"}
+    assert "nodata" in by_scene["border.tif"]
+    corrupt = excl[excl["scene"] == "corrupt.tif"].iloc[0]
+    assert corrupt["detail"], "an unreadable file carries the error text"
+    border_tiles = excl[(excl["scene"] == "border.tif") & (excl["reason"] == "nodata")]
+    assert set(border_tiles["x"]) == {0}, "only the left column of tiles is mostly nodata"
+
+
+def test_exact_duplicates_point_at_kept_tile(defects_corpus: tuple[Path, Path]) -> None:
+    out, _ = defects_corpus
+    dups = pd.read_parquet(out / "duplicates.parquet")
+    index = pd.read_parquet(out / "index.parquet")
+    assert len(dups) == 4 and set(dups["kind"]) == {"exact"}
+    assert set(dups["kept_id"]) <= set(index["id"])
+    # keep rule ends in the id order when priority, gsd and size tie
+    for _, d in dups.iterrows():
+        assert d["kept_id"] < d["id"]
+
+
+def test_tiles_round_trip_losslessly(defects_corpus: tuple[Path, Path]) -> None:
+    out, data = defects_corpus
+    import rasterio
+
+    corpus = open_corpus(out)
+    index = corpus.index.to_pandas()
+    kept_copy = index.loc[index["scene"].isin(["clean_u16.tif", "copy_u16.tif"]), "scene"].iloc[0]
+    for scene, dtype, bands in (("f32.tif", "float32", 13), ("i16.tif", "int16", 1), (kept_copy, "uint16", 4)):
+        rows = index[index["scene"] == scene]
+        assert len(rows) > 0, scene
+        for _, row in rows.iterrows():
+            arr, meta = corpus.tile(row["id"])
+            assert arr.dtype == np.dtype(dtype) and arr.shape == (bands, 128, 128)
+            with rasterio.open(data / scene) as ds:
+                src = ds.read(window=((row["y"], row["y"] + 128), (row["x"], row["x"] + 128)))
+            np.testing.assert_array_equal(arr, src)
+            assert meta["bands"] == [f"b{i + 1}" for i in range(bands)]
+
+
+def test_corpus_opens_without_rscurate(defects_corpus: tuple[Path, Path]) -> None:
+    out, _ = defects_corpus
+    shards = sorted((out / "shards").glob("*.parquet"))
+    table = pq.read_table(shards[0])
+    row = table.slice(0, 1).to_pylist()[0]
+    arr = np.load(io.BytesIO(zstandard.decompress(row["image"])))
+    assert arr.shape == (row["channels"], row["height"], row["width"]) and arr.dtype.name == row["dtype"]
+    df = pd.read_parquet(out / "index.parquet")
+    assert {"id", "shard", "row", "source", "scene", "x", "y", "width", "height", "crs", "minx", "miny", "maxx",
+            "maxy", "bands", "dtype", "sha256"} <= set(df.columns)
+    duckdb = pytest.importorskip("duckdb")
+    n = duckdb.sql(f"select count(*) from read_parquet('{out}/shards/*.parquet')").fetchall()[0][0]
+    assert n == len(df)
+
+
+def test_band_stats_match_numpy_over_kept_valid_pixels(defects_corpus: tuple[Path, Path]) -> None:
+    out, _ = defects_corpus
+    stats = json.loads((out / "stats.json").read_text())
+    corpus = open_corpus(out)
+    pixels: dict[str, list[np.ndarray]] = {}
+    for i in range(len(corpus)):
+        arr, meta = corpus.tile(i)
+        valid = ~np.all(arr == meta["nodata"], axis=0) if meta["nodata"] is not None else np.ones(arr.shape[1:], bool)
+        for name, band in zip(meta["bands"], arr, strict=True):
+            pixels.setdefault(name, []).append(band[valid].astype(np.float64))
+    for name in ("b1", "b4", "b13"):
+        ref = np.concatenate(pixels[name])
+        got = stats["bands"][name]
+        assert got["count"] == ref.size
+        assert got["mean"] == pytest.approx(ref.mean(), rel=1e-9)
+        assert got["std"] == pytest.approx(ref.std(), rel=1e-6)
+        assert (got["min"], got["max"]) == (ref.min(), ref.max())
+    b4 = np.concatenate(pixels["b4"])  # uint16 and float32 tiles: float16 bins for the float part
+    for p in (1, 99):
+        assert stats["bands"]["b4"][f"p{p}"] == pytest.approx(np.percentile(b4, p, method="inverted_cdf"), rel=1e-3)
+    b13 = np.concatenate(pixels["b13"])  # float32: float16 bins, relative error 2**-11
+    assert stats["bands"]["b13"]["p99"] == pytest.approx(np.percentile(b13, 99, method="inverted_cdf"), rel=1e-3)
+    assert stats["counts"]["excluded"]["too_small"] == 1
+
+
+def test_same_index_whatever_the_worker_count(defects_corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    out, data = defects_corpus
+    again = tmp_path / "again"
+    run_build([data.parent / "manifests"], again, workers=1, unit_tiles=1, shard_rows=3)
+    a = pd.read_parquet(out / "index.parquet").sort_values("id").reset_index(drop=True)
+    b = pd.read_parquet(again / "index.parquet").sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a.drop(columns=["shard", "row"]), b.drop(columns=["shard", "row"]))
+    verify(again)
