@@ -14,14 +14,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-_INT_OFFSET = 32768
-_INT_BINS = 32768 + 65536  # int16 min .. uint16 max
-_F16_BINS = 65536
-_F16_VALUES = np.arange(_F16_BINS, dtype=np.uint16).view(np.float16).astype(np.float64)
+_F16_VALUES = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
 
 
-def _exact_int(dtype: np.dtype) -> bool:
-    return dtype.kind in "ui" and dtype.itemsize <= 2
+def _bins(dtype: np.dtype) -> tuple[str, int, int] | None:
+    """(histogram key, bin count, value offset) for integer data of at most 16 bits, else None."""
+    if dtype.kind in "ui" and dtype.itemsize <= 2:
+        offset = -int(np.iinfo(dtype).min)
+        return dtype.name, int(np.iinfo(dtype).max) + offset + 1, offset
+    return None
+
+
+def _bin_values(key: str, size: int) -> np.ndarray:
+    if key == "float16":
+        return _F16_VALUES
+    return np.arange(size, dtype=np.float64) + float(np.iinfo(np.dtype(key)).min)
 
 
 @dataclass
@@ -32,27 +39,27 @@ class BandAccumulator:
     min: float = np.inf
     max: float = -np.inf
     dtypes: set[str] = field(default_factory=set)
-    int_hist: np.ndarray | None = None
-    f16_hist: np.ndarray | None = None
+    hists: dict[str, np.ndarray] = field(default_factory=dict)  # key: stored dtype, or float16 for the rest
 
     def add(self, values: np.ndarray) -> None:
         """Add a band's valid pixels (1-D array)."""
         if values.size == 0:
             return
+        self.count += int(values.size)
+        self.total += float(values.sum(dtype=np.float64))
+        f = values.astype(np.float64)
+        self.total_sq += float(np.dot(f, f))
         self.dtypes.add(values.dtype.name)
-        v = values.astype(np.float64)
-        self.count += int(v.size)
-        self.total += float(v.sum())
-        self.total_sq += float(np.square(v).sum())
-        self.min = min(self.min, float(v.min()))
-        self.max = max(self.max, float(v.max()))
-        if _exact_int(values.dtype):
-            h = np.bincount(values.astype(np.int64) + _INT_OFFSET, minlength=_INT_BINS)
-            self.int_hist = h if self.int_hist is None else self.int_hist + h
+        self.min = min(self.min, float(values.min()))
+        self.max = max(self.max, float(values.max()))
+        bins = _bins(values.dtype)
+        if bins is not None:
+            key, size, offset = bins
+            idx = values.astype(np.int32) + offset if offset else values
         else:
-            bits = values.astype(np.float16).view(np.uint16)
-            h = np.bincount(bits, minlength=_F16_BINS)
-            self.f16_hist = h if self.f16_hist is None else self.f16_hist + h
+            key, size, idx = "float16", 65536, values.astype(np.float16).view(np.uint16)
+        h = np.bincount(idx, minlength=size)
+        self.hists[key] = self.hists[key] + h if key in self.hists else h
 
     def merge(self, other: BandAccumulator) -> None:
         self.count += other.count
@@ -61,23 +68,19 @@ class BandAccumulator:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         self.dtypes |= other.dtypes
-        for name in ("int_hist", "f16_hist"):
-            a, b = getattr(self, name), getattr(other, name)
-            setattr(self, name, b if a is None else (a if b is None else a + b))
+        for key, h in other.hists.items():
+            self.hists[key] = self.hists[key] + h if key in self.hists else h
 
     def percentile(self, p: float) -> float:
-        values, counts = [], []
-        if self.int_hist is not None:
-            nz = np.nonzero(self.int_hist)[0]
-            values.append(nz.astype(np.float64) - _INT_OFFSET)
-            counts.append(self.int_hist[nz])
-        if self.f16_hist is not None:
-            nz = np.nonzero(self.f16_hist)[0]
-            keep = ~np.isnan(_F16_VALUES[nz])
-            values.append(_F16_VALUES[nz][keep])
-            counts.append(self.f16_hist[nz][keep])
-        if not values:
+        if not self.hists:
             return float("nan")
+        values, counts = [], []
+        for key, h in self.hists.items():
+            nz = np.nonzero(h)[0]
+            vals = _bin_values(key, len(h))[nz]
+            keep = ~np.isnan(vals)
+            values.append(vals[keep])
+            counts.append(h[nz][keep])
         vals, cnts = np.concatenate(values), np.concatenate(counts)
         order = np.argsort(vals, kind="stable")
         cum = np.cumsum(cnts[order])
@@ -99,12 +102,14 @@ class BandAccumulator:
         }
 
 
-def accumulate_tile(acc: dict[str, BandAccumulator], tile: np.ndarray, bands: list[str], nodata: float | None) -> None:
-    """Add one (C, H, W) tile's valid pixels (not all bands equal to nodata, not NaN) per band name."""
+def accumulate_tile(
+    acc: dict[tuple[str, str], BandAccumulator], source: str, tile: np.ndarray, bands: list[str], nodata: float | None
+) -> None:
+    """Add one (C, H, W) tile's valid pixels (not all bands nodata, not NaN), keyed by (source, band name)."""
     valid = np.ones(tile.shape[1:], dtype=bool)
     if nodata is not None and not np.isnan(nodata):
         valid &= ~np.all(tile == np.asarray(nodata).astype(tile.dtype), axis=0)
     if tile.dtype.kind == "f":
         valid &= ~np.any(np.isnan(tile), axis=0)
     for name, band in zip(bands, tile, strict=True):
-        acc.setdefault(name, BandAccumulator()).add(band[valid] if not valid.all() else band.ravel())
+        acc.setdefault((source, name), BandAccumulator()).add(band[valid] if not valid.all() else band.ravel())

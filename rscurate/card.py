@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform
@@ -563,6 +564,7 @@ def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
         ax.annotate(f"{int(total):,}", (total, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlabel("items (tiles kept or dropped; excluded input files or tiles)")
     ax.set_xlim(0, max(left.max(), 1) * 1.12)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.legend(loc="outside lower center", ncol=min(len(series), 4), fontsize=8, frameon=False)
     ax.set_title("Kept, excluded and duplicate counts per source")
     _save(fig, path)
@@ -577,7 +579,8 @@ def _footprints_figure(index: pa.Table, path: Path) -> tuple[int, int]:
     bounds = df[["minx", "miny", "maxx", "maxy"]].to_numpy(dtype=float)
     df = df[df["crs"].fillna("").str.strip().ne("") & np.isfinite(bounds).all(axis=1)]
     georeferenced = len(df)
-    df = df.iloc[_spread(georeferenced, MAX_FOOTPRINTS)]
+    if georeferenced > MAX_FOOTPRINTS:  # a seeded sample: a stride could alias with the index's ordering
+        df = df.iloc[np.sort(np.random.default_rng(0).choice(georeferenced, MAX_FOOTPRINTS, replace=False))]
     quads, owners = [], []
     for crs, g in df.groupby("crs", sort=True):
         x0, y0, x1, y1 = (g[c].to_numpy(dtype=float) for c in ("minx", "miny", "maxx", "maxy"))
@@ -616,8 +619,10 @@ def _footprints_figure(index: pa.Table, path: Path) -> tuple[int, int]:
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
     ax.grid(True, linewidth=0.3)
-    ax.legend(handles=[Patch(color=colours[n], label=n) for n in names], fontsize=8, loc="best")
-    ax.set_title(f"Footprints of {len(polys):,} georeferenced tiles (EPSG:4326)")
+    handles = [Patch(color=colours[n], label=n) for n in names]
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper", frameon=False)  # "best" is slow here
+    sampled = f" (a sample of {georeferenced:,})" if len(polys) < georeferenced else ""
+    ax.set_title(f"Footprints of {len(polys):,} georeferenced tiles{sampled}, EPSG:4326")
     _save(fig, path)
     return len(polys), georeferenced
 

@@ -18,7 +18,7 @@ import zstandard
 
 NPY_ZSTD = "npy.zst"
 ORIGINAL_ENCODINGS = ("png", "jpeg", "tiff")
-_ZSTD_LEVEL = 3
+_ZSTD_LEVEL = 1  # level 1: within ~5 % of level 3 in size on imagery, about twice as fast
 
 
 def encode_array(tile: np.ndarray) -> bytes:

@@ -254,14 +254,18 @@ def corpus_stats(
     index: pa.Table,
     excluded: pa.Table,
     duplicates: pa.Table,
-    band_parts: list[dict[str, BandAccumulator]],
+    band_parts: list[dict[tuple[str, str], BandAccumulator]],
     cands: pd.DataFrame,
     eval_sources: set[str],
 ) -> dict[str, Any]:
     """Counts per source and reason, and per-band statistics of kept tiles."""
     bands: dict[str, BandAccumulator] = {}
+    per_source: dict[str, dict[str, BandAccumulator]] = defaultdict(dict)
     for part in band_parts:
-        for name, acc in part.items():
+        for (src, name), acc in part.items():
+            per_source[src].setdefault(name, BandAccumulator()).merge(acc)
+    for src_bands in per_source.values():
+        for name, acc in src_bands.items():
             bands.setdefault(name, BandAccumulator()).merge(acc)
     kept_by = Counter(index["source"].to_pylist())
     dup_by = Counter(duplicates["source"].to_pylist())
@@ -276,6 +280,7 @@ def corpus_stats(
             "excluded": dict(excl_by[m.name]), "duplicates": dup_by[m.name],
             **({"eval_tiles_hashed": eval_hashed[m.name]} if m.role == "eval" else {}),
             "license": m.license, "citation": m.citation, "homepage": m.homepage, "priority": m.priority,
+            "bands": {name: acc.summary() for name, acc in sorted(per_source[m.name].items())},
         }
         for m in manifests if files_by[m.name]
     }

@@ -35,14 +35,21 @@ def tile_stats(data: np.ndarray, valid: np.ndarray) -> TileStats:
     if n == 0:
         nan = [float("nan")] * data.shape[0]
         return TileStats(0, frac, nan, nan, nan, nan)
-    vals = data[:, valid].astype(np.float64) if n < valid.size else data.reshape(data.shape[0], -1).astype(np.float64)
+    vals = data[:, valid] if n < valid.size else data.reshape(data.shape[0], -1)
+    mean = vals.sum(axis=1, dtype=np.float64) / n
+    centred = vals.astype(np.float64) - mean[:, None] if vals.dtype.kind == "f" else None
+    if centred is not None:  # floats: two-pass variance for accuracy
+        var = np.einsum("ij,ij->i", centred, centred) / n
+    else:  # integers up to 32 bits: float32 products are exact enough, summed in float64
+        f = vals.astype(np.float32)
+        var = np.maximum(np.einsum("ij,ij->i", f, f, dtype=np.float64) / n - mean * mean, 0.0)
     return TileStats(
         valid_pixels=n,
         nodata_fraction=frac,
-        mean=vals.mean(axis=1).tolist(),
-        std=vals.std(axis=1).tolist(),
-        min=vals.min(axis=1).tolist(),
-        max=vals.max(axis=1).tolist(),
+        mean=mean.tolist(),
+        std=np.sqrt(var).tolist(),
+        min=vals.min(axis=1).astype(np.float64).tolist(),
+        max=vals.max(axis=1).astype(np.float64).tolist(),
     )
 
 

@@ -32,7 +32,7 @@ def _marker(work_dir: Path, number: int, ids: list[str]) -> Path:
 
 def write_shard(
     number: int, rows: list[tuple[str, int, str]], work_dir: str, out_dir: str
-) -> dict[str, BandAccumulator]:
+) -> dict[tuple[str, str], BandAccumulator]:
     """Write shard `number` from (unit key, row in unit, tile id) triples; return its band statistics."""
     work, out = Path(work_dir), Path(out_dir)
     marker = _marker(work, number, [r[2] for r in rows])
@@ -46,10 +46,10 @@ def write_shard(
         parts.append(staged.take(pa.array(wanted, pa.int64())))
     table = pa.concat_tables(parts).select(schema.SHARD.names).cast(schema.SHARD)
 
-    acc: dict[str, BandAccumulator] = {}
-    for img, enc, bands, nodata in zip(table["image"].to_pylist(), table["encoding"].to_pylist(),
-                                       table["bands"].to_pylist(), table["nodata"].to_pylist(), strict=True):
-        accumulate_tile(acc, codec.decode(img, enc), bands, nodata)
+    acc: dict[tuple[str, str], BandAccumulator] = {}
+    columns = [table[c].to_pylist() for c in ("source", "image", "encoding", "bands", "nodata")]
+    for source, img, enc, bands, nodata in zip(*columns, strict=True):
+        accumulate_tile(acc, source, codec.decode(img, enc), bands, nodata)
 
     write_atomic(table, out / shard_name(number), row_group_size=ROW_GROUP_ROWS)
     index = table.drop_columns(["image"])

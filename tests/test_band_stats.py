@@ -36,9 +36,9 @@ def test_float_percentiles_within_float16_precision() -> None:
 
 def test_nodata_and_nan_pixels_are_left_out() -> None:
     tile = np.array([[[0, 5], [7, 0]], [[0, 6], [8, 1]]], dtype=np.uint16)  # (2, 2, 2); pixel (0,0) all nodata
-    acc: dict[str, BandAccumulator] = {}
-    accumulate_tile(acc, tile, ["a", "b"], nodata=0)
-    assert acc["a"].count == 3 and acc["b"].summary()["min"] == 1
+    acc: dict[tuple[str, str], BandAccumulator] = {}
+    accumulate_tile(acc, "s", tile, ["a", "b"], nodata=0)
+    assert acc["s", "a"].count == 3 and acc["s", "b"].summary()["min"] == 1
     f = np.array([[[np.nan, 1.0]]], dtype=np.float32)
-    accumulate_tile(acc, f, ["c"], nodata=None)
-    assert acc["c"].count == 1
+    accumulate_tile(acc, "s", f, ["c"], nodata=None)
+    assert acc["s", "c"].count == 1

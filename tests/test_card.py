@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -74,7 +75,7 @@ def _tiles() -> list[dict]:
     utm, deg = (500_000.0, 4_500_000.0), (10.0, 45.0)
     red = np.zeros((3, 32, 32), np.uint8)
     red[0] = 220
-    return [
+    tiles = [
         _tile("alpha", 1, red, ["red", "green", "blue"], "EPSG:32618", utm, 10.0, "forest"),
         _tile(
             "alpha",
@@ -100,6 +101,14 @@ def _tiles() -> list[dict]:
         _tile("gamma", 1, _ramp(14, 32, "float32", 0.4, 0.01), MODIS, "EPSG:4326", deg, 0.01),
         _tile("gamma", 2, _ramp(1, 32, "int16", 2000, -1000), ["elevation"], "", (0, 0), 30.0),
     ]
+    tiles[2] |= {"encoding": "png", "image": _png(_ramp(3, 32, "uint8", 200, 20))}  # an 8-bit chip kept whole
+    return tiles
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.moveaxis(array, 0, -1)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _stats() -> dict:
