@@ -1,9 +1,10 @@
-"""Per-band statistics by band name, accumulated shard by shard and merged exactly.
+"""Per-band statistics: computed once per tile on the worker, merged exactly per source and band name.
 
-mean/std/min/max come from exact running sums over valid pixels. Percentiles come from fixed-bin
-histograms, so partial results merge by addition whatever the shard order:
-- integer data of at most 16 bits: one bin per integer value (exact percentiles);
-- other data (floats, 32-bit ints): one bin per float16 value, i.e. exact to a relative 2**-11.
+Each tile carries, per band, its valid-pixel moments and a sparse histogram with fixed bins, so
+shard tasks merge statistics of the kept tiles without decoding them again, in any order:
+- integer data of at most 16 bits: one bin per integer value (exact percentiles and moments);
+- other data (floats, 32-bit ints): one bin per float16 value, exact to a relative 2**-11;
+  their moments are computed from the pixels in float64.
 A percentile is the smallest value whose cumulative count reaches p% of the pixels
 (numpy's method="inverted_cdf").
 """
@@ -14,21 +15,55 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+FLOAT16 = "float16"
 _F16_VALUES = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
 
 
-def _bins(dtype: np.dtype) -> tuple[str, int, int] | None:
-    """(histogram key, bin count, value offset) for integer data of at most 16 bits, else None."""
-    if dtype.kind in "ui" and dtype.itemsize <= 2:
-        offset = -int(np.iinfo(dtype).min)
-        return dtype.name, int(np.iinfo(dtype).max) + offset + 1, offset
-    return None
+def _offset(kind: str) -> int:
+    return 0 if kind == FLOAT16 else -int(np.iinfo(np.dtype(kind)).min)
 
 
-def _bin_values(key: str, size: int) -> np.ndarray:
-    if key == "float16":
+def _nbins(kind: str) -> int:
+    return 65536 if kind == FLOAT16 else int(np.iinfo(np.dtype(kind)).max) + _offset(kind) + 1
+
+
+def _bin_values(kind: str) -> np.ndarray:
+    if kind == FLOAT16:
         return _F16_VALUES
-    return np.arange(size, dtype=np.float64) + float(np.iinfo(np.dtype(key)).min)
+    return np.arange(_nbins(kind), dtype=np.float64) - _offset(kind)
+
+
+@dataclass
+class BandTileStats:
+    """One band of one tile: valid-pixel moments and its sparse histogram."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    kind: str
+    keys: np.ndarray  # bin indices
+    counts: np.ndarray
+
+
+def band_tile_stats(values: np.ndarray) -> BandTileStats:
+    """Moments and histogram of one band's valid pixels (1-D, non-empty)."""
+    dtype = values.dtype
+    if dtype.kind in "ui" and dtype.itemsize <= 2:
+        kind, offset = dtype.name, _offset(dtype.name)
+        dense = np.bincount(values.astype(np.int32) + offset if offset else values, minlength=_nbins(kind))
+        keys = np.flatnonzero(dense)
+        counts = dense[keys]
+        v = keys.astype(np.float64) - offset
+        n = int(counts.sum())
+        mean = float((v * counts).sum() / n)
+        var = float(((v - mean) ** 2 * counts).sum() / n)
+        return BandTileStats(n, mean, var**0.5, float(v[0]), float(v[-1]), kind, keys.astype(np.uint16), counts)
+    f = values.astype(np.float64)
+    keys, counts = np.unique(values.astype(np.float16).view(np.uint16), return_counts=True)
+    mean = float(f.mean())
+    return BandTileStats(f.size, mean, float(f.std()), float(f.min()), float(f.max()), FLOAT16, keys, counts)
 
 
 @dataclass
@@ -39,27 +74,22 @@ class BandAccumulator:
     min: float = np.inf
     max: float = -np.inf
     dtypes: set[str] = field(default_factory=set)
-    hists: dict[str, np.ndarray] = field(default_factory=dict)  # key: stored dtype, or float16 for the rest
+    hists: dict[str, np.ndarray] = field(default_factory=dict)  # bin kind -> dense counts
 
-    def add(self, values: np.ndarray) -> None:
-        """Add a band's valid pixels (1-D array)."""
-        if values.size == 0:
+    def add(self, s: BandTileStats, dtype: str) -> None:
+        """Add one tile's band."""
+        if s.count == 0:
             return
-        self.count += int(values.size)
-        self.total += float(values.sum(dtype=np.float64))
-        f = values.astype(np.float64)
-        self.total_sq += float(np.dot(f, f))
-        self.dtypes.add(values.dtype.name)
-        self.min = min(self.min, float(values.min()))
-        self.max = max(self.max, float(values.max()))
-        bins = _bins(values.dtype)
-        if bins is not None:
-            key, size, offset = bins
-            idx = values.astype(np.int32) + offset if offset else values
-        else:
-            key, size, idx = "float16", 65536, values.astype(np.float16).view(np.uint16)
-        h = np.bincount(idx, minlength=size)
-        self.hists[key] = self.hists[key] + h if key in self.hists else h
+        self.count += s.count
+        self.total += s.count * s.mean
+        self.total_sq += s.count * (s.std * s.std + s.mean * s.mean)
+        self.min = min(self.min, s.min)
+        self.max = max(self.max, s.max)
+        self.dtypes.add(dtype)
+        dense = self.hists.get(s.kind)
+        if dense is None:
+            dense = self.hists[s.kind] = np.zeros(_nbins(s.kind), np.int64)
+        dense[s.keys] += s.counts  # keys are unique within a tile
 
     def merge(self, other: BandAccumulator) -> None:
         self.count += other.count
@@ -68,19 +98,19 @@ class BandAccumulator:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         self.dtypes |= other.dtypes
-        for key, h in other.hists.items():
-            self.hists[key] = self.hists[key] + h if key in self.hists else h
+        for kind, h in other.hists.items():
+            self.hists[kind] = self.hists[kind] + h if kind in self.hists else h.copy()
 
     def percentile(self, p: float) -> float:
-        if not self.hists:
-            return float("nan")
         values, counts = [], []
-        for key, h in self.hists.items():
-            nz = np.nonzero(h)[0]
-            vals = _bin_values(key, len(h))[nz]
+        for kind, h in self.hists.items():
+            nz = np.flatnonzero(h)
+            vals = _bin_values(kind)[nz]
             keep = ~np.isnan(vals)
             values.append(vals[keep])
             counts.append(h[nz][keep])
+        if not values or not sum(len(v) for v in values):
+            return float("nan")
         vals, cnts = np.concatenate(values), np.concatenate(counts)
         order = np.argsort(vals, kind="stable")
         cum = np.cumsum(cnts[order])
@@ -88,28 +118,16 @@ class BandAccumulator:
         return float(vals[order][min(k, len(vals) - 1)])
 
     def summary(self) -> dict[str, float | int | str]:
-        mean = self.total / self.count if self.count else float("nan")
-        var = max(self.total_sq / self.count - mean * mean, 0.0) if self.count else float("nan")
+        n = self.count
+        mean = self.total / n if n else float("nan")
+        var = max(self.total_sq / n - mean * mean, 0.0) if n else float("nan")
         return {
-            "count": self.count,
+            "count": n,
             "mean": mean,
             "std": float(np.sqrt(var)),
-            "min": self.min if self.count else float("nan"),
-            "max": self.max if self.count else float("nan"),
+            "min": self.min if n else float("nan"),
+            "max": self.max if n else float("nan"),
             "p1": self.percentile(1),
             "p99": self.percentile(99),
             "dtype": ",".join(sorted(self.dtypes)),
         }
-
-
-def accumulate_tile(
-    acc: dict[tuple[str, str], BandAccumulator], source: str, tile: np.ndarray, bands: list[str], nodata: float | None
-) -> None:
-    """Add one (C, H, W) tile's valid pixels (not all bands nodata, not NaN), keyed by (source, band name)."""
-    valid = np.ones(tile.shape[1:], dtype=bool)
-    if nodata is not None and not np.isnan(nodata):
-        valid &= ~np.all(tile == np.asarray(nodata).astype(tile.dtype), axis=0)
-    if tile.dtype.kind == "f":
-        valid &= ~np.any(np.isnan(tile), axis=0)
-    for name, band in zip(bands, tile, strict=True):
-        acc.setdefault((source, name), BandAccumulator()).add(band[valid] if not valid.all() else band.ravel())

@@ -11,6 +11,7 @@ import json
 import math
 import re
 from bisect import bisect_right
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,36 +41,15 @@ MAX_FOOTPRINTS = 50_000  # drawing millions of polygons takes minutes and shows 
 DUPLICATE_EXAMPLES = 8
 TAGS = ["remote-sensing", "earth-observation", "satellite-imagery", "self-supervised-pretraining"]
 
-# Hugging Face licence ids that source manifests commonly spell in other ways.
-_HF_LICENSES = {
-    "apache-2.0",
-    "mit",
-    "bsd-2-clause",
-    "bsd-3-clause",
-    "gpl-3.0",
-    "lgpl-3.0",
-    "cc0-1.0",
-    "cc-by-2.0",
-    "cc-by-2.5",
-    "cc-by-3.0",
-    "cc-by-4.0",
-    "cc-by-sa-3.0",
-    "cc-by-sa-4.0",
-    "cc-by-nc-2.0",
-    "cc-by-nc-3.0",
-    "cc-by-nc-4.0",
-    "cc-by-nc-sa-3.0",
-    "cc-by-nc-sa-4.0",
-    "cc-by-nd-4.0",
-    "cc-by-nc-nd-4.0",
-    "odbl",
-    "odc-by",
-    "pddl",
-    "cdla-permissive-2.0",
-    "cdla-sharing-1.0",
-    "openrail",
-    "unknown",
-}
+# The Hugging Face licence ids a manifest's licence may name (after the aliases below); any other is 'other'.
+_HF_LICENSES = frozenset(
+    (
+        "apache-2.0 mit bsd-2-clause bsd-3-clause gpl-3.0 lgpl-3.0 cc0-1.0 cc-by-2.0 cc-by-2.5 cc-by-3.0 "
+        "cc-by-4.0 cc-by-sa-3.0 cc-by-sa-4.0 cc-by-nc-2.0 cc-by-nc-3.0 cc-by-nc-4.0 cc-by-nc-sa-3.0 "
+        "cc-by-nc-sa-4.0 cc-by-nd-4.0 cc-by-nc-nd-4.0 odbl odc-by pddl cdla-permissive-2.0 cdla-sharing-1.0 "
+        "openrail unknown"
+    ).split()
+)
 _LICENSE_ALIASES = {
     "cc0": "cc0-1.0",
     "cc-zero": "cc0-1.0",
@@ -94,7 +74,10 @@ _SIZE_BUCKETS = [
     (10**11, "10B<n<100B"),
     (10**12, "100B<n<1T"),
 ]
-# Band names that identify true-colour channels (Sentinel-2 numbering for the B0x names).
+# True colour: centre wavelengths (um) of red, green, blue and how far a band may be off; names when there are
+# no wavelengths (Sentinel-2 numbering for the B0x names).
+_RGB_UM = (0.65, 0.56, 0.48)
+_RGB_TOLERANCE_UM = 0.05
 _RGB_NAMES = ({"red", "b04"}, {"green", "b03"}, {"blue", "b02"})
 _DUPLICATE_KINDS = ("exact", "near", "scene")
 
@@ -119,7 +102,7 @@ def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Tabl
     name = corpus_dir.resolve().name
     sections = [
         _front_matter(name, stats, index),
-        _overview(name, stats, index, excluded, duplicates, written),
+        _overview(name, stats, index, excluded, duplicates, written["mosaic.png"]),
         _sources_section(sources),
         _bands_section(stats.get("bands", {})),
         _dedup_section(duplicates),
@@ -172,7 +155,7 @@ def _overview(
     index: pa.Table,
     excluded: pa.Table,
     duplicates: pa.Table,
-    written: dict[str, bool],
+    mosaic: bool,
 ) -> str:
     sources = stats.get("sources", {})
     files = stats.get("counts", {}).get("files", sum(s.get("files", 0) for s in sources.values()))
@@ -187,8 +170,8 @@ def _overview(
         f"It holds **{_plural(index.num_rows, 'tile')}** in {_plural(shards, 'Parquet shard')}, cut from "
         f"{_plural(files, 'input file')} of {_plural(len(sources), 'source')}"
         + (f": {', '.join(train)}" if train else "")
-        + "."
-        + (f" Evaluation sources (role `eval`): {', '.join(evals)}." if evals else ""),
+        + (f"{';' if train else ''} evaluation (role `eval`): {', '.join(evals)}" if evals else "")
+        + ".",
         "",
         f"{excluded.num_rows:,} input items or tiles were left out by quality and exclusion rules "
         f"(`excluded.parquet`) and {duplicates.num_rows:,} duplicate tiles were dropped "
@@ -196,12 +179,12 @@ def _overview(
         "every drop is recorded with its reason.",
     ]
     if index.num_rows:
-        band_sets = pd.DataFrame(
-            {"bands": pc.binary_join(index["bands"], ", ").to_pandas(), "dtype": index["dtype"].to_pandas()}
-        ).value_counts(sort=False)
+        names = pc.fill_null(pc.binary_join(index["bands"], ", "), "(unnamed)")
+        band_sets = pd.DataFrame({"bands": names.to_pandas(), "dtype": index["dtype"].to_pandas()}).value_counts()
+        band_sets = band_sets.sort_index().sort_values(ascending=False, kind="stable")  # most common first
         lines += ["", "Band sets:", ""]
         lines += [f"- `{bands}` ({dtype}): {_plural(n, 'tile')}" for (bands, dtype), n in band_sets.items()]
-    if written["mosaic.png"]:
+    if mosaic:
         shown = min(MOSAIC_TILES, index.num_rows)
         lines += ["", f"![{shown} sample tiles, spread across sources](card/mosaic.png)"]
     else:
@@ -213,27 +196,12 @@ def _sources_section(sources: dict[str, dict]) -> str:
     if not sources:
         return "## Sources\n\nNo source was recorded."
     reasons = _ordered({r for s in sources.values() for r, n in s.get("excluded", {}).items() if n}, EXCLUDE_REASONS)
-    header = [
-        "source",
-        "role",
-        "files",
-        "kept tiles",
-        *[f"excluded: {r}" for r in reasons],
-        "duplicates",
-        "licence",
-        "citation",
-    ]
+    excluded = [f"excluded: {r}" for r in reasons]
+    header = ["source", "role", "files", "kept tiles", *excluded, "duplicates", "licence", "citation"]
     rows = [
-        [
-            name,
-            s.get("role", "train"),
-            s.get("files", 0),
-            s.get("kept", 0),
-            *[s.get("excluded", {}).get(r, 0) for r in reasons],
-            s.get("duplicates", 0),
-            s.get("license", ""),
-            _short_citation(s.get("citation", "")),
-        ]
+        [name, s.get("role", "train"), s.get("files", 0), s.get("kept", 0)]
+        + [s.get("excluded", {}).get(r, 0) for r in reasons]
+        + [s.get("duplicates", 0), s.get("license", ""), _short_citation(s.get("citation", ""))]
         for name, s in sorted(sources.items())
     ]
     text = "## Sources\n\n" + _table(header, rows, "ll" + "r" * (3 + len(reasons)) + "ll")
@@ -242,7 +210,7 @@ def _sources_section(sources: dict[str, dict]) -> str:
 
 def _bands_section(bands: dict[str, dict]) -> str:
     if not bands:
-        return "## Band statistics\n\nNo band statistics were recorded (the corpus holds no tiles)."
+        return "## Band statistics\n\nNo band statistics were recorded."
     keys = ["count", "mean", "std", "min", "max", "p1", "p99"]
     rows = [[name, b.get("dtype", ""), *[b.get(k) for k in keys]] for name, b in bands.items()]
     note = (
@@ -256,22 +224,7 @@ def _dedup_section(duplicates: pa.Table) -> str:
     head = "## Deduplication\n\n"
     if duplicates.num_rows == 0:
         return head + "No duplicate was found."
-    df = duplicates.select(
-        [
-            "id",
-            "source",
-            "scene",
-            "x",
-            "y",
-            "width",
-            "height",
-            "kept_id",
-            "kept_source",
-            "kept_scene",
-            "kind",
-            "distance",
-        ]
-    ).to_pandas()
+    df = duplicates.to_pandas()
     kinds = _ordered(set(df["kind"]), _DUPLICATE_KINDS)
     by_kind = df["kind"].value_counts()
     kind_table = _table(["kind", "dropped tiles"], [[k, int(by_kind[k])] for k in kinds], "lr")
@@ -284,30 +237,13 @@ def _dedup_section(duplicates: pa.Table) -> str:
     pair_table = _table(["dropped from", "kept in", *kinds, "total"], pair_rows, "ll" + "r" * (len(kinds) + 1))
     examples = df.sort_values(["kind", "id"]).iloc[_spread(len(df), DUPLICATE_EXAMPLES)]
     example_rows = [
-        [
-            r.kind,
-            r.distance,
-            r.source,
-            f"{r.scene} @ {r.x},{r.y} {r.width}×{r.height}",
-            r.kept_source,
-            r.kept_scene,
-            r.kept_id,
-        ]
+        [r.kind, r.distance, r.source, f"{r.scene} @ {r.x},{r.y} {r.width}×{r.height}"]
+        + [r.kept_source, r.kept_scene, r.kept_id]
         for r in examples.itertuples()
     ]
-    example_table = _table(
-        [
-            "kind",
-            "distance",
-            "dropped from",
-            "dropped tile (scene @ x,y w×h)",
-            "kept in",
-            "kept scene",
-            "kept id",
-        ],
-        example_rows,
-        "lrlllll",
-    )
+    example_header = ["kind", "distance", "dropped from", "dropped tile (scene @ x,y w×h)"]
+    example_header += ["kept in", "kept scene", "kept id"]
+    example_table = _table(example_header, example_rows, "lrlllll")
     return (
         head + "`kind` says how a duplicate was found: `exact` tiles share a content hash, `near` tiles have "
         "64-bit perceptual hashes within a small Hamming `distance`. Which copy is kept follows manifest "
@@ -458,14 +394,15 @@ def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
     picks = pick_tiles(index, MOSAIC_TILES)
     if not picks:
         return False
-    meta = index.take(picks).select(["source", "bands", "encoding", "shard", "row"]).to_pylist()
+    meta = index.take(picks).select(["source", "bands", "wavelengths_um", "encoding", "shard", "row"]).to_pylist()
     images = _read_images(corpus_dir, [(m["shard"], m["row"]) for m in meta])
     cols = math.ceil(math.sqrt(len(meta)))
     rows = math.ceil(len(meta) / cols)
     fig = Figure(figsize=(1.8 * cols, 1.9 * rows), layout="constrained")
     for i, (m, data) in enumerate(zip(meta, images, strict=True)):
         ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(to_rgb(decode(data, m["encoding"]), m["bands"] or []), interpolation="nearest")
+        rgb = to_rgb(decode(data, m["encoding"]), m["bands"] or [], m["wavelengths_um"] or [])
+        ax.imshow(rgb, interpolation="nearest")
         ax.set_title(m["source"][:24], fontsize=7)
         ax.set_axis_off()
     _save(fig, path)
@@ -505,7 +442,7 @@ def _read_images(corpus_dir: Path, where: list[tuple[str, int]]) -> list[bytes]:
         pf = pq.ParquetFile(corpus_dir / shard)
         starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
         groups: dict[int, pa.ChunkedArray] = {}
-        for _, row in filter(lambda w: w[0] == shard, where):
+        for row in [r for s, r in where if s == shard]:
             g = bisect_right(starts, row) - 1
             if g not in groups:
                 groups[g] = pf.read_row_group(g, columns=["image"])["image"]
@@ -513,23 +450,39 @@ def _read_images(corpus_dir: Path, where: list[tuple[str, int]]) -> list[bytes]:
     return [out[w] for w in where]
 
 
-def to_rgb(tile: np.ndarray, bands: list[str]) -> np.ndarray:
-    """A (H, W, 3) image in [0, 1] for display: true colour if band names allow, else first 3 or grey.
+def to_rgb(tile: np.ndarray, bands: Sequence[str], wavelengths_um: Sequence[float | None] = ()) -> np.ndarray:
+    """A (H, W, 3) image in [0, 1] for display, in true colour where the bands allow.
 
     uint8 is shown as stored; other dtypes get a per-channel 2-98 percentile stretch, as their ranges vary.
     """
     step = max(1, max(tile.shape[1:]) // 256)  # the mosaic cell is ~150 px; no need to stretch more pixels
     tile = tile[:, ::step, ::step]
-    names = [b.lower() for b in bands] if len(bands) == tile.shape[0] else []
-    found = [next((i for i, b in enumerate(names) if b in want), None) for want in _RGB_NAMES]
-    channels = found if None not in found else [0, 1, 2] if tile.shape[0] >= 3 else [0]
-    chosen = tile[channels].astype(np.float64)
+    chosen = tile[rgb_channels(tile.shape[0], bands, wavelengths_um)].astype(np.float64)
     if tile.dtype == np.uint8:
         img = chosen / 255.0
     else:
         img = np.stack([_stretch(c) for c in chosen])
     img = np.moveaxis(img, 0, -1)
     return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+
+
+def rgb_channels(channels: int, bands: Sequence[str], wavelengths_um: Sequence[float | None] = ()) -> list[int]:
+    """Bands to show as red, green, blue: by wavelength, else by name, else the first three (or one as grey).
+
+    Wavelengths come first because names are sensor-specific: MODIS B04 is green where Sentinel-2 B04 is red.
+    """
+    if len(wavelengths_um) == channels and None not in wavelengths_um:
+        um = np.asarray(wavelengths_um, dtype=float)
+        picks = [int(np.argmin(np.abs(um - want))) for want in _RGB_UM]
+        if len(set(picks)) == 3 and all(
+            abs(um[i] - w) <= _RGB_TOLERANCE_UM for i, w in zip(picks, _RGB_UM, strict=True)
+        ):
+            return picks
+    names = [b.lower() for b in bands] if len(bands) == channels else []
+    found = [next((i for i, b in enumerate(names) if b in want), None) for want in _RGB_NAMES]
+    if None not in found:
+        return found
+    return [0, 1, 2] if channels >= 3 else [0]
 
 
 def _stretch(channel: np.ndarray) -> np.ndarray:
@@ -554,7 +507,8 @@ def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
         for r, c in zip(reasons, reds, strict=True)
     ]
     series.append(("duplicates", [sources[n].get("duplicates", 0) for n in names], "#7f8c9a"))
-    fig = Figure(figsize=(8, 2.2 + 0.4 * len(names) + 0.2 * len(series) // 4), layout="constrained")
+    legend_rows = math.ceil(len(series) / 4)
+    fig = Figure(figsize=(8, 2.0 + 0.4 * len(names) + 0.2 * legend_rows), layout="constrained")
     ax = fig.add_subplot()
     left = np.zeros(len(names))
     for label, values, colour in series:
@@ -565,7 +519,7 @@ def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
     ax.set_xlabel("items (tiles kept or dropped; excluded input files or tiles)")
     ax.set_xlim(0, max(left.max(), 1) * 1.12)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.legend(loc="outside lower center", ncol=min(len(series), 4), fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.set_title("Kept, excluded and duplicate counts per source")
     _save(fig, path)
     return True
@@ -676,8 +630,6 @@ def _table(header: list[str], rows: list[list[Any]], align: str) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, bool | np.bool_):
-        return str(value)
     if isinstance(value, int | np.integer):
         return f"{int(value):,}"
     if isinstance(value, float | np.floating):

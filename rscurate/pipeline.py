@@ -90,6 +90,7 @@ def _progress(quiet: bool) -> Progress:
 
 def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]:
     """Results in submission order, with a console progress bar as they complete."""
+    t0 = time.perf_counter()
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with _progress(quiet) as bar:
@@ -98,6 +99,7 @@ def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]
             results[position[fut.key]] = fut.result()
             fut.release()
             bar.advance(task)
+    log.info("%s: %d tasks in %.1f s", label, len(futures), time.perf_counter() - t0)
     return results
 
 

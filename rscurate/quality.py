@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rscurate.band_stats import BandTileStats, band_tile_stats
 from rscurate.manifest import Cloud, Quality
 
 # Default `min_std` per dtype kind when the manifest leaves it unset: one count for integer
@@ -19,38 +20,27 @@ _DEFAULT_MIN_STD = {"u": 1.0, "i": 1.0, "f": 1e-4}
 
 @dataclass
 class TileStats:
-    """Per-band moments over valid pixels; also what the index stores for each tile."""
+    """Per-band statistics over valid pixels; also what the index stores for each tile."""
 
     valid_pixels: int
     nodata_fraction: float
-    mean: list[float]
-    std: list[float]
-    min: list[float]
-    max: list[float]
+    bands: list[BandTileStats]
+
+    @property
+    def std(self) -> list[float]:
+        return [b.std for b in self.bands]
+
+    def column(self, name: str) -> list[float]:
+        return [getattr(b, name) for b in self.bands]
 
 
 def tile_stats(data: np.ndarray, valid: np.ndarray) -> TileStats:
     n = int(valid.sum())
     frac = 1.0 - n / valid.size
     if n == 0:
-        nan = [float("nan")] * data.shape[0]
-        return TileStats(0, frac, nan, nan, nan, nan)
-    vals = data[:, valid] if n < valid.size else data.reshape(data.shape[0], -1)
-    mean = vals.sum(axis=1, dtype=np.float64) / n
-    centred = vals.astype(np.float64) - mean[:, None] if vals.dtype.kind == "f" else None
-    if centred is not None:  # floats: two-pass variance for accuracy
-        var = np.einsum("ij,ij->i", centred, centred) / n
-    else:  # integers up to 32 bits: float32 products are exact enough, summed in float64
-        f = vals.astype(np.float32)
-        var = np.maximum(np.einsum("ij,ij->i", f, f, dtype=np.float64) / n - mean * mean, 0.0)
-    return TileStats(
-        valid_pixels=n,
-        nodata_fraction=frac,
-        mean=mean.tolist(),
-        std=np.sqrt(var).tolist(),
-        min=vals.min(axis=1).astype(np.float64).tolist(),
-        max=vals.max(axis=1).astype(np.float64).tolist(),
-    )
+        return TileStats(0, frac, [])
+    flat = data[:, valid] if n < valid.size else data.reshape(data.shape[0], -1)
+    return TileStats(n, frac, [band_tile_stats(band) for band in flat])
 
 
 def min_std_for(quality: Quality, dtype: str) -> float:

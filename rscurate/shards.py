@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rscurate import codec, schema
-from rscurate.band_stats import BandAccumulator, accumulate_tile
+from rscurate import schema
+from rscurate.band_stats import BandAccumulator
 from rscurate.units import unit_paths, write_atomic
 
 ROW_GROUP_ROWS = 64  # small row groups stream well: a loader holds one group, not a shard
@@ -44,12 +44,14 @@ def write_shard(
         wanted = [r[1] for r in rows if r[0] == key]
         staged = pq.read_table(unit_paths(work, key)[0])
         parts.append(staged.take(pa.array(wanted, pa.int64())))
-    table = pa.concat_tables(parts).select(schema.SHARD.names).cast(schema.SHARD)
+    staged = pa.concat_tables(parts)
+    table = staged.select(schema.SHARD.names).cast(schema.SHARD)
 
     acc: dict[tuple[str, str], BandAccumulator] = {}
-    columns = [table[c].to_pylist() for c in ("source", "image", "encoding", "bands", "nodata")]
-    for source, img, enc, bands, nodata in zip(*columns, strict=True):
-        accumulate_tile(acc, source, codec.decode(img, enc), bands, nodata)
+    columns = [staged[c].to_pylist() for c in ("source", "bands", "dtype", "hist")]
+    for source, bands, dtype, hist in zip(*columns, strict=True):
+        for name, band in zip(bands, pickle.loads(hist), strict=True):
+            acc.setdefault((source, name), BandAccumulator()).add(band, dtype)
 
     write_atomic(table, out / shard_name(number), row_group_size=ROW_GROUP_ROWS)
     index = table.drop_columns(["image"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
 FORMAT_VERSION = "1"
+# Staged rows: a shard row plus each band's statistics (pickled BandTileStats list), so shard
+# tasks merge statistics without decoding tiles again. Staging is private to one build.
+STAGED = schema.SHARD.append(pa.field("hist", pa.binary()))
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ class _Collector:
     """Column buffers for one unit's kept candidates and exclusions."""
 
     def __init__(self) -> None:
-        self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
+        self.kept: dict[str, list] = {f.name: [] for f in STAGED}
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
 
     def exclude(self, scene: SceneRef, window: Window, reason: str, detail: str) -> None:
@@ -126,7 +130,7 @@ class _Collector:
             self.kept[k].append(row.get(k))
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
-        return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
+        return (pa.Table.from_pydict(self.kept, schema=STAGED),
                 pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
 
 
@@ -170,8 +174,9 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "encoding": encoding or None, "sha256": sha,
                 "phash": tile_phash(res.data, names, res.valid), "nodata": reader.nodata,
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
-                "band_mean": stats.mean, "band_std": stats.std, "band_min": stats.min, "band_max": stats.max,
-                "label": scene.label, "image": image if store else None,
+                "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
+                "band_max": stats.column("max"), "label": scene.label, "image": image if store else None,
+                "hist": pickle.dumps(stats.bands, protocol=pickle.HIGHEST_PROTOCOL) if store else None,
             })
     finally:
         reader.close()
@@ -188,7 +193,7 @@ def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # image bytes are compressed already: compressing them again costs CPU and saves nothing
     compression = {name: ("none" if name == "image" else "zstd") for name in table.column_names}
-    dictionary = [name for name in table.column_names if name != "image"]
+    dictionary = [f.name for f in table.schema if not pa.types.is_binary(f.type)]
     pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression, use_dictionary=dictionary)
     os.replace(tmp, path)
 

@@ -7,12 +7,12 @@ same folder, flushed to disk, then renamed over the final name (os.replace is at
 from __future__ import annotations
 
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import random
 import torch
 
 _NAME = re.compile(r"^step_(\d+)\.pt$")

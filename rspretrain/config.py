@@ -90,6 +90,13 @@ class TrainConfig:
     tensorboard: bool = True
     device: str = "auto"  # auto | cpu | cuda
 
+    def __post_init__(self) -> None:
+        # YAML reads a bare `off` / `on` as a boolean
+        if isinstance(self.amp, bool):
+            self.amp = "auto" if self.amp else "off"
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"train.amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+
 
 @dataclass
 class RunConfig:

@@ -82,7 +82,8 @@ def dist_rank_world() -> tuple[int, int]:
 
 
 class CorpusDataset(IterableDataset):
-    """Infinite, shuffled, augmented tiles from a corpus, split across DataLoader workers and DDP ranks."""
+    """Shuffled, augmented tiles from a corpus, split across DataLoader workers and DDP ranks; endless unless
+    `epochs` is given (an endless stream keeps the DataLoader's worker round-robin regular, see above)."""
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class CorpusDataset(IterableDataset):
         rank: int | None = None,
         world: int | None = None,
         augment: bool = True,
+        epochs: int | None = None,
     ):
         super().__init__()
         self.corpus = corpus
@@ -106,6 +108,7 @@ class CorpusDataset(IterableDataset):
         self.rank = drank if rank is None else rank
         self.world = dworld if world is None else world
         self.augment = augment
+        self.epochs = epochs  # None: endless (training); N: stop after N passes (evaluation, tests)
         self.position = DataPosition()
         self.stats = {"rows": 0, "samples": 0, "skipped_corrupt": 0, "skipped_bands": 0}
         n_streams = self.world * max(num_workers, 1)
@@ -117,7 +120,7 @@ class CorpusDataset(IterableDataset):
 
     def resume_from(self, position: DataPosition) -> None:
         """Continue after `position` (as recorded by the consumer) on the next iteration."""
-        self.position = position
+        self.position = DataPosition.from_dict(position.to_dict())  # a snapshot: the consumer keeps advancing
 
     # -- layout ---------------------------------------------------------------------------------
     def _stream(self) -> tuple[int, int]:
@@ -132,7 +135,7 @@ class CorpusDataset(IterableDataset):
     def _references(self, stream: int, n_streams: int, pending: dict) -> Iterator[tuple[int, int, int]]:
         groups = self.corpus.row_groups
         epoch = 0
-        while True:
+        while self.epochs is None or epoch < self.epochs:
             order = np.random.default_rng([self.seed, epoch]).permutation(len(groups))
             for gi in order[stream::n_streams].tolist():
                 pending[(epoch, gi)] = groups[gi].num_rows
@@ -150,6 +153,10 @@ class CorpusDataset(IterableDataset):
                 i = int(rng.integers(len(buf)))
                 buf[i], buf[-1] = buf[-1], buf[i]
                 yield buf.pop()
+        while buf:  # only reached by finite streams
+            i = int(rng.integers(len(buf)))
+            buf[i], buf[-1] = buf[-1], buf[i]
+            yield buf.pop()
 
     # -- iteration ------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -195,6 +202,7 @@ class CorpusDataset(IterableDataset):
         sample = {
             "image": TileReader.normalise(tile, plan).contiguous(),
             "wavelengths": plan.wavelengths,
+            "id": record["id"],
             "stream": stream,
             "ordinal": j,
             **skipped,
@@ -209,7 +217,11 @@ def _worker_init(_: int) -> None:
 
 
 def make_loader(dataset: CorpusDataset, batch_size: int, pin_memory: bool = False) -> DataLoader:
-    """DataLoader over the stream; worker count is the dataset's (it is part of the data layout)."""
+    """DataLoader over the stream; worker count is the dataset's (it is part of the data layout).
+
+    The loader gets its own generator: otherwise creating an iterator draws from the global torch RNG, and a
+    resumed run (which creates its iterator after restoring that RNG) would draw different masks.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -218,4 +230,5 @@ def make_loader(dataset: CorpusDataset, batch_size: int, pin_memory: bool = Fals
         pin_memory=pin_memory,
         persistent_workers=False,
         in_order=True,
+        generator=torch.Generator().manual_seed(dataset.seed),
     )

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from rscurate.card import hf_license, pick_tiles, size_category, to_rgb, write_card
+from rscurate.card import hf_license, pick_tiles, rgb_channels, size_category, to_rgb, write_card
 from rscurate.codec import encode_array
 from rscurate.schema import DUPLICATES, EXCLUDED, INDEX, SHARD
 
@@ -280,8 +280,7 @@ def test_front_matter_is_hugging_face_yaml(corpus: Path) -> None:
 def test_overview_counts_tiles_and_names_sources(corpus: Path) -> None:
     text = (corpus / "README.md").read_text()
     assert "**7 tiles** in 1 Parquet shard," in text
-    assert "13 input files of 4 sources: alpha, beta, gamma." in text
-    assert "Evaluation sources (role `eval`): delta." in text
+    assert "13 input files of 4 sources: alpha, beta, gamma; evaluation (role `eval`): delta." in text
     assert "- `B02, B03, B04, B08` (uint16): 2 tiles" in text
     assert "![36" not in text and "![7 sample tiles, spread across sources](card/mosaic.png)" in text
 
@@ -528,6 +527,16 @@ def test_to_rgb_uses_named_bands_then_first_three_then_grey() -> None:
     assert np.array_equal(to_rgb(np.full((3, 4, 4), 51, np.uint8), []), np.full((4, 4, 3), 0.2))
     flat = to_rgb(np.full((2, 4, 4), np.nan, np.float32), [])
     assert flat.shape == (4, 4, 3) and not np.isnan(flat).any()
+
+
+def test_rgb_channels_prefer_wavelengths_over_sensor_specific_names() -> None:
+    modis = ["B01", "B02", "B03", "B04", "B05", "B06", "B07"]  # MODIS: B01 red, B04 green, B03 blue
+    modis_um = [0.645, 0.858, 0.469, 0.555, 1.24, 1.64, 2.13]
+    assert rgb_channels(7, modis, modis_um) == [0, 3, 2]
+    assert rgb_channels(4, S2, [0.49, 0.56, 0.665, 0.842]) == [2, 1, 0]
+    assert rgb_channels(4, S2, [None, None, None, None]) == [2, 1, 0]  # no wavelengths: by name
+    assert rgb_channels(2, ["vv", "vh"], [0.0, 0.0]) == [0]  # radar: nothing near red, green, blue
+    assert rgb_channels(3, ["B1", "B2"], []) == [0, 1, 2]  # names that do not match the band count are ignored
 
 
 def test_pick_tiles_shares_between_sources_and_spreads_within() -> None:

@@ -1,0 +1,129 @@
+"""Whole-build throughput (tiles/s per core) against the straightforward loop, in the same run.
+
+Input: the sample's real Landsat 8 scenes as 8-bit RGB GeoTIFFs (a 2-98 % stretch of bands 4/3/2),
+in their 8 flips/rotations so the tiles are real imagery and distinct. Both sides cut the same
+256x256 tiles at stride 128.
+- baseline: rasterio reads each whole scene, numpy slices tiles, `imagehash.phash` per tile and one
+  PNG file per tile (one process, one core);
+- rscurate: `rscurate build` on a LocalCluster (reads, quality, sha256 + pHash, encode, dedup,
+  shards, stats, card), timed end to end including the cluster start.
+Prints one JSON line per measurement and a summary line with the ratio per core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import rasterio
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rscurate.sample_data import fetch  # noqa: E402
+
+TILE = 256
+STRIDE = 128  # overlapping tiles: four times the tiles from the same real scenes, on both sides
+SCENES = ["LC08_L1TP_224078_20200518_20200518_01_RT.TIF"]
+BAND_SCENE = "LC08_L1TP_224077_20200518_20200518_01_RT_B{}.TIF"
+
+
+def _rgb8(stack: np.ndarray) -> np.ndarray:
+    valid = stack.any(axis=0)
+    out = np.zeros(stack.shape, np.uint8)
+    for i, band in enumerate(stack):
+        lo, hi = np.percentile(band[valid], (2, 98))
+        out[i] = np.clip((band.astype(np.float64) - lo) / (hi - lo) * 254 + 1, 1, 255).astype(np.uint8)
+    out[:, ~valid] = 0
+    return out
+
+
+def make_inputs(folder: Path) -> list[Path]:
+    """Real scenes as 8-bit RGB (red, green, blue), each in its 8 dihedral variants."""
+    sample = fetch()
+    stacks = []
+    with rasterio.open(sample / SCENES[0]) as ds:
+        stacks.append(ds.read()[::-1])  # file holds B2,B3,B4 -> red, green, blue
+    stacks.append(np.stack([rasterio.open(sample / BAND_SCENE.format(b)).read(1) for b in (4, 3, 2)]))
+    paths = []
+    for s, stack in enumerate(stacks):
+        rgb = _rgb8(stack)
+        for k in range(8):
+            v = np.rot90(rgb, k % 4, axes=(1, 2))
+            v = v[:, :, ::-1] if k >= 4 else v
+            path = folder / f"scene{s}_v{k}.tif"
+            profile = dict(driver="GTiff", width=v.shape[2], height=v.shape[1], count=3, dtype="uint8",
+                           tiled=True, blockxsize=256, blockysize=256, compress="deflate", nodata=0)
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(np.ascontiguousarray(v))
+            paths.append(path)
+    return paths
+
+
+def baseline(paths: list[Path], out: Path) -> tuple[int, float]:
+    """The straightforward loop the issue measures against."""
+    out.mkdir(parents=True, exist_ok=True)
+    n = 0
+    t0 = time.perf_counter()
+    for path in paths:
+        with rasterio.open(path) as ds:
+            scene = ds.read()
+        for y in range(0, scene.shape[1] - TILE + 1, STRIDE):
+            for x in range(0, scene.shape[2] - TILE + 1, STRIDE):
+                img = Image.fromarray(np.moveaxis(scene[:, y : y + TILE, x : x + TILE], 0, -1))
+                str(imagehash.phash(img))
+                img.save(out / f"{path.stem}_{x}_{y}.png")
+                n += 1
+    return n, time.perf_counter() - t0
+
+
+def ours(folder: Path, out: Path, workers: int) -> tuple[int, float]:
+    manifest = folder / "bench.yaml"
+    manifest.write_text(f"""name: bench
+license: public domain (USGS Landsat)
+root: {folder}
+include: ["*.tif"]
+bands: rgb
+tile: {{size: {TILE}, stride: {STRIDE}}}
+""")
+    t0 = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "rscurate"), "build", "--sources", str(manifest), "--out",
+                    str(out), "--workers", str(workers), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    stats = json.loads((out / "stats.json").read_text())
+    c = stats["counts"]
+    return c["kept"] + sum(c["excluded"].values()) + sum(c["duplicates"].values()), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "scenes"
+        folder.mkdir()
+        paths = make_inputs(folder)
+        n, secs = baseline(paths, Path(tmp) / "png")
+        base = n / secs
+        print(json.dumps({"what": "baseline loop", "tiles": n, "seconds": round(secs, 2), "cores": 1,
+                          "tiles_per_s_per_core": round(base, 1)}))
+        for w in args.workers:
+            out = Path(tmp) / f"corpus{w}"
+            m, secs = ours(folder, out, w)
+            rate = m / secs / w
+            print(json.dumps({"what": "rscurate build", "tiles": m, "seconds": round(secs, 2), "cores": w,
+                              "tiles_per_s_per_core": round(rate, 1), "ratio_per_core": round(rate / base, 2)}))
+            shutil.rmtree(out)
+
+
+if __name__ == "__main__":
+    main()

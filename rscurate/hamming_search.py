@@ -1,0 +1,531 @@
+"""Exact near-duplicate search over 64-bit perceptual hashes: all pairs within Hamming radius r.
+
+Why this method: multi-index hashing with r + 1 substrings needs 7-bit substrings at r = 8, whose buckets
+hold N / 128 hashes each, so it degenerates to an all-pairs loop at millions of tiles. Instead we use a
+covering design (Pagh, "CoveringLSH: locality-sensitive hashing without false negatives", SODA 2016):
+give every bit position i a non-zero vector phi(i) in GF(2)^(r+1) and, for each of the 2^(r+1) - 1
+non-zero v, a table whose key keeps the bits with <phi(i), v> = 1 (about half of the 64 bits). If two hashes
+differ in a set D of at most r positions, the vectors {phi(i) : i in D} span at most r dimensions, so some
+non-zero v is orthogonal to all of them: that table's key ignores every differing bit and the two hashes
+collide there. Recall is therefore exact by construction (not probabilistic), while unrelated hashes
+collide in a table only with probability ~2^-32, so the work is ~tables x N x log N with no quadratic term.
+
+Identical hashes are grouped first (a flat, low-texture tile can repeat millions of times): the search runs
+over distinct values only and identical tiles are reported as a star to the group's first index.
+See docs/dedup.md for the returned conventions, the keep rule and measured speed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+BITS = 64
+MAX_COVERING_RADIUS = 12
+"""Above this radius 2^(r+1) - 1 tables cost more than it saves; larger radii use blocked brute force."""
+
+_U64 = np.dtype(np.uint64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: masked key -> well-spread 32-bit bucket key
+_SHIFT32 = np.uint64(32)
+_FILTER_BITS = 22  # membership pre-filter: a 4 Mi-entry bitmap over the top bits of the 32-bit keys
+_PAIR_CHUNK = 1 << 22  # candidate pairs materialised at a time (bounds memory for uneven buckets)
+_BIG_RUN = 2048  # buckets longer than this are compared block by block
+_BRUTE_NS_PER_PAIR = 2.0  # rough costs used to pick brute force for small inputs
+_TABLE_NS_PER_ITEM = 30.0
+
+
+class Pairs(NamedTuple):
+    """Pairs within the radius: i < j (int64 indices), dist (uint8 Hamming distance)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    dist: np.ndarray
+
+
+class QueryPairs(NamedTuple):
+    """Every (index item, query item) pair within the radius, explicitly, sorted by index then query."""
+
+    index: np.ndarray
+    query: np.ndarray
+    dist: np.ndarray
+
+
+class Drops(NamedTuple):
+    """Tiles dropped by :func:`select_kept`, each with the kept tile it duplicates and their distance."""
+
+    dropped: np.ndarray
+    kept: np.ndarray
+    dist: np.ndarray
+
+
+def _as_hashes(hashes: np.ndarray | Sequence[int]) -> np.ndarray:
+    arr = np.asarray(hashes)
+    if arr.dtype != _U64:
+        if arr.dtype.kind not in "iuO" or (arr.size and arr.dtype.kind == "i" and arr.min() < 0):
+            raise TypeError(f"hashes must be unsigned 64-bit integers, got {arr.dtype}")
+        arr = arr.astype(_U64)
+    return np.ascontiguousarray(arr.reshape(-1))
+
+
+def _check_radius(radius: int) -> int:
+    radius = int(radius)
+    if not 0 <= radius <= BITS:
+        raise ValueError(f"radius must be in 0..{BITS}, got {radius}")
+    return radius
+
+
+@functools.lru_cache(maxsize=32)
+def _covering_masks_cached(radius: int, steps: int) -> tuple[int, ...]:
+    """Masks from phi chosen by a seeded hill climb that maximises the lightest mask's weight."""
+    dims = radius + 1
+    vs = np.arange(1, 1 << dims, dtype=np.int64)  # one table per non-zero v
+    rng = np.random.default_rng(radius)
+    distinct = (1 << dims) - 1 >= BITS
+    phi = rng.choice(np.arange(1, 1 << dims), size=BITS, replace=not distinct)
+
+    def parity(values: np.ndarray) -> np.ndarray:  # (tables, len(values)): <phi, v> over GF(2)
+        return (np.bitwise_count(vs[:, None] & values[None, :]) & 1).astype(np.int64)
+
+    weight = parity(phi).sum(axis=1)
+    score = (weight.min(), -(weight == weight.min()).sum())
+    for _ in range(steps):
+        i, new = int(rng.integers(BITS)), int(rng.integers(1, 1 << dims))
+        if distinct and new in phi:
+            continue
+        trial = weight + parity(np.array([new]))[:, 0] - parity(phi[i:i + 1])[:, 0]
+        trial_score = (trial.min(), -(trial == trial.min()).sum())
+        if trial_score >= score:
+            phi[i], weight, score = new, trial, trial_score
+    bits = parity(phi).astype(np.uint64) << np.arange(BITS, dtype=np.uint64)[None, :]
+    return tuple(int(m) for m in bits.sum(axis=1, dtype=np.uint64))
+
+
+def covering_masks(radius: int, steps: int = 3000) -> np.ndarray:
+    """The 2^(radius+1) - 1 table masks (uint64) of the covering design; deterministic for a radius.
+
+    Any phi gives exact recall; phi is tuned (seeded, ``steps`` hill-climb moves) so that the lightest mask
+    keeps as many bits as possible: a short key means big buckets and many useless candidates.
+    """
+    radius = _check_radius(radius)
+    if radius == 0:
+        return np.array([np.iinfo(np.uint64).max], dtype=_U64)
+    if radius > MAX_COVERING_RADIUS:
+        raise ValueError(f"covering tables are used up to radius {MAX_COVERING_RADIUS}; got {radius}")
+    return np.array(_covering_masks_cached(radius, steps), dtype=_U64)
+
+
+def _verify(u: np.ndarray, a: np.ndarray, b: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.bitwise_count(u[a] ^ u[b]) <= radius
+    return a[keep], b[keep]
+
+
+def _pairs_in_runs(u: np.ndarray, members: np.ndarray, keys: np.ndarray, radius: int) -> list[np.ndarray]:
+    """Verified (a, b) codes a * n + b (a < b) for members sharing a bucket key; memory-bounded chunks."""
+    n = np.int64(len(u))
+    by_key = np.argsort(keys, kind="stable")
+    order, sk = members[by_key], keys[by_key]
+    bounds = np.flatnonzero(np.diff(sk)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(sk)]))
+    lens = ends - starts
+    found: list[np.ndarray] = []
+
+    def emit(a: np.ndarray, b: np.ndarray) -> None:
+        a, b = _verify(u, a, b, radius)
+        if len(a):
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            found.append(lo.astype(np.int64) * n + hi.astype(np.int64))
+
+    for s, e in zip(starts[lens > _BIG_RUN], ends[lens > _BIG_RUN], strict=True):
+        run = order[s:e]
+        rows = max(1, _PAIR_CHUNK // len(run))
+        for r0 in range(0, len(run), rows):
+            block = run[r0:r0 + rows]
+            d = np.bitwise_count(u[block][:, None] ^ u[run][None, :])
+            ii, jj = np.nonzero(d <= radius)
+            keep = jj > ii + r0
+            if keep.any():
+                a, b = block[ii[keep]], run[jj[keep]]
+                found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b).astype(np.int64))
+
+    small = (lens >= 2) & (lens <= _BIG_RUN)
+    if not small.any():
+        return found
+    run_end = np.repeat(ends[small], lens[small])
+    pos = _ranges(starts[small], ends[small])
+    cnt = run_end - pos - 1
+    csum = np.cumsum(cnt)
+    lo_pos = 0
+    while lo_pos < len(pos):
+        base = csum[lo_pos - 1] if lo_pos else 0
+        hi_pos = int(np.searchsorted(csum, base + _PAIR_CHUNK, side="right"))
+        hi_pos = max(hi_pos, lo_pos + 1)
+        p, c = pos[lo_pos:hi_pos], cnt[lo_pos:hi_pos]
+        total = int(c.sum())
+        if total:
+            left = np.repeat(p, c)
+            offs = np.repeat(np.cumsum(c) - c, c)
+            right = np.arange(total, dtype=np.int64) - offs + left + 1
+            emit(order[left], order[right])
+        lo_pos = hi_pos
+    return found
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, e) for each (s, e), vectorised."""
+    lens = ends - starts
+    total = int(lens.sum())
+    offs = np.repeat(starts - (np.cumsum(lens) - lens), lens)
+    return np.arange(total, dtype=np.int64) + offs
+
+
+def _bucket_key(values: np.ndarray, mask: np.uint64) -> np.ndarray:
+    """32-bit key of the masked bits; equal masked values give equal keys (the converse is verified later)."""
+    return (((values & mask) * _MIX) >> _SHIFT32).astype(np.uint32)
+
+
+def _members_of(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indices i with keys[i] in the sorted array ``wanted``, through a bitmap pre-filter."""
+    shift = np.uint32(32 - _FILTER_BITS)
+    bitmap = np.zeros(1 << _FILTER_BITS, dtype=bool)
+    bitmap[wanted >> shift] = True
+    cand = np.flatnonzero(bitmap[keys >> shift])
+    if len(cand) == 0:
+        return cand
+    pos = np.searchsorted(wanted, keys[cand])
+    pos[pos == len(wanted)] = 0
+    return cand[wanted[pos] == keys[cand]]
+
+
+def _codes_to_pairs(codes: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return codes // n, codes % n
+
+
+class _CodeSet:
+    """Accumulates pair codes found in many tables, deduplicating as it grows so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+        self.pending = 0
+        self.unique = 0
+
+    def add(self, parts: Iterable[np.ndarray]) -> None:
+        for p in parts:
+            self.parts.append(p)
+            self.pending += len(p)
+        if self.pending > max(4 * self.unique, 1 << 20):
+            self.compact()
+
+    def compact(self) -> np.ndarray:
+        merged = np.unique(np.concatenate(self.parts)) if self.parts else np.zeros(0, np.int64)
+        self.parts = [merged]
+        self.unique = self.pending = len(merged)
+        return merged
+
+
+def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> np.ndarray:
+    """Pair codes a * n + b (a < b, sorted, unique) of distinct hashes within ``radius`` that collide in a table.
+
+    The unit of work for parallel/distributed search: tables are independent, so a caller may split
+    ``covering_masks(radius)`` into chunks, run this on each (threads, processes, Dask workers) and union the
+    results. ``unique_hashes`` must hold distinct values.
+    """
+    u = _as_hashes(unique_hashes)
+    codes = _CodeSet()
+    for mask in np.asarray(masks, dtype=_U64):
+        keys = _bucket_key(u, mask)
+        s = np.sort(keys)
+        dup = s[1:][s[1:] == s[:-1]]
+        if len(dup) == 0:
+            continue
+        members = _members_of(keys, np.unique(dup))
+        codes.add(_pairs_in_runs(u, members, keys[members], radius))
+    return codes.compact()
+
+
+def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
+    """All-pairs check in blocks: only for small inputs or radii beyond the covering tables."""
+    n = len(u)
+    out: list[np.ndarray] = []
+    rows = max(1, _PAIR_CHUNK // max(n, 1))
+    for r0 in range(0, n, rows):
+        block = u[r0:r0 + rows]
+        d = np.bitwise_count(block[:, None] ^ u[None, :])
+        ii, jj = np.nonzero(d <= radius)
+        ii = ii + r0
+        keep = jj > ii
+        out.append(ii[keep].astype(np.int64) * n + jj[keep].astype(np.int64))
+    return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+
+def _use_brute(n_unique: int, radius: int) -> bool:
+    if radius > MAX_COVERING_RADIUS:
+        return True
+    tables = (1 << (radius + 1)) - 1
+    return n_unique * (n_unique - 1) / 2 * _BRUTE_NS_PER_PAIR < tables * n_unique * _TABLE_NS_PER_ITEM
+
+
+def group_identical(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values sorted, first index of each value, value number of each input item)."""
+    h = _as_hashes(hashes)
+    values, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    return values, first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
+
+
+def _finish(h: np.ndarray, first: np.ndarray, inverse: np.ndarray, codes: np.ndarray) -> Pairs:
+    """Turn distinct-value pair codes into the documented output over input indices."""
+    n_u = len(first)
+    a, b = _codes_to_pairs(codes, n_u)
+    i, j = first[a], first[b]
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    # Star edges of identical groups: every non-first member points at its group's first index.
+    members = np.flatnonzero(first[inverse] != np.arange(len(h)))
+    lo = np.concatenate((lo, first[inverse[members]]))
+    hi = np.concatenate((hi, members))
+    order = np.lexsort((hi, lo))
+    lo, hi = lo[order], hi[order]
+    return Pairs(lo, hi, np.bitwise_count(h[lo] ^ h[hi]).astype(np.uint8))
+
+
+def _run_tables(u: np.ndarray, radius: int, workers: int) -> np.ndarray:
+    masks = covering_masks(radius)
+    if workers <= 1 or len(masks) < 2:
+        return search_tables(u, masks, radius)
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = np.array_split(masks, workers)
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(lambda m: search_tables(u, m, radius), chunks))
+    return np.unique(np.concatenate(parts))
+
+
+def find_pairs(
+    hashes: np.ndarray | Sequence[int], radius: int, workers: int = 1, method: str = "auto"
+) -> Pairs:
+    """All near-duplicate pairs within ``radius``, exact recall, without an all-pairs loop.
+
+    Returns ``Pairs(i, j, dist)`` sorted by (i, j), i < j, where with ``first(x)`` = the lowest index holding
+    the same hash as x:
+      * for every two DISTINCT hash values within the radius, one pair (first(x), first(y)) with their distance;
+      * for every index k that repeats an earlier hash, one pair (first(k), k) with dist 0.
+    So x and y are within the radius iff first(x) == first(y) or (first(x), first(y)) is listed: the output
+    grows with N plus the number of distinct near pairs, never with the square of a group of identical tiles.
+    Use :func:`explicit_pairs` to expand it (small inputs) or :func:`select_kept` to apply the keep rule.
+    ``method``: "auto" (blocked brute force when that is cheaper: small inputs, radius > 12), "covering"
+    or "brute"; all give the same result. ``workers`` threads share the covering tables.
+    """
+    radius = _check_radius(radius)
+    if method not in ("auto", "covering", "brute"):
+        raise ValueError(f"method must be auto, covering or brute, got {method!r}")
+    h = _as_hashes(hashes)
+    values, first, inverse = group_identical(h)
+    if method == "covering" and radius > MAX_COVERING_RADIUS:
+        raise ValueError(f"covering tables are used up to radius {MAX_COVERING_RADIUS}; got {radius}")
+    if radius == 0 or len(values) < 2:
+        codes = np.zeros(0, np.int64)
+    elif method == "brute" or (method == "auto" and _use_brute(len(values), radius)):
+        codes = _brute_codes(values, radius)
+    else:
+        codes = _run_tables(values, radius, workers)
+    return _finish(h, first, inverse, codes)
+
+
+def explicit_pairs(hashes: np.ndarray | Sequence[int], pairs: Pairs) -> Pairs:
+    """Expand :func:`find_pairs` output to every (i < j) pair within the radius; O(output), for tests/small sets."""
+    h = _as_hashes(hashes)
+    values, first, inverse = group_identical(h)
+    order = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=len(values))
+    starts = np.cumsum(counts) - counts
+    groups = [order[starts[g]:starts[g] + counts[g]] for g in range(len(values))]
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    for g in np.flatnonzero(counts > 1):
+        m = groups[g]
+        a, b = np.triu_indices(len(m), 1)
+        out_i.append(m[a])
+        out_j.append(m[b])
+    distinct = pairs.dist > 0
+    for x, y in zip(pairs.i[distinct], pairs.j[distinct], strict=True):
+        gx, gy = groups[inverse[x]], groups[inverse[y]]
+        out_i.append(np.repeat(gx, len(gy)))
+        out_j.append(np.tile(gy, len(gx)))
+    if not out_i:
+        empty = np.zeros(0, np.int64)
+        return Pairs(empty, empty, np.zeros(0, np.uint8))
+    i, j = np.concatenate(out_i), np.concatenate(out_j)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    order = np.lexsort((hi, lo))
+    lo, hi = lo[order], hi[order]
+    return Pairs(lo, hi, np.bitwise_count(h[lo] ^ h[hi]).astype(np.uint8))
+
+
+def query_pairs(
+    index_hashes: np.ndarray | Sequence[int], query_hashes: np.ndarray | Sequence[int], radius: int
+) -> QueryPairs:
+    """Every (index item, query item) within ``radius``, explicitly; e.g. training tiles near eval tiles.
+
+    Same covering tables, but a table only pairs index values with query values: the smaller side's keys
+    form the lookup set and the other side is filtered against them. Keep flat (low-texture) tiles out of
+    both sides: they would match each other en masse.
+    """
+    radius = _check_radius(radius)
+    hi_, hq = _as_hashes(index_hashes), _as_hashes(query_hashes)
+    ui, _, inv_i = group_identical(hi_)
+    uq, _, inv_q = group_identical(hq)
+    if len(ui) == 0 or len(uq) == 0:
+        empty = np.zeros(0, np.int64)
+        return QueryPairs(empty, empty, np.zeros(0, np.uint8))
+    n_q = np.int64(len(uq))
+    if radius > MAX_COVERING_RADIUS or len(ui) * len(uq) <= 1 << 24:
+        codes_parts = []
+        rows = max(1, _PAIR_CHUNK // len(uq))
+        for r0 in range(0, len(ui), rows):
+            d = np.bitwise_count(ui[r0:r0 + rows, None] ^ uq[None, :])
+            a, b = np.nonzero(d <= radius)
+            codes_parts.append((a + r0).astype(np.int64) * n_q + b)
+        codes = np.unique(np.concatenate(codes_parts))
+    else:
+        small_is_query = len(uq) <= len(ui)
+        small, large = (uq, ui) if small_is_query else (ui, uq)
+        acc = _CodeSet()
+        for mask in covering_masks(radius):
+            ks, kl = _bucket_key(small, mask), _bucket_key(large, mask)
+            s_order = np.argsort(ks, kind="stable")
+            ks_sorted = ks[s_order]
+            wanted = np.unique(ks_sorted)
+            hits = _members_of(kl, wanted)
+            if len(hits) == 0:
+                continue
+            left = np.searchsorted(ks_sorted, kl[hits], side="left")
+            right = np.searchsorted(ks_sorted, kl[hits], side="right")
+            cnt = right - left
+            big_idx = np.repeat(hits, cnt)
+            small_idx = s_order[_ranges(left, right)]
+            keep = np.bitwise_count(large[big_idx] ^ small[small_idx]) <= radius
+            big_idx, small_idx = big_idx[keep], small_idx[keep]
+            a, b = (big_idx, small_idx) if small_is_query else (small_idx, big_idx)
+            acc.add([a.astype(np.int64) * n_q + b.astype(np.int64)])
+        codes = acc.compact()
+    a, b = codes // n_q, codes % n_q
+    # Expand distinct-value pairs to every index member x every query member.
+    order_i = np.argsort(inv_i, kind="stable")
+    cnt_i = np.bincount(inv_i, minlength=len(ui))
+    start_i = np.cumsum(cnt_i) - cnt_i
+    order_q = np.argsort(inv_q, kind="stable")
+    cnt_q = np.bincount(inv_q, minlength=len(uq))
+    start_q = np.cumsum(cnt_q) - cnt_q
+    per = cnt_i[a] * cnt_q[b]
+    pair_id = np.repeat(np.arange(len(a)), per)
+    local = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
+    qn = cnt_q[b][pair_id]
+    idx = order_i[start_i[a][pair_id] + local // qn]
+    qry = order_q[start_q[b][pair_id] + local % qn]
+    order = np.lexsort((qry, idx))
+    idx, qry = idx[order], qry[order]
+    return QueryPairs(idx, qry, np.bitwise_count(hi_[idx] ^ hq[qry]).astype(np.uint8))
+
+
+def find_pairs_dask(
+    hashes: np.ndarray | Sequence[int], radius: int, client: Any, partitions: int | None = None
+) -> Pairs:
+    """:func:`find_pairs` spread over a Dask cluster: each task runs :func:`search_tables` on a slice of tables.
+
+    The distinct hashes (8 bytes each) are scattered once to every worker; results are unions of pair codes,
+    so the output is identical to :func:`find_pairs` whatever the number of workers or partitions.
+    """
+    radius = _check_radius(radius)
+    h = _as_hashes(hashes)
+    values, first, inverse = group_identical(h)
+    if radius == 0 or len(values) < 2:
+        codes = np.zeros(0, np.int64)
+    elif radius > MAX_COVERING_RADIUS:
+        codes = _brute_codes(values, radius)
+    else:
+        masks = covering_masks(radius)
+        if partitions is None:
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            partitions = 4 * n_workers
+        chunks = [c for c in np.array_split(masks, max(1, min(partitions, len(masks)))) if len(c)]
+        [u_future] = client.scatter([values], broadcast=True)
+        futures = [client.submit(search_tables, u_future, c, radius, pure=False) for c in chunks]
+        parts = client.gather(futures)
+        codes = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    return _finish(h, first, inverse, codes)
+
+
+def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
+    """Greedy, deterministic keep rule WITHOUT chaining.
+
+    Tiles are visited in keep-priority order (``order_key`` ascending: lower wins; ties by index). A tile
+    is dropped only if it is within the radius of a tile already KEPT; otherwise it is kept. A dropped tile
+    points at its nearest kept tile (smaller distance, then better priority). So with A~B, B~C and A kept,
+    B is dropped for A, and C is kept unless C is itself near A: similarity never propagates through a dropped
+    tile. ``pairs`` is :func:`find_pairs` output (or any symmetric pair list: distance-0 edges are read as
+    identical hashes). Returns ``Drops(dropped, kept, dist)`` sorted by dropped index; every other tile is kept.
+    """
+    key = np.asarray(order_key)
+    n = len(key)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(key, kind="stable")] = np.arange(n)
+    i, j, d = (np.asarray(pairs.i, np.int64), np.asarray(pairs.j, np.int64),
+               np.asarray(pairs.dist, np.int64))
+    empty = np.zeros(0, np.int64)
+    if len(i) == 0:
+        return Drops(empty, empty, empty.astype(np.uint8))
+    if i.min() < 0 or max(i.max(), j.max()) >= n:
+        raise ValueError("pair indices out of range of order_key")
+    nodes = np.unique(np.concatenate((i, j)))
+    li, lj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
+    m = len(nodes)
+    # Identical-hash groups: components of the distance-0 edges.
+    zero = d == 0
+    graph = coo_matrix((np.ones(int(zero.sum()), np.int8), (li[zero], lj[zero])), shape=(m, m))
+    n_comp, comp = connected_components(graph, directed=False)
+    node_rank = rank[nodes]
+    best_rank = np.full(n_comp, np.iinfo(np.int64).max)
+    np.minimum.at(best_rank, comp, node_rank)
+    best_node = np.full(n_comp, -1, np.int64)
+    is_best = node_rank == best_rank[comp]
+    best_node[comp[is_best]] = np.flatnonzero(is_best)
+    # Component graph of near (d > 0) edges, both directions, min distance per component pair.
+    ca, cb, cd = comp[li[~zero]], comp[lj[~zero]], d[~zero]
+    ca, cb, cd = np.concatenate((ca, cb)), np.concatenate((cb, ca)), np.concatenate((cd, cd))
+    self_edge = ca == cb
+    ca, cb, cd = ca[~self_edge], cb[~self_edge], cd[~self_edge]
+    order = np.lexsort((cd, cb, ca))
+    ca, cb, cd = ca[order], cb[order], cd[order]
+    first_of = np.ones(len(ca), bool)
+    first_of[1:] = (ca[1:] != ca[:-1]) | (cb[1:] != cb[:-1])
+    ca, cb, cd = ca[first_of], cb[first_of], cd[first_of]
+    indptr = np.searchsorted(ca, np.arange(n_comp + 1))
+    kept = np.zeros(n_comp, bool)
+    has_edges = indptr[1:] > indptr[:-1]
+    kept[~has_edges] = True
+    for c in np.flatnonzero(has_edges)[np.argsort(best_rank[has_edges], kind="stable")]:
+        if not kept[cb[indptr[c]:indptr[c + 1]]].any():
+            kept[c] = True
+    # Nearest kept component of each dropped component: min distance, then best priority.
+    cand = ~kept[ca] & kept[cb]
+    xa, xb, xd = ca[cand], cb[cand], cd[cand]
+    order = np.lexsort((best_rank[xb], xd, xa))
+    xa, xb, xd = xa[order], xb[order], xd[order]
+    firsts = np.ones(len(xa), bool)
+    firsts[1:] = xa[1:] != xa[:-1]
+    target = np.full(n_comp, -1, np.int64)
+    target_d = np.zeros(n_comp, np.int64)
+    target[xa[firsts]] = xb[firsts]
+    target_d[xa[firsts]] = xd[firsts]
+    # Per tile: members of kept groups (except the kept one) point at it with distance 0.
+    node_kept = kept[comp] & is_best
+    drop_nodes = np.flatnonzero(~node_kept)
+    dc = comp[drop_nodes]
+    to_comp = np.where(kept[dc], dc, target[dc])
+    dist = np.where(kept[dc], 0, target_d[dc])
+    kept_tile = nodes[best_node[to_comp]]
+    return Drops(nodes[drop_nodes], kept_tile, dist.astype(np.uint8))

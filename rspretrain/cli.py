@@ -1,0 +1,112 @@
+"""`rspretrain` command line: run (pretrain), export (timm weights) and probe (what was learned)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rspretrain.config import load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pretrain remote-sensing foundation models.")
+
+_METHODS = {"mae": "mae", "selectivemae": "selective_mae", "selective_mae": "selective_mae"}
+
+
+def model_overrides(name: str) -> list[str]:
+    """`--model selectivemae_vit_large` (the config naming) -> method and size overrides."""
+    method, sep, size = name.rpartition("_vit_")
+    if not sep or method not in _METHODS:
+        raise typer.BadParameter(f"expected METHOD_vit_SIZE like mae_vit_base or selectivemae_vit_tiny, got {name!r}")
+    return [f"model.method={_METHODS[method]}", f"model.size={size}"]
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option(help="YAML preset, e.g. configs/selectivemae_vit_base.yaml")],
+    data: Annotated[Path, typer.Option(help="corpus folder written by `rscurate build`")],
+    out: Annotated[Path, typer.Option(help="run folder: checkpoints/, log.jsonl, tb/, config.yaml")],
+    max_steps: Annotated[int | None, typer.Option(help="optimizer steps (overrides epochs)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="passes over the corpus")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="per rank and micro-batch")] = None,
+    model: Annotated[str | None, typer.Option(help="METHOD_vit_SIZE, e.g. mae_vit_tiny")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
+    stop_at: Annotated[int | None, typer.Option(help="stop after this step (schedule unchanged)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue exactly from OUT's newest checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Pretrain from a corpus; under torchrun each process trains one rank."""
+    from rspretrain.engine import NonFiniteLoss, train
+
+    _setup_logging(quiet)
+    overrides = list(set_ or [])
+    if model:
+        overrides += model_overrides(model)
+    for key, value in (("train.max_steps", max_steps), ("train.epochs", epochs), ("train.batch_size", batch_size),
+                       ("train.seed", seed), ("train.checkpoint_every", checkpoint_every)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        cfg = load_config(config, overrides)
+        result = train(cfg, data, out, resume=resume, stop_at=stop_at)
+    except NonFiniteLoss as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    if not quiet:
+        typer.echo(f"done: step {result.steps}, checkpoint {result.last_checkpoint}")
+
+
+@app.command("export")
+def export_cmd(
+    source: Annotated[Path, typer.Argument(help="run folder (newest checkpoint) or checkpoint file")],
+    out: Annotated[Path, typer.Option(help="folder for model.safetensors + config.json")],
+) -> None:
+    """Write the encoder as timm-loadable safetensors with bands, wavelengths, mean and std."""
+    from rspretrain.export import export
+
+    try:
+        folder = export(source, out)
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(f"exported {folder}")
+
+
+@app.command()
+def probe(
+    export_dir: Annotated[Path, typer.Argument(help="folder written by `rspretrain export`")],
+    data: Annotated[Path, typer.Option(help="corpus with labelled tiles (label column)")],
+    k: Annotated[int, typer.Option(help="neighbours for k-NN")] = 5,
+    test_fraction: Annotated[float, typer.Option()] = 0.3,
+    seed: Annotated[int, typer.Option()] = 0,
+    max_tiles: Annotated[int | None, typer.Option(help="use at most this many labelled tiles")] = None,
+) -> None:
+    """k-NN and linear-probe accuracy of the exported encoder vs the same architecture at random init."""
+    import json
+
+    from rspretrain.probe import run_probe
+
+    _setup_logging(quiet=True)
+    try:
+        report = run_probe(export_dir, data, k=k, test_fraction=test_fraction, seed=seed, max_tiles=max_tiles)
+    except (ValueError, FileNotFoundError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo(json.dumps(report))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,120 @@
+"""Encoder-only export: model.safetensors + config.json that timm loads without any hub access.
+
+The encoder already uses timm's VisionTransformer parameter names, so the weights are the checkpoint's
+`encoder.*` tensors with the prefix removed; a wavelength-conditioned patch embedding is baked into the plain
+convolution for the run's bands. config.json is timm's hub layout (architecture, model_args, pretrained_cfg)
+plus what a remote-sensing user needs: bands, wavelengths, per-band mean/std. Either load with
+`timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=..., custom_load=False), **kwargs)`
+or simply `timm.create_model("local-dir:" + DIR, pretrained=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from rspretrain import checkpoint as ckpt
+from rspretrain.config import config_from_dict
+from rspretrain.models import VIT_SIZES, ViTEncoder, build_encoder
+
+WEIGHTS = "model.safetensors"
+
+
+def encoder_from_checkpoint(state: dict[str, Any]) -> ViTEncoder:
+    """The trained encoder of a checkpoint, as an rspretrain module."""
+    cfg = config_from_dict(state["config"])
+    encoder = build_encoder(cfg.model, len(state["bands"]["names"]))
+    prefix = "encoder."
+    encoder.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    return encoder.eval()
+
+
+def timm_state_dict(encoder: ViTEncoder, wavelengths: list[float | None] | None) -> dict[str, torch.Tensor]:
+    """Encoder weights under timm names, with the patch embedding as a plain convolution."""
+    weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("patch_embed.")}
+    waves = None
+    if wavelengths is not None:
+        waves = torch.tensor([float("nan") if w is None else w for w in wavelengths], dtype=torch.float32)
+    with torch.no_grad():
+        conv_w, conv_b = encoder.patch_embed.conv_weights(waves)
+    weights["patch_embed.proj.weight"] = conv_w
+    weights["patch_embed.proj.bias"] = conv_b
+    return {k: v.detach().float().contiguous().clone() for k, v in weights.items()}
+
+
+def timm_model_args(encoder: ViTEncoder) -> dict[str, Any]:
+    return {
+        "img_size": encoder.img_size,
+        "patch_size": encoder.patch_size,
+        "in_chans": encoder.in_chans,
+        "embed_dim": encoder.embed_dim,
+        "depth": encoder.depth,
+        "num_heads": encoder.num_heads,
+        "qkv_bias": True,
+    }
+
+
+def export(source: Path, out_dir: Path) -> Path:
+    """Write `out_dir`/model.safetensors and config.json from a checkpoint or a run folder's newest one."""
+    path = ckpt.resolve_checkpoint(Path(source))
+    state = ckpt.load(path)
+    cfg = config_from_dict(state["config"])
+    encoder = encoder_from_checkpoint(state)
+    bands = state["bands"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(timm_state_dict(encoder, bands.get("wavelengths_um")), str(out_dir / WEIGHTS),
+              metadata={"format": "pt", "source": str(path)})
+    arch = VIT_SIZES[cfg.model.size].timm_name
+    model_args = timm_model_args(encoder)
+    c, size = encoder.in_chans, encoder.img_size
+    config = {
+        "architecture": arch,
+        "num_classes": 0,
+        "num_features": encoder.embed_dim,
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "input_size": [c, size, size],
+            "fixed_input_size": True,
+            "mean": bands["mean"],
+            "std": bands["std"],
+            "num_classes": 0,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "license": "see the corpus dataset card",
+        },
+        # what the remote-sensing user needs, flat
+        "in_chans": c,
+        "img_size": size,
+        "patch_size": encoder.patch_size,
+        "bands": bands["names"],
+        "wavelengths_um": bands.get("wavelengths_um"),
+        "mean": bands["mean"],
+        "std": bands["std"],
+        "normalisation": "per band: (x - mean) / std on raw values, in the order of `bands`",
+        "pretrained_cfg_overlay": {"file": WEIGHTS, "custom_load": False},
+        "method": cfg.model.method,
+        "step": state["step"],
+        "source_checkpoint": str(path),
+    }
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2))
+    return out_dir
+
+
+def load_timm(export_dir: Path, pretrained: bool = True, **kwargs: Any) -> torch.nn.Module:
+    """The timm model of an export folder, with its weights (no network) or, for baselines, at random init."""
+    import timm
+
+    export_dir = Path(export_dir)
+    config = json.loads((export_dir / "config.json").read_text())
+    args = {**config["model_args"], "num_classes": 0, **kwargs}
+    if not pretrained:
+        return timm.create_model(config["architecture"], pretrained=False, **args)
+    overlay = {"file": str(export_dir / WEIGHTS), "custom_load": False}
+    return timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=overlay, **args)

@@ -1,0 +1,122 @@
+"""The training stream: coverage without overlap across workers and ranks, skips, normalisation, exact resume."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from pretrain_fixtures import S2_BANDS, make_corpus
+
+from rscurate.codec import decode
+from rspretrain.config import DataConfig
+from rspretrain.corpus import Corpus
+from rspretrain.data import CorpusDataset, DataPosition, make_loader
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Corpus:
+    return Corpus(make_corpus(tmp_path_factory.mktemp("corpus")))
+
+
+def s2_cfg(**kw) -> DataConfig:
+    return DataConfig(bands=list(S2_BANDS), shuffle_buffer=kw.pop("shuffle_buffer", 8), **kw)
+
+
+def good_ids(corpus: Corpus) -> set[str]:
+    ids = set()
+    for shard in corpus.shards:
+        t = pq.read_table(shard, columns=["id", "source"]).to_pydict()
+        ids |= {i for i, s in zip(t["id"], t["source"], strict=True) if s == "s2"}
+    return ids
+
+
+def take(loader, n: int) -> list[dict]:
+    return list(itertools.islice(iter(loader), n))
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (1, 2), (2, 2)])
+def test_first_epoch_covers_every_good_tile_exactly_once(corpus, world, workers):
+    seen = Counter()
+    skipped = Counter()
+    for rank in range(world):
+        ds = CorpusDataset(corpus, 16, s2_cfg(), seed=3, num_workers=workers, rank=rank, world=world)
+        # three nominal epochs' worth, so every stream has drained epoch 0 through its shuffle buffer
+        for batch in take(make_loader(ds, 4), 3 * corpus.num_rows // (4 * world)):
+            for i, epoch in zip(batch["id"], batch["epoch"].tolist(), strict=True):
+                if epoch == 0:
+                    seen[i] += 1
+            skipped["corrupt"] += int(batch["skipped_corrupt"].sum())
+            skipped["bands"] += int(batch["skipped_bands"].sum())
+    assert set(seen) == good_ids(corpus)
+    assert max(seen.values()) == 1
+    # each epoch skips the 8 RGB tiles (no B08) and the corrupt row; epoch 0 has been drained completely
+    assert skipped["bands"] >= 8
+    assert skipped["corrupt"] >= 1
+
+
+def test_a_finite_pass_yields_each_good_tile_once_and_counts_every_skip(corpus):
+    ds = CorpusDataset(corpus, 16, s2_cfg(), num_workers=0, epochs=1)
+    ids = [sample["id"] for sample in ds]
+    assert sorted(ids) == sorted(good_ids(corpus))
+    assert ds.stats == {"rows": 57, "samples": 48, "skipped_corrupt": 1, "skipped_bands": 8}
+
+
+def test_normalisation_uses_stats_json_by_band_name(corpus):
+    cfg = DataConfig(bands=["B08", "B02"], shuffle_buffer=1)
+    ds = CorpusDataset(corpus, 40, cfg, num_workers=0, augment=False)
+    sample = next(iter(ds))
+    rows = {}
+    for shard in corpus.shards:
+        t = pq.read_table(shard).to_pylist()
+        rows.update({r["id"]: r for r in t})
+    row = rows[sample["id"]]
+    raw = decode(row["image"], row["encoding"]).astype(np.float32)
+    bands = corpus.stats["bands"]
+    expected = np.stack([(raw[3] - bands["B08"]["mean"]) / bands["B08"]["std"],
+                         (raw[0] - bands["B02"]["mean"]) / bands["B02"]["std"]])
+    np.testing.assert_allclose(sample["image"].numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(sample["wavelengths"].numpy(), [0.842, 0.49], rtol=1e-6)
+
+
+def test_in_chans_takes_first_bands_of_every_tile(corpus):
+    ds = CorpusDataset(corpus, 24, DataConfig(in_chans=3, shuffle_buffer=4), num_workers=0)
+    batch = take(make_loader(ds, 8), 8)
+    assert all(b["image"].shape == (8, 3, 24, 24) for b in batch)
+    assert sum(int(b["skipped_bands"].sum()) for b in batch) == 0  # RGB tiles have 3 bands: kept
+    assert sum(int(b["skipped_corrupt"].sum()) for b in batch) >= 1
+
+
+def test_small_tiles_are_resized_up_and_augmentation_is_seeded(corpus):
+    a = next(iter(CorpusDataset(corpus, 64, s2_cfg(), seed=1, num_workers=0)))
+    b = next(iter(CorpusDataset(corpus, 64, s2_cfg(), seed=1, num_workers=0)))
+    c = next(iter(CorpusDataset(corpus, 64, s2_cfg(), seed=2, num_workers=0)))
+    assert a["image"].shape == (4, 64, 64)  # tiles are 40 px
+    assert torch.equal(a["image"], b["image"])
+    assert not torch.equal(a["image"], c["image"])
+
+
+@pytest.mark.parametrize("workers,consumed", [(0, 5), (2, 5), (2, 6)])
+def test_resume_continues_with_the_exact_next_batches(corpus, workers, consumed):
+    def loader(position=None):
+        ds = CorpusDataset(corpus, 16, s2_cfg(), seed=7, num_workers=workers)
+        if position is not None:
+            ds.resume_from(position)
+        return make_loader(ds, 4)
+
+    straight = take(loader(), consumed + 6)
+    position = DataPosition()
+    for batch in straight[:consumed]:
+        position.advance(batch)
+    resumed = take(loader(DataPosition.from_dict(position.to_dict())), 6)
+    for a, b in zip(straight[consumed:], resumed, strict=True):
+        assert a["id"] == b["id"]
+        assert torch.equal(a["image"], b["image"])
+
+
+def test_too_few_row_groups_for_the_streams_is_a_clear_error(corpus):
+    with pytest.raises(ValueError, match="row groups cannot feed"):
+        CorpusDataset(corpus, 16, s2_cfg(), num_workers=8, rank=0, world=4)
