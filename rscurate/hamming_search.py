@@ -32,6 +32,8 @@ MAX_COVERING_RADIUS = 12
 _U64 = np.dtype(np.uint64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: masked key -> well-spread 32-bit bucket key
 _SHIFT32 = np.uint64(32)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_HIGH32 = np.uint64(0xFFFFFFFF00000000)
 _FILTER_BITS = 22  # membership pre-filter: a 4 Mi-entry bitmap over the top bits of the 32-bit keys
 _PAIR_CHUNK = 1 << 22  # candidate pairs materialised at a time (bounds memory for uneven buckets)
 _BIG_RUN = 2048  # buckets longer than this are compared block by block
@@ -124,11 +126,12 @@ def _verify(u: np.ndarray, a: np.ndarray, b: np.ndarray, radius: int) -> tuple[n
     return a[keep], b[keep]
 
 
-def _pairs_in_runs(u: np.ndarray, members: np.ndarray, keys: np.ndarray, radius: int) -> list[np.ndarray]:
-    """Verified (a, b) codes a * n + b (a < b) for members sharing a bucket key; memory-bounded chunks."""
+def _pairs_in_runs(u: np.ndarray, order: np.ndarray, sk: np.ndarray, radius: int) -> list[np.ndarray]:
+    """Verified (a, b) codes a * n + b (a < b) for items sharing a bucket key; memory-bounded chunks.
+
+    ``order`` lists item indices sorted by their key ``sk`` (so equal keys are contiguous runs).
+    """
     n = np.int64(len(u))
-    by_key = np.argsort(keys, kind="stable")
-    order, sk = members[by_key], keys[by_key]
     bounds = np.flatnonzero(np.diff(sk)) + 1
     starts = np.concatenate(([0], bounds))
     ends = np.concatenate((bounds, [len(sk)]))
@@ -236,15 +239,26 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
     results. ``unique_hashes`` must hold distinct values.
     """
     u = _as_hashes(unique_hashes)
+    n = len(u)
+    if n >= 1 << 32:
+        raise ValueError("at most 2**32 - 1 distinct hashes per search")
     codes = _CodeSet()
+    index = np.arange(n, dtype=_U64)
+    packed = np.empty(n, dtype=_U64)
     for mask in np.asarray(masks, dtype=_U64):
-        keys = _bucket_key(u, mask)
-        s = np.sort(keys)
-        dup = s[1:][s[1:] == s[:-1]]
-        if len(dup) == 0:
+        # One in-place sort per table of (32-bit key of the masked bits << 32 | item index): equal keys end
+        # up adjacent and carry their items along, with no argsort and no temporary arrays per table.
+        np.bitwise_and(u, mask, out=packed)
+        np.multiply(packed, _MIX, out=packed)
+        np.bitwise_and(packed, _HIGH32, out=packed)
+        np.bitwise_or(packed, index, out=packed)
+        packed.sort()
+        same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= _LOW32)
+        if len(same) == 0:
             continue
-        members = _members_of(keys, np.unique(dup))
-        codes.add(_pairs_in_runs(u, members, keys[members], radius))
+        pos = np.union1d(same, same + 1)
+        vals = packed[pos]
+        codes.add(_pairs_in_runs(u, (vals & _LOW32).astype(np.int64), vals >> _SHIFT32, radius))
     return codes.compact()
 
 

@@ -59,7 +59,11 @@ class BandFiles(_Strict):
 
 
 class Tile(_Strict):
-    """How scenes become tiles: a regular grid, or OpticalRS-style random multi-scale crops."""
+    """How scenes become tiles: a regular grid, OpticalRS-style random multi-scale crops, or whole chips.
+
+    In `whole` mode an image larger than `max_size` (when set) is cut into a grid of `size`, so one
+    huge file cannot become one huge tile; `min_size` marks smaller images too_small.
+    """
 
     mode: Literal["grid", "random", "whole"] = "grid"
     size: int = Field(default=256, gt=0)
@@ -86,8 +90,9 @@ class Cloud(_Strict):
     classes: list[int] = Field(default_factory=list)
     bits: list[int] = Field(default_factory=list, description="QA bit positions that mark cloud (any set)")
     brightness: float | None = Field(
-        default=None, description="a pixel is cloud when every data band is at least this value"
+        default=None, description="a pixel is cloud when each of `bands` (default: all data bands) is at least this"
     )
+    bands: list[str] = Field(default_factory=list, description="bands the brightness rule tests, by name")
     max_fraction: float = Field(default=0.5, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -150,16 +155,18 @@ class Manifest(_Strict):
     def _consistent(self) -> Manifest:
         if self.band_files is not None and not isinstance(self.bands, list):
             raise ValueError("band_files needs a bands list naming each band (and its file token)")
-        if self.quality.cloud and self.quality.cloud.band:
+        cloud = self.quality.cloud
+        if cloud and (cloud.band or cloud.bands):
             names = [b.name for b in self.band_list()]
-            if self.quality.cloud.band not in names:
-                raise ValueError(f"quality.cloud.band {self.quality.cloud.band!r} is not among bands {names}")
+            for name in ([cloud.band] if cloud.band else []) + cloud.bands:
+                if name not in names:
+                    raise ValueError(f"quality.cloud names band {name!r}, which is not among bands {names}")
         return self
 
     def band_list(self) -> list[Band]:
         if self.bands == "rgb":
             return [Band(name="red", wavelength_um=0.65), Band(name="green", wavelength_um=0.56),
-                    Band(name="blue", wavelength_um=0.48)]
+                    Band(name="blue", wavelength_um=0.48)]  # order matches readers.RGB_NAMES
         return list(self.bands or [])
 
     def root_dir(self) -> Path:

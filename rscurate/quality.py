@@ -49,7 +49,9 @@ def min_std_for(quality: Quality, dtype: str) -> float:
     return _DEFAULT_MIN_STD.get(np.dtype(dtype).kind, 1.0)
 
 
-def cloud_fraction(rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray]) -> float:
+def cloud_fraction(
+    rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray], names: list[str]
+) -> float:
     """Fraction of valid pixels flagged cloudy by the QA band rule or the brightness rule."""
     if not valid.any():
         return 0.0
@@ -59,12 +61,18 @@ def cloud_fraction(rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[st
         for bit in rule.bits:
             cloudy |= ((q.astype(np.int64) >> bit) & 1).astype(bool)
     else:
-        cloudy = np.all(data >= rule.brightness, axis=0)
+        tested = data[[names.index(b) for b in rule.bands]] if rule.bands else data
+        cloudy = np.all(tested >= rule.brightness, axis=0)
     return float((cloudy & valid).sum() / valid.sum())
 
 
 def judge(
-    quality: Quality, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray], stats: TileStats
+    quality: Quality,
+    data: np.ndarray,
+    valid: np.ndarray,
+    qa: dict[str, np.ndarray],
+    stats: TileStats,
+    names: list[str],
 ) -> tuple[str, str] | None:
     """The first rule a tile fails, as (reason, detail), or None when it is kept."""
     if stats.valid_pixels == 0 or stats.nodata_fraction > quality.max_nodata_fraction:
@@ -73,7 +81,7 @@ def judge(
     if max(stats.std) < threshold:
         return "low_information", f"max band std={max(stats.std):.4g} < min_std={threshold}"
     if quality.cloud is not None:
-        frac = cloud_fraction(quality.cloud, data, valid, qa)
+        frac = cloud_fraction(quality.cloud, data, valid, qa, names)
         if frac > quality.cloud.max_fraction:
             return "cloud", f"cloud_fraction={frac:.3f} > {quality.cloud.max_fraction}"
     return None

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.transform import Affine
 from rasterio.windows import Window, from_bounds
 
 from rscurate.manifest import Band
 
+RGB_NAMES = ["red", "green", "blue"]
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 GEOTIFF_SUFFIXES = {".tif", ".tiff"}
 
@@ -49,6 +50,7 @@ class SceneReader:
     dtype: str
     crs: str = ""
     transform: Affine | None = None
+    whole_file_is_tile: bool = False  # the file's own bytes decode to exactly the stored bands
     nodata: float | None = None
     bands: list[Band]
 
@@ -121,25 +123,40 @@ def _crs_string(crs: rasterio.crs.CRS | None) -> str:
 
 
 class RasterioReader(SceneReader):
-    """GeoTIFF/COG/JPEG/PNG through GDAL, one file holding all bands."""
+    """GeoTIFF/COG/JPEG/PNG through GDAL, one file holding all bands.
+
+    An alpha band is read as the validity mask, not stored; a single-band (grayscale) file in a
+    source declared `bands: rgb` is stored as one band named `gray` rather than rejected.
+    """
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
         super().__init__(ref, bands, nodata)
         self.ds = rasterio.open(ref.paths[0])
         self.width, self.height = self.ds.width, self.ds.height
-        self.bands = self._name_bands(self.ds.count)
-        self.dtype = self._data_dtype(list(self.ds.dtypes))
+        interp = self.ds.colorinterp
+        self._alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
+        count = self.ds.count - (self._alpha is not None)
+        if count == 1 and [b.name for b in bands] == RGB_NAMES:
+            bands = [Band(name="gray")]
+            self._declared_bands = bands
+        self.bands = self._name_bands(count)
+        self._indexes = [i for i in range(1, self.ds.count + 1) if i != self._alpha]
+        self.dtype = self._data_dtype([self.ds.dtypes[i - 1] for i in self._indexes])
+        self.whole_file_is_tile = self._alpha is None and not any(b.qa for b in self.bands)
         self.nodata = nodata if nodata is not None else self.ds.nodata
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
 
     def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
-        return self.ds.read(window=Window(x, y, w, h))
+        indexes = self._indexes if self._alpha else None
+        return self.ds.read(indexes, window=Window(x, y, w, h))
 
     def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
         valid = super()._valid(data, x, y, w, h)
-        if self._dataset_mask:
+        if self._alpha:
+            valid &= self.ds.read(self._alpha, window=Window(x, y, w, h)) > 0
+        elif self._dataset_mask:
             valid &= self.ds.dataset_mask(window=Window(x, y, w, h)) > 0
         return valid
 
@@ -231,11 +248,10 @@ class ModisHdf4Reader(SceneReader):
             raise ValueError("modis_hdf4 needs a bands list naming each band's sds")
         self.bands = bands
         self.sds = [self.sd.select(b.sds or b.name) for b in bands]
-        shapes = {s.info()[2] if s.info()[1] == 2 else None for s in self.sds}
-        shape = self.sds[0].info()[2]
-        if len(shapes) != 1 or not isinstance(shape, list) or len(shape) != 2:
+        shapes = {tuple(s.info()[2]) if s.info()[1] == 2 else None for s in self.sds}
+        if len(shapes) != 1 or None in shapes:
             raise ValueError(f"modis_hdf4 bands must be 2-D datasets on one grid, got shapes {shapes}")
-        self.height, self.width = shape
+        self.height, self.width = shapes.pop()
         self.dtype = self._data_dtype([s.get(start=(0, 0), count=(1, 1)).dtype.name for s in self.sds])
         fill = self.sds[0].attributes().get("_FillValue")
         self.nodata = nodata if nodata is not None else (float(fill) if fill is not None else None)

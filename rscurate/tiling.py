@@ -17,9 +17,7 @@ Window = tuple[int, int, int, int]  # x, y, width, height in source pixels
 
 def min_tile_size(tile: Tile) -> int:
     """The smallest scene side that still yields a tile."""
-    if tile.mode == "random":
-        return int(tile.min_size or 1)
-    if tile.mode == "whole":
+    if tile.mode in ("random", "whole"):
         return int(tile.min_size or 1)
     return tile.size
 
@@ -32,9 +30,9 @@ def plan_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Wi
     """
     if min(width, height) < min_tile_size(tile):
         return []
-    if tile.mode == "whole":
+    if tile.mode == "whole" and max(width, height) <= (tile.max_size or max(width, height)):
         return [(0, 0, width, height)]
-    if tile.mode == "grid":
+    if tile.mode in ("grid", "whole"):  # whole images above max_size are cut into a grid of `size`
         stride = tile.stride or tile.size
         xs = range(0, width - tile.size + 1, stride)
         ys = range(0, height - tile.size + 1, stride)

@@ -106,9 +106,8 @@ def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, wi
     """A whole PNG/JPEG chip keeps its original file bytes: exact source fidelity, no re-encode."""
     suffix = Path(scene.paths[0]).suffix.lower()
     whole = window == (0, 0, reader.width, reader.height)
-    if manifest.tile.mode == "whole" and whole and suffix in IMAGE_SUFFIXES and len(scene.paths) == 1:
-        if not any(b.qa for b in reader.bands):
-            return Path(scene.paths[0]).read_bytes(), IMAGE_SUFFIXES[suffix]
+    if whole and suffix in IMAGE_SUFFIXES and reader.whole_file_is_tile:
+        return Path(scene.paths[0]).read_bytes(), IMAGE_SUFFIXES[suffix]
     return b"", ""
 
 
@@ -155,7 +154,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 out.exclude(scene, window, "unreadable", f"{type(err).__name__}: {err}")
                 continue
             stats = quality.tile_stats(res.data, res.valid)
-            verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats)
+            verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names)
             if verdict is not None:
                 out.exclude(scene, window, *verdict)
                 continue

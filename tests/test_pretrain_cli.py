@@ -1,0 +1,75 @@
+"""The `rspretrain` command line: run with overrides, resume, export, probe and readable errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pretrain_fixtures import TINY_OVERRIDES, make_corpus
+from typer.testing import CliRunner
+
+from rspretrain.cli import app, model_overrides
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def sets(*extra: str) -> list[str]:
+    return [a for o in [*TINY_OVERRIDES, *extra] for a in ("--set", o)]
+
+
+def test_run_resume_export_probe(corpus, tmp_path):
+    base = ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data", str(corpus), "--out",
+            str(tmp_path / "run"), "--model", "selectivemae_vit_tiny", "--batch-size", "4", "--seed", "3",
+            *sets(), "--max-steps", "3", "--checkpoint-every", "2"]
+    res = runner.invoke(app, [*base, "--stop-at", "2"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "--resume"])
+    assert res.exit_code == 0, res.output
+    records = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert "curriculum" in records[0]  # --model switched the method to SelectiveMAE
+    snapshot = (tmp_path / "run/config.yaml").read_text()
+    assert "method: selective_mae" in snapshot and "seed: 3" in snapshot
+
+    res = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "export/model.safetensors").stat().st_size > 0
+    res = runner.invoke(app, ["probe", str(tmp_path / "export"), "--data", str(corpus), "--k", "3"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    assert set(report) >= {"pretrained", "random_init", "tiles"}
+
+
+def test_errors_are_one_readable_line(corpus, tmp_path):
+    res = runner.invoke(app, ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data", str(corpus),
+                              "--out", str(tmp_path), "--set", "model.mask_ration=0.5"])
+    assert res.exit_code == 1 and "unknown option" in res.output and "mask_ration" in res.output
+    res = runner.invoke(app, ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data",
+                              str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "no shards/ folder" in res.output
+    res = runner.invoke(app, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "checkpoint" in res.output
+
+
+def test_model_option_parses_config_style_names():
+    assert model_overrides("mae_vit_base") == ["model.method=mae", "model.size=base"]
+    assert model_overrides("selectivemae_vit_large") == ["model.method=selective_mae", "model.size=large"]
+    with pytest.raises(Exception, match="METHOD_vit_SIZE"):
+        model_overrides("vit_base")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_preset_is_valid(preset):
+    from rspretrain.config import load_config
+    from rspretrain.models import build_model
+
+    cfg = load_config(ROOT / "configs" / f"{preset}.yaml", ["model.depth=1", "model.decoder_depth=1"])
+    model = build_model(cfg.model, cfg.data.channels())
+    assert model.num_patches == (cfg.model.img_size // cfg.model.patch_size) ** 2
