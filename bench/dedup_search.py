@@ -2,10 +2,10 @@
 
 Prints ONE JSON line. Modes:
   random     uniform 64-bit hashes (the easy case: buckets are even)
-  clustered  pHash-like: per-bit biased bits, 20 % of hashes are noisy copies of others, 1 % share one flat-tile
-             hash, so keys repeat and buckets are uneven
-Planted near duplicates at distances 0..radius+2 give the recall check (exact search: recall must be 1.0 and no
-planted pair beyond the radius may be reported). ``--compare-imagededup`` times imagededup's
+  clustered  pHash-like: per-bit biased bits, 20 % of hashes are noisy copies of others, 1 % share one
+             flat-tile hash, so keys repeat and buckets are uneven
+Planted near duplicates at distances 0..radius+2 give the recall check (exact search: recall must be 1.0
+and no planted pair beyond the radius may be reported). ``--compare-imagededup`` times imagededup's
 PHash().find_duplicates(encoding_map=..., max_distance_threshold=R) on the same hashes and checks both agree.
 
   .venv/bin/python bench/dedup_search.py --n 1000000 --radius 8
@@ -111,6 +111,7 @@ def main() -> None:
     h, src, dst, dist = make_hashes(args.n, args.mode, args.radius, min(args.planted, args.n // 2),
                                     args.seed)
     rss_before = peak_rss_mb()
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     pairs = find_pairs(h, args.radius, workers=args.workers)
     seconds = time.perf_counter() - t0
@@ -120,6 +121,7 @@ def main() -> None:
     result = {
         "bench": "dedup_search", "mode": args.mode, "n": args.n, "radius": args.radius, "seed": args.seed,
         "workers": args.workers, "cpus": os.cpu_count(), "seconds": round(seconds, 3),
+        "loadavg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "peak_rss_mb": round(peak_rss_mb(), 1), "rss_before_search_mb": round(rss_before, 1),
         "pairs": len(pairs.i), "near_pairs": len(pairs.i) - identical, "identical_star_pairs": identical,
         "distinct_hashes": int(len(np.unique(h))), "planted": len(src),

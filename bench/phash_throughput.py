@@ -99,6 +99,7 @@ def throughput(n_tiles: int, batch: int) -> dict:
         "threads": 1, "batch": batch, "rscurate_tiles_per_s": round(n_tiles / t_ours, 1),
         "imagehash_tiles_per_s": round(n_tiles / t_ref, 1), "speedup": round(t_ref / t_ours, 2),
         "exact_match_fraction": float((ours == ref_int).mean()),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
 

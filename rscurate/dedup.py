@@ -1,7 +1,8 @@
 """Global decisions over all candidate tiles: eval-set leakage first, then duplicates.
 
 Runs on slim rows (ids and hashes, no bytes). The keep rule is deterministic and independent of
-worker count: manifest priority (higher first), then finer GSD, then the larger tile, then id.
+worker count: manifest priority (higher first), then finer GSD, then the larger tile, then source
+and scene name (so copies of a scene lose whole, not tile by tile), then id.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ def keep_rank(cands: pd.DataFrame, priority: dict[str, int]) -> np.ndarray:
         "p": -cands["source"].map(priority).fillna(0).to_numpy(),
         "g": cands["gsd_m"].fillna(np.inf).to_numpy(),
         "a": -(cands["width"] * cands["height"]).to_numpy(),
+        "s": cands["source"].to_numpy(),
+        "sc": cands["scene"].to_numpy(),
         "id": cands["id"].to_numpy(),
     })
-    sorted_idx = order.sort_values(["p", "g", "a", "id"], kind="stable").index.to_numpy()
+    sorted_idx = order.sort_values(["p", "g", "a", "s", "sc", "id"], kind="stable").index.to_numpy()
     rank = np.empty(len(cands), dtype=np.int64)
     rank[sorted_idx] = np.arange(len(cands))
     return rank

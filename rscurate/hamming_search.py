@@ -26,6 +26,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 BITS = 64
+DEFAULT_RADIUS = 8
+"""Default radius for 64-bit pHash of 256 px tiles, chosen from real-imagery distances (docs/dedup.md)."""
 MAX_COVERING_RADIUS = 12
 """Above this radius 2^(r+1) - 1 tables cost more than it saves; larger radii use blocked brute force."""
 
@@ -146,10 +148,11 @@ def _pairs_in_runs(u: np.ndarray, order: np.ndarray, sk: np.ndarray, radius: int
 
     for s, e in zip(starts[lens > _BIG_RUN], ends[lens > _BIG_RUN], strict=True):
         run = order[s:e]
+        run_hashes = u[run]
         rows = max(1, _PAIR_CHUNK // len(run))
         for r0 in range(0, len(run), rows):
             block = run[r0:r0 + rows]
-            d = np.bitwise_count(u[block][:, None] ^ u[run][None, :])
+            d = np.bitwise_count(run_hashes[r0:r0 + rows, None] ^ run_hashes[None, :])
             ii, jj = np.nonzero(d <= radius)
             keep = jj > ii + r0
             if keep.any():
@@ -232,7 +235,7 @@ class _CodeSet:
 
 
 def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> np.ndarray:
-    """Pair codes a * n + b (a < b, sorted, unique) of distinct hashes within ``radius`` that collide in a table.
+    """Codes a * n + b (a < b, sorted, unique) of distinct hashes within ``radius`` colliding in a table.
 
     The unit of work for parallel/distributed search: tables are independent, so a caller may split
     ``covering_masks(radius)`` into chunks, run this on each (threads, processes, Dask workers) and union the
@@ -245,6 +248,8 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
     codes = _CodeSet()
     index = np.arange(n, dtype=_U64)
     packed = np.empty(n, dtype=_U64)
+    diff = np.empty(n, dtype=_U64)
+    in_run = np.zeros(n, dtype=bool)
     for mask in np.asarray(masks, dtype=_U64):
         # One in-place sort per table of (32-bit key of the masked bits << 32 | item index): equal keys end
         # up adjacent and carry their items along, with no argsort and no temporary arrays per table.
@@ -253,10 +258,13 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
         np.bitwise_and(packed, _HIGH32, out=packed)
         np.bitwise_or(packed, index, out=packed)
         packed.sort()
-        same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= _LOW32)
-        if len(same) == 0:
+        np.bitwise_xor(packed[1:], packed[:-1], out=diff[1:])
+        np.less_equal(diff[1:], _LOW32, out=in_run[1:])  # item k has the key of item k - 1
+        in_run[0] = False
+        in_run[:-1] |= in_run[1:]  # ... and so does item k - 1
+        pos = np.flatnonzero(in_run)
+        if len(pos) == 0:
             continue
-        pos = np.union1d(same, same + 1)
         vals = packed[pos]
         codes.add(_pairs_in_runs(u, (vals & _LOW32).astype(np.int64), vals >> _SHIFT32, radius))
     return codes.compact()
@@ -319,13 +327,13 @@ def _run_tables(u: np.ndarray, radius: int, workers: int) -> np.ndarray:
 
 
 def find_pairs(
-    hashes: np.ndarray | Sequence[int], radius: int, workers: int = 1, method: str = "auto"
+    hashes: np.ndarray | Sequence[int], radius: int = DEFAULT_RADIUS, workers: int = 1, method: str = "auto"
 ) -> Pairs:
     """All near-duplicate pairs within ``radius``, exact recall, without an all-pairs loop.
 
     Returns ``Pairs(i, j, dist)`` sorted by (i, j), i < j, where with ``first(x)`` = the lowest index holding
     the same hash as x:
-      * for every two DISTINCT hash values within the radius, one pair (first(x), first(y)) with their distance;
+      * for every two DISTINCT hash values within the radius, one pair (first(x), first(y)) and distance;
       * for every index k that repeats an earlier hash, one pair (first(k), k) with dist 0.
     So x and y are within the radius iff first(x) == first(y) or (first(x), first(y)) is listed: the output
     grows with N plus the number of distinct near pairs, never with the square of a group of identical tiles.
@@ -350,7 +358,7 @@ def find_pairs(
 
 
 def explicit_pairs(hashes: np.ndarray | Sequence[int], pairs: Pairs) -> Pairs:
-    """Expand :func:`find_pairs` output to every (i < j) pair within the radius; O(output), for tests/small sets."""
+    """Expand :func:`find_pairs` output to every (i < j) pair within the radius; O(output), small sets."""
     h = _as_hashes(hashes)
     values, first, inverse = group_identical(h)
     order = np.argsort(inverse, kind="stable")
@@ -380,7 +388,8 @@ def explicit_pairs(hashes: np.ndarray | Sequence[int], pairs: Pairs) -> Pairs:
 
 
 def query_pairs(
-    index_hashes: np.ndarray | Sequence[int], query_hashes: np.ndarray | Sequence[int], radius: int
+    index_hashes: np.ndarray | Sequence[int], query_hashes: np.ndarray | Sequence[int],
+    radius: int = DEFAULT_RADIUS,
 ) -> QueryPairs:
     """Every (index item, query item) within ``radius``, explicitly; e.g. training tiles near eval tiles.
 
@@ -448,7 +457,7 @@ def query_pairs(
 def find_pairs_dask(
     hashes: np.ndarray | Sequence[int], radius: int, client: Any, partitions: int | None = None
 ) -> Pairs:
-    """:func:`find_pairs` spread over a Dask cluster: each task runs :func:`search_tables` on a slice of tables.
+    """:func:`find_pairs` over a Dask cluster: each task runs :func:`search_tables` on a slice of tables.
 
     The distinct hashes (8 bytes each) are scattered once to every worker; results are unions of pair codes,
     so the output is identical to :func:`find_pairs` whatever the number of workers or partitions.
@@ -481,7 +490,7 @@ def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
     points at its nearest kept tile (smaller distance, then better priority). So with A~B, B~C and A kept,
     B is dropped for A, and C is kept unless C is itself near A: similarity never propagates through a dropped
     tile. ``pairs`` is :func:`find_pairs` output (or any symmetric pair list: distance-0 edges are read as
-    identical hashes). Returns ``Drops(dropped, kept, dist)`` sorted by dropped index; every other tile is kept.
+    identical hashes). Returns ``Drops(dropped, kept, dist)`` sorted by dropped index; all others are kept.
     """
     key = np.asarray(order_key)
     n = len(key)

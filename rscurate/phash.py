@@ -170,7 +170,7 @@ def _hash_resized(small: np.ndarray) -> np.ndarray:
 
 
 def phash_batch(grays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """uint64 pHash of each uint8 (H, W) image; equals imagehash.phash bit for bit, vectorised over the batch."""
+    """uint64 pHash of each uint8 (H, W) image, equal to imagehash.phash bit for bit; vectorised DCT."""
     items = _as_gray_list(grays)
     if not items:
         return np.zeros(0, dtype=_U64)

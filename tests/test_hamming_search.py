@@ -119,18 +119,20 @@ def test_planted_recall_on_100k_against_per_item_brute_force() -> None:
 
 
 def test_uneven_buckets_take_the_block_path() -> None:
-    # 4096 distinct hashes that differ only inside 12 fixed bit positions: every table whose key ignores those
-    # 12 bits puts all of them in one bucket (longer than the block threshold), plus random background.
+    # 4096 distinct hashes that differ only in 12 bit positions that table 0 ignores: they all share that
+    # table's key, a bucket longer than the block threshold, next to random background hashes.
     rng = np.random.default_rng(2)
-    positions = rng.choice(64, 12, replace=False).astype(np.uint64)
+    ignored = np.flatnonzero([(int(covering_masks(3)[0]) >> b) & 1 == 0 for b in range(64)])
+    positions = rng.choice(ignored, 12, replace=False).astype(np.uint64)
     base = random_hashes(rng, 1)[0]
     sub = np.arange(4096, dtype=np.uint64)
     spread = np.zeros(4096, np.uint64)
     for k, pos in enumerate(positions):
         spread |= ((sub >> np.uint64(k)) & np.uint64(1)) << pos
     h = np.concatenate([base ^ spread, random_hashes(rng, 6000)])
-    expected = brute_pairs(h, 3)
-    assert as_set(find_pairs(h, 3, method="covering")) == expected
+    m0 = covering_masks(3)[0]
+    assert len(np.unique(h[:4096])) == 4096 and len(np.unique(h[:4096] & m0)) == 1
+    assert as_set(find_pairs(h, 3, method="covering")) == brute_pairs(h, 3)
 
 
 def test_identical_groups_are_stars_not_cliques() -> None:
@@ -161,7 +163,8 @@ def test_query_pairs_equals_brute_force() -> None:
     radius = 6
     index = random_hashes(rng, 30_000)
     query = random_hashes(rng, 1_200)
-    query[:300] = index[rng.choice(len(index), 300, replace=False)] ^ flips(rng, np.arange(300) % (radius + 3))
+    near = flips(rng, np.arange(300) % (radius + 3))
+    query[:300] = index[rng.choice(len(index), 300, replace=False)] ^ near
     index[50:55] = index[49]  # identical index items must each be listed
     query[400] = query[401] = index[49]
     got = query_pairs(index, query, radius)

@@ -53,7 +53,8 @@ def synthetic_grays(seed: int = 0) -> list[np.ndarray]:
         out.append(img)
     out += [np.full((256, 256), v, np.uint8) for v in (0, 1, 128, 255)]
     # Odd shapes: smaller than the 32 px resize, non-square, tall.
-    out += [to_u8(gaussian_filter(rng.normal(size=s), 2)) for s in [(20, 20), (100, 333), (512, 64), (32, 32)]]
+    shapes = [(20, 20), (100, 333), (512, 64), (32, 32)]
+    out += [to_u8(gaussian_filter(rng.normal(size=s), 2)) for s in shapes]
     return out
 
 
@@ -99,7 +100,7 @@ def test_phash_batch_equals_imagehash_on_structured_images() -> None:
 
 
 def test_flat_images_hash_like_imagehash() -> None:
-    # Flat images hit the tie fallback (all AC terms ~0): black hashes to 0, any other level to the DC bit only.
+    # Flat images hit the tie fallback (AC terms ~0): black hashes to 0, other levels to the DC bit only.
     assert phash_gray(np.zeros((64, 64), np.uint8)) == ref_phash(np.zeros((64, 64), np.uint8)) == 0
     for v in (1, 77, 255):
         g = np.full((256, 256), v, np.uint8)

@@ -102,3 +102,17 @@ def test_wavelength_patch_embed_depends_on_wavelengths_and_bakes_to_conv():
     assert torch.allclose(conv(x), emb(x, rgb.expand(2, 3)), atol=1e-6)
     with pytest.raises(ValueError, match="wavelength"):
         emb(x, torch.tensor([0.665, float("nan"), 0.49]))
+
+
+@pytest.mark.parametrize("kind", ["conv", "wavelength"])
+def test_embedding_only_visible_patches_equals_embedding_all_then_gathering(kind):
+    from rspretrain.models import build_encoder
+    from rspretrain.models.patches import gather_tokens
+
+    torch.manual_seed(0)
+    enc = build_encoder(tiny("mae", patch_embed=kind), 5)
+    x = torch.randn(2, 5, 32, 32)
+    waves = torch.tensor([0.49, 0.56, 0.665, 0.842, 1.61])
+    visible = torch.stack([torch.randperm(16)[:6] for _ in range(2)])
+    full = enc.embed(x, None, waves)
+    assert torch.allclose(enc.embed(x, visible, waves), gather_tokens(full, visible), atol=1e-5)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from rspretrain.models.patch_embed import build_patch_embed
-from rspretrain.models.patches import gather_tokens
+from rspretrain.models.patches import gather_tokens, patchify
 from rspretrain.models.pos_embed import sincos_2d
 
 
@@ -78,17 +79,29 @@ class ViTEncoder(nn.Module):
         self.apply(init_mae_weights)
         nn.init.normal_(self.cls_token, std=0.02)
 
-    def embed(self, x: torch.Tensor, wavelengths: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N, D) patch tokens with positions, before any masking."""
-        return self.patch_embed(x, wavelengths) + self.pos_embed[:, 1:]
+    def embed(
+        self, x: torch.Tensor, visible: torch.Tensor | None = None, wavelengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, K, D) tokens with positions of the patches in `visible` (B, K), or of all patches when None.
+
+        With a visible set only those patches are projected: the convolution's kernel applied as a matrix to
+        the gathered (p, p, C) patch vectors, so masked patches cost nothing (and get no gradient work).
+        """
+        if visible is None:
+            return self.patch_embed(x, wavelengths) + self.pos_embed[:, 1:]
+        if wavelengths is not None and wavelengths.ndim == 2:
+            wavelengths = wavelengths[0]
+        weight, bias = self.patch_embed.conv_weights(wavelengths)
+        matrix = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (D, p*p*C) in patchify's order
+        patches = gather_tokens(patchify(x, self.patch_size), visible)
+        pos = gather_tokens(self.pos_embed[:, 1:].expand(x.shape[0], -1, -1), visible)
+        return F.linear(patches, matrix.to(patches.dtype), bias.to(patches.dtype)) + pos
 
     def forward(
         self, x: torch.Tensor, visible: torch.Tensor | None = None, wavelengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Encode the patches listed in `visible` (B, K) (all patches when None) -> (B, 1 + K, D), normed."""
-        tokens = self.embed(x, wavelengths)
-        if visible is not None:
-            tokens = gather_tokens(tokens, visible)
+        tokens = self.embed(x, visible, wavelengths)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
         tokens = torch.cat([cls, tokens], dim=1)
         for block in self.blocks:
