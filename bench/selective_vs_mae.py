@@ -41,7 +41,10 @@ class StraightforwardMAE(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
         self.decoder_pos_embed = nn.Parameter(sincos_2d(dd, self.encoder.grid), requires_grad=False)
         self.decoder_blocks = nn.ModuleList(
-            [Block(dd, cfg.decoder_heads, 4.0, qkv_bias=True, norm_layer=norm_layer) for _ in range(cfg.decoder_depth)]
+            [
+                Block(dd, cfg.decoder_heads, 4.0, qkv_bias=True, norm_layer=norm_layer)
+                for _ in range(cfg.decoder_depth)
+            ]
         )
         self.decoder_norm = norm_layer(dd)
         self.decoder_pred = nn.Linear(dd, cfg.patch_size**2 * in_chans)
@@ -92,7 +95,9 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bands", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per model (after one warm-up step)")

@@ -29,9 +29,10 @@ from rscurate.band_stats import BandAccumulator
 from rscurate.dedup import decide
 from rscurate.discover import Discovery, discover
 from rscurate.manifest import Manifest, ManifestError, load_manifests
+from rscurate.parquet_io import write_atomic
 from rscurate.readers import SceneRef
 from rscurate.shards import read_index_part, write_shard
-from rscurate.units import ScenePlan, Unit, plan_scenes, run_unit, unit_key, write_atomic
+from rscurate.units import ScenePlan, Unit, plan_scenes, run_unit, unit_key
 
 log = logging.getLogger("rscurate")
 

@@ -16,17 +16,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import rasterio
 
 from rscurate import codec, quality, schema
 from rscurate.manifest import Manifest
+from rscurate.parquet_io import write_atomic
 from rscurate.phash import tile_phash
 from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
 FORMAT_VERSION = "1"
+# GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
+# needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
+GDAL_ENV = {"GDAL_CACHEMAX": 64}  # MB
 # Staged rows: a shard row plus each band's statistics (pickled BandTileStats list), so shard
 # tasks merge statistics without decoding tiles again. Staging is private to one build.
 STAGED = schema.SHARD.append(pa.field("hist", pa.binary()))
+STAGED_ROW_GROUP = 64  # shard tasks read staged rows a row group at a time
 
 
 @dataclass(frozen=True)
@@ -59,24 +65,23 @@ def _open(manifest: Manifest, scene: SceneRef) -> SceneReader:
 
 def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
     """Open each scene's header (cheap) to size it and cut its windows; errors become records."""
-    plans = []
-    for scene in scenes:
-        try:
-            reader = _open(manifest, scene)
-        except Exception as err:  # any unreadable input is recorded, never fatal
-            plans.append(ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}"))
-            continue
-        try:
-            windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene))
-        finally:
-            reader.close()
-        if not windows:
-            need = min_tile_size(manifest.tile)
-            detail = f"{reader.width}x{reader.height} is smaller than the tile size {need}"
-            plans.append(ScenePlan(scene, (), reader.width, reader.height, "too_small", detail))
-        else:
-            plans.append(ScenePlan(scene, windows, reader.width, reader.height))
-    return plans
+    with rasterio.Env(**GDAL_ENV):
+        return [_plan_scene(manifest, scene) for scene in scenes]
+
+
+def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
+    try:
+        reader = _open(manifest, scene)
+    except Exception as err:  # any unreadable input is recorded, never fatal
+        return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
+    try:
+        windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene))
+    finally:
+        reader.close()
+    if not windows:
+        detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
+        return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
+    return ScenePlan(scene, windows, reader.width, reader.height)
 
 
 def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:
@@ -186,17 +191,6 @@ def unit_paths(work_dir: Path, key: str) -> tuple[Path, Path]:
     return base / f"{key}.parquet", base / f"{key}.excluded.parquet"
 
 
-def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
-    """Write to a temporary name and rename, so a killed write never leaves a half file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # image bytes are compressed already: compressing them again costs CPU and saves nothing
-    compression = {name: ("none" if name == "image" else "zstd") for name in table.column_names}
-    dictionary = [f.name for f in table.schema if not pa.types.is_binary(f.type)]
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression, use_dictionary=dictionary)
-    os.replace(tmp, path)
-
-
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.
 SLIM = ["id", "source", "scene", "x", "y", "width", "height", "gsd_m", "sha256", "phash"]
 
@@ -213,9 +207,10 @@ def run_unit(unit: Unit, work_dir: str) -> tuple[pa.Table, pa.Table]:
     if kept_path.exists() and excl_path.exists():
         return _slim(pq.read_table(kept_path, columns=SLIM), unit.key), pq.read_table(excl_path)
     out = _Collector()
-    for scene, windows in unit.items:
-        _process_scene(unit, scene, windows, out)
+    with rasterio.Env(**GDAL_ENV):
+        for scene, windows in unit.items:
+            _process_scene(unit, scene, windows, out)
     kept, excluded = out.tables()
     write_atomic(excluded, excl_path)
-    write_atomic(kept, kept_path)
+    write_atomic(kept, kept_path, row_group_size=STAGED_ROW_GROUP)
     return _slim(kept, unit.key), excluded

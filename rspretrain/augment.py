@@ -16,7 +16,7 @@ import torch.nn.functional as F
 def crop_box(
     height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
 ) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop covering `scale` of the area with aspect in `ratio` (torchvision rule)."""
+    """(top, left, h, w) of a crop covering `scale` of the area with aspect in `ratio` (torchvision rule)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
@@ -42,7 +42,9 @@ def resize(tile: torch.Tensor, size: int) -> torch.Tensor:
     if tile.shape[-2:] == (size, size):
         return tile
     shrink = tile.shape[-1] > size or tile.shape[-2] > size
-    return F.interpolate(tile[None], size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)[0]
+    return F.interpolate(
+        tile[None], size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )[0]
 
 
 def random_resized_crop_flip(

@@ -57,7 +57,9 @@ def resolve_checkpoint(path: Path) -> Path:
         return path
     found = latest_checkpoint(path)
     if found is None:
-        raise FileNotFoundError(f"{path}: neither a checkpoint file nor a run folder with checkpoints/step_*.pt")
+        raise FileNotFoundError(
+            f"{path}: neither a checkpoint file nor a run folder with checkpoints/step_*.pt"
+        )
     return found
 
 

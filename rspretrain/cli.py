@@ -10,7 +10,9 @@ import typer
 
 from rspretrain.config import load_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Pretrain remote-sensing foundation models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Pretrain remote-sensing foundation models."
+)
 
 _METHODS = {"mae": "mae", "selectivemae": "selective_mae", "selective_mae": "selective_mae"}
 
@@ -19,13 +21,16 @@ def model_overrides(name: str) -> list[str]:
     """`--model selectivemae_vit_large` (the config naming) -> method and size overrides."""
     method, sep, size = name.rpartition("_vit_")
     if not sep or method not in _METHODS:
-        raise typer.BadParameter(f"expected METHOD_vit_SIZE like mae_vit_base or selectivemae_vit_tiny, got {name!r}")
+        raise typer.BadParameter(
+            f"expected METHOD_vit_SIZE like mae_vit_base or selectivemae_vit_tiny, got {name!r}"
+        )
     return [f"model.method={_METHODS[method]}", f"model.size={size}"]
 
 
 def _setup_logging(quiet: bool) -> None:
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
 
 
@@ -42,7 +47,9 @@ def run(
     checkpoint_every: Annotated[int | None, typer.Option(help="steps between checkpoints")] = None,
     stop_at: Annotated[int | None, typer.Option(help="stop after this step (schedule unchanged)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="section.key=value, repeatable")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue exactly from OUT's newest checkpoint")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue exactly from OUT's newest checkpoint")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Pretrain from a corpus; under torchrun each process trains one rank."""
@@ -52,8 +59,13 @@ def run(
     overrides = list(set_ or [])
     if model:
         overrides += model_overrides(model)
-    for key, value in (("train.max_steps", max_steps), ("train.epochs", epochs), ("train.batch_size", batch_size),
-                       ("train.seed", seed), ("train.checkpoint_every", checkpoint_every)):
+    for key, value in (
+        ("train.max_steps", max_steps),
+        ("train.epochs", epochs),
+        ("train.batch_size", batch_size),
+        ("train.seed", seed),
+        ("train.checkpoint_every", checkpoint_every),
+    ):
         if value is not None:
             overrides.append(f"{key}={value}")
     try:

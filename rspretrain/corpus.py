@@ -32,7 +32,9 @@ class Corpus:
         self.root = Path(root)
         self.shard_dir = self.root / "shards"
         if not self.shard_dir.is_dir():
-            raise FileNotFoundError(f"{self.root}: no shards/ folder; is this a corpus built by `rscurate build`?")
+            raise FileNotFoundError(
+                f"{self.root}: no shards/ folder; is this a corpus built by `rscurate build`?"
+            )
         self.shards = sorted(self.shard_dir.glob("*.parquet"))
         if not self.shards:
             raise FileNotFoundError(f"{self.shard_dir}: no *.parquet shards")

@@ -4,8 +4,9 @@ How the stream is laid out (docs/pretraining.md, "Data order and resume"):
 
 - There are S = world_size * num_workers streams; stream s = rank * num_workers + worker.
 - Epoch e permutes all row groups with the seed (seed, e); stream s reads permuted row groups s, s+S, ...
-  (no overlap between workers or ranks within an epoch), then goes on to epoch e+1. Streams never end, so
-  the DataLoader's round-robin over workers stays regular: batch k of a rank comes from worker k % num_workers.
+  (no overlap between workers or ranks within an epoch), then goes on to epoch e+1. Streams never end,
+  so the DataLoader's round-robin over workers stays regular: batch k of a rank comes from worker
+  k % num_workers.
 - A shuffle buffer of row *references* (epoch, row group, row) mixes rows; its pops use the seed
   (seed, s). Output j of stream s is augmented with the seed (seed, s, j). Only referenced rows' row groups
   are kept in memory, as undecoded bytes.
@@ -169,7 +170,9 @@ class CorpusDataset(IterableDataset):
             key = (epoch, gi)
             if j >= start:
                 if key not in cache:
-                    cache[key] = self.corpus.read_row_group(self.corpus.row_groups[gi], ROW_COLUMNS).to_pydict()
+                    cache[key] = self.corpus.read_row_group(
+                        self.corpus.row_groups[gi], ROW_COLUMNS
+                    ).to_pydict()
                 sample = self._sample(cache[key], row, stream, j, skipped)
                 if sample is not None:
                     sample["epoch"] = epoch
@@ -194,7 +197,12 @@ class CorpusDataset(IterableDataset):
         if self.augment:
             rng = np.random.default_rng([self.seed, stream, j, _AUGMENT_SALT])
             tile = random_resized_crop_flip(
-                tile, self.img_size, rng, tuple(self.cfg.crop_scale), tuple(self.cfg.crop_ratio), self.cfg.hflip
+                tile,
+                self.img_size,
+                rng,
+                tuple(self.cfg.crop_scale),
+                tuple(self.cfg.crop_ratio),
+                self.cfg.hflip,
             )
         else:
             tile = resize(tile, self.img_size)

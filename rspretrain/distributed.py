@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 
 def init_from_env(device_type: str) -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); starts the process group when launched by torchrun with WORLD_SIZE > 1."""
+    """(rank, world_size, local_rank); starts the process group under torchrun with WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")

@@ -92,7 +92,9 @@ class Trainer:
         self.global_batch = t.batch_size * t.accum_steps * self.world
         self.steps_per_epoch = max(1, self.corpus.num_rows // self.global_batch)
         self.total_steps = t.max_steps or max(1, math.ceil(t.epochs * self.steps_per_epoch))
-        warmup = t.warmup_steps if t.warmup_steps is not None else round(t.warmup_epochs * self.steps_per_epoch)
+        warmup = (
+            t.warmup_steps if t.warmup_steps is not None else round(t.warmup_epochs * self.steps_per_epoch)
+        )
         self.warmup_steps = min(warmup, self.total_steps)
         self.base_lr = effective_lr(t.blr, t.lr, self.global_batch)
         self.amp_dtype = autocast_dtype(t.amp, self.device)
@@ -110,7 +112,9 @@ class Trainer:
         else:
             torch.manual_seed(t.seed + 1 + self.rank)  # masks differ between ranks
         self.ddp_model = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
             if self.world > 1
             else None
         )
@@ -149,8 +153,13 @@ class Trainer:
 
     def _loader(self):
         dataset = CorpusDataset(
-            self.corpus, self.cfg.model.img_size, self.cfg.data, seed=self.cfg.train.seed,
-            num_workers=self.cfg.data.num_workers, rank=self.rank, world=self.world,
+            self.corpus,
+            self.cfg.model.img_size,
+            self.cfg.data,
+            seed=self.cfg.train.seed,
+            num_workers=self.cfg.data.num_workers,
+            rank=self.rank,
+            world=self.world,
         )
         dataset.resume_from(self.position)
         return make_loader(dataset, self.cfg.train.batch_size, pin_memory=self.device.type == "cuda")
@@ -225,12 +234,16 @@ class Trainer:
             batch = next(batches)
             self.position.advance(batch)
             if self.bands["wavelengths_um"] is None:
-                self.bands["wavelengths_um"] = [None if math.isnan(w) else w for w in batch["wavelengths"][0].tolist()]
+                self.bands["wavelengths_um"] = [
+                    None if math.isnan(w) else w for w in batch["wavelengths"][0].tolist()
+                ]
             images = batch["image"].to(self.device, non_blocking=True)
             wavelengths = batch["wavelengths"].to(self.device, non_blocking=True)
             sync = self.ddp_model is None or micro == t.accum_steps - 1
             with contextlib.nullcontext() if sync else self.ddp_model.no_sync():
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                with torch.autocast(
+                    self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+                ):
                     out = net(images, wavelengths)
                 value = ddp.mean_across_ranks([out.loss.item()], self.device)[0]
                 if not math.isfinite(value):
@@ -276,7 +289,9 @@ class Trainer:
         ddp.shutdown()
 
 
-def train(cfg: RunConfig, data: Path, run_dir: Path, resume: bool = False, stop_at: int | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig, data: Path, run_dir: Path, resume: bool = False, stop_at: int | None = None
+) -> TrainResult:
     """Build a Trainer, run it, and tear down the process group."""
     trainer = Trainer(cfg, data, run_dir, resume)
     try:

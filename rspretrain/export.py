@@ -67,8 +67,11 @@ def export(source: Path, out_dir: Path) -> Path:
     bands = state["bands"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(timm_state_dict(encoder, bands.get("wavelengths_um")), str(out_dir / WEIGHTS),
-              metadata={"format": "pt", "source": str(path)})
+    save_file(
+        timm_state_dict(encoder, bands.get("wavelengths_um")),
+        str(out_dir / WEIGHTS),
+        metadata={"format": "pt", "source": str(path)},
+    )
     arch = VIT_SIZES[cfg.model.size].timm_name
     model_args = timm_model_args(encoder)
     c, size = encoder.in_chans, encoder.img_size

@@ -26,7 +26,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]
+) -> torch.optim.AdamW:
     """AdamW, fused (one kernel over all tensors) on CPU and CUDA: the update is memory-bound, and at ViT-B
     size the unfused per-tensor loop costs as much as a SelectiveMAE forward+backward."""
     device = next(model.parameters()).device.type

@@ -44,7 +44,7 @@ def labelled_tiles(
 
 @torch.no_grad()
 def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Mean of the final (normed) patch tokens: MAE-style encoders are probed better by patches than by cls."""
+    """Mean of the final (normed) patch tokens: MAE-style encoders probe better by patches than by cls."""
     model.eval()
     out = []
     for i in range(0, len(images), batch):
@@ -53,8 +53,9 @@ def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tens
     return torch.cat(out).float()
 
 
-def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                 k: int) -> float:
+def knn_accuracy(
+    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int
+) -> float:
     """Cosine k-NN with similarity-weighted votes."""
     a, b = nn.functional.normalize(train_x, dim=1), nn.functional.normalize(test_x, dim=1)
     sim, idx = (b @ a.T).topk(min(k, len(a)), dim=1)
@@ -63,8 +64,13 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return float((votes.argmax(1) == test_y).float().mean())
 
 
-def linear_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                    weight_decay: float = 1e-3) -> float:
+def linear_accuracy(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    weight_decay: float = 1e-3,
+) -> float:
     """Multinomial logistic regression on standardised features, fitted with full-batch L-BFGS."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xtr, xte = (train_x - mean) / std, (test_x - mean) / std
@@ -82,8 +88,14 @@ def linear_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.
         return float((head(xte).argmax(1) == test_y).float().mean())
 
 
-def run_probe(export_dir: Path, data: Path, k: int = 5, test_fraction: float = 0.3, seed: int = 0,
-              max_tiles: int | None = None) -> dict[str, Any]:
+def run_probe(
+    export_dir: Path,
+    data: Path,
+    k: int = 5,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    max_tiles: int | None = None,
+) -> dict[str, Any]:
     config = json.loads((Path(export_dir) / "config.json").read_text())
     images, labels = labelled_tiles(Corpus(data), config["bands"], config["img_size"], max_tiles)
     classes = sorted(set(labels))

@@ -1,4 +1,4 @@
-"""Training logs: RUN_DIR/log.jsonl (one JSON object per logged step) and TensorBoard scalars under RUN_DIR/tb."""
+"""Training logs: RUN_DIR/log.jsonl (one JSON object per logged step) and TensorBoard in RUN_DIR/tb."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ log = logging.getLogger("rspretrain")
 class RunLog:
     """Written by rank 0 only; other ranks get a RunLog with enabled=False that drops everything."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(
+        self, run_dir: Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ):
         self.enabled = enabled
         self.path = Path(run_dir) / "log.jsonl"
         self.writer = None
@@ -30,7 +32,7 @@ class RunLog:
             self.writer = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step)
 
     def _truncate_after(self, step: int) -> None:
-        """Drop lines a crashed run logged after its last checkpoint: the resumed run logs those steps again."""
+        """Drop lines logged after the checkpoint resumed from: the resumed run logs those steps again."""
         if not self.path.exists():
             return
         lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
@@ -47,7 +49,10 @@ class RunLog:
                 if isinstance(value, int | float) and key != "step":
                     self.writer.add_scalar(f"train/{key}", value, record["step"])
         log.info(
-            "step %d loss %.4f lr %.2e %.1f img/s", record["step"], record["loss"], record["lr"],
+            "step %d loss %.4f lr %.2e %.1f img/s",
+            record["step"],
+            record["loss"],
+            record["lr"],
             record["images_per_s"],
         )
 

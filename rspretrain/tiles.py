@@ -84,7 +84,9 @@ class TileReader:
         except Exception as err:  # any decoder failure means the stored bytes are unusable
             raise CorruptTile(f"tile {row.get('id')}: cannot decode {row['encoding']!r}: {err}") from err
         if array.ndim != 3 or array.shape[0] != len(row["bands"]):
-            raise CorruptTile(f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands")
+            raise CorruptTile(
+                f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands"
+            )
         tile = torch.from_numpy(np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False))
         return tile, plan
 

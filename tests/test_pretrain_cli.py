@@ -25,9 +25,26 @@ def sets(*extra: str) -> list[str]:
 
 
 def test_run_resume_export_probe(corpus, tmp_path):
-    base = ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data", str(corpus), "--out",
-            str(tmp_path / "run"), "--model", "selectivemae_vit_tiny", "--batch-size", "4", "--seed", "3",
-            *sets(), "--max-steps", "3", "--checkpoint-every", "2"]
+    base = [
+        "run",
+        "--config",
+        str(ROOT / "configs/mae_vit_tiny.yaml"),
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+        "--model",
+        "selectivemae_vit_tiny",
+        "--batch-size",
+        "4",
+        "--seed",
+        "3",
+        *sets(),
+        "--max-steps",
+        "3",
+        "--checkpoint-every",
+        "2",
+    ]
     res = runner.invoke(app, [*base, "--stop-at", "2"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, [*base, "--resume"])
@@ -48,11 +65,33 @@ def test_run_resume_export_probe(corpus, tmp_path):
 
 
 def test_errors_are_one_readable_line(corpus, tmp_path):
-    res = runner.invoke(app, ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data", str(corpus),
-                              "--out", str(tmp_path), "--set", "model.mask_ration=0.5"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(ROOT / "configs/mae_vit_tiny.yaml"),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path),
+            "--set",
+            "model.mask_ration=0.5",
+        ],
+    )
     assert res.exit_code == 1 and "unknown option" in res.output and "mask_ration" in res.output
-    res = runner.invoke(app, ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data",
-                              str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            "--config",
+            str(ROOT / "configs/mae_vit_tiny.yaml"),
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code == 1 and "no shards/ folder" in res.output
     res = runner.invoke(app, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 1 and "checkpoint" in res.output

@@ -1,4 +1,4 @@
-"""The training stream: coverage without overlap across workers and ranks, skips, normalisation, exact resume."""
+"""The training stream: coverage without overlap across workers and ranks, skips, normalisation, resume."""
 
 from __future__ import annotations
 
@@ -76,8 +76,12 @@ def test_normalisation_uses_stats_json_by_band_name(corpus):
     row = rows[sample["id"]]
     raw = decode(row["image"], row["encoding"]).astype(np.float32)
     bands = corpus.stats["bands"]
-    expected = np.stack([(raw[3] - bands["B08"]["mean"]) / bands["B08"]["std"],
-                         (raw[0] - bands["B02"]["mean"]) / bands["B02"]["std"]])
+    expected = np.stack(
+        [
+            (raw[3] - bands["B08"]["mean"]) / bands["B08"]["std"],
+            (raw[0] - bands["B02"]["mean"]) / bands["B02"]["std"],
+        ]
+    )
     np.testing.assert_allclose(sample["image"].numpy(), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sample["wavelengths"].numpy(), [0.842, 0.49], rtol=1e-6)
 

@@ -1,4 +1,4 @@
-"""Two-rank DDP through torchrun (gloo on CPU): data split across ranks, synchronised training, exact resume."""
+"""Two-rank DDP through torchrun (gloo on CPU): data split across ranks, synchronised steps, exact resume."""
 
 from __future__ import annotations
 
@@ -25,9 +25,24 @@ def corpus(tmp_path_factory):
 def torchrun(corpus: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
     sets = [a for o in [*TINY_OVERRIDES, "data.num_workers=1"] for a in ("--set", o)]
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "rspretrain.cli", "run", "--config", str(ROOT / "configs" / "selectivemae_vit_tiny.yaml"),
-        "--data", str(corpus), "--out", str(out), "--quiet", *sets, *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "rspretrain.cli",
+        "run",
+        "--config",
+        str(ROOT / "configs" / "selectivemae_vit_tiny.yaml"),
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--quiet",
+        *sets,
+        *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)

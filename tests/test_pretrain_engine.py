@@ -29,8 +29,13 @@ def corpus(tmp_path_factory):
 )
 def test_resume_reproduces_the_uninterrupted_loss_curve(corpus, tmp_path, preset, extra):
     # curriculum bounds inside the 6 steps, so the resumed half runs in another selection stage
-    cfg = tiny_config(preset, "train.max_steps=6", "train.checkpoint_every=3",
-                      "model.curriculum=[0.2, 0.4, 0.6, 0.8]", *extra)
+    cfg = tiny_config(
+        preset,
+        "train.max_steps=6",
+        "train.checkpoint_every=3",
+        "model.curriculum=[0.2, 0.4, 0.6, 0.8]",
+        *extra,
+    )
     straight = train(cfg, corpus, tmp_path / "straight")
     first = train(cfg, corpus, tmp_path / "resumed", stop_at=3)
     assert first.steps == 3 and ckpt.latest_checkpoint(tmp_path / "resumed").name == "step_00000003.pt"
@@ -44,18 +49,33 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(corpus, tmp_path, preset
     a = ckpt.load(straight.last_checkpoint)["model"]
     b = ckpt.load(second.last_checkpoint)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_log_checkpoints_and_tensorboard(corpus, tmp_path):
-    cfg = tiny_config("selectivemae_vit_tiny", "train.max_steps=4", "train.checkpoint_every=2",
-                      "train.tensorboard=true", "train.keep_checkpoints=1")
+    cfg = tiny_config(
+        "selectivemae_vit_tiny",
+        "train.max_steps=4",
+        "train.checkpoint_every=2",
+        "train.tensorboard=true",
+        "train.keep_checkpoints=1",
+    )
     result = train(cfg, corpus, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     for r in records:
-        assert {"step", "loss", "lr", "images_per_s", "tokens_encoded", "curriculum", "skipped_corrupt"} <= set(r)
+        assert {
+            "step",
+            "loss",
+            "lr",
+            "images_per_s",
+            "tokens_encoded",
+            "curriculum",
+            "skipped_corrupt",
+        } <= set(r)
         assert r["images_per_s"] > 0
         assert r["tokens_encoded"] == 4 * (2 + 1)  # batch 4 x (2 of 16 patches visible at 0.85, + cls)
     skips = [r["skipped_bands"] + r["skipped_corrupt"] for r in records]
@@ -70,7 +90,12 @@ def test_log_checkpoints_and_tensorboard(corpus, tmp_path):
 def test_resume_with_another_layout_is_refused(corpus, tmp_path):
     train(tiny_config("mae_vit_tiny", "train.max_steps=2"), corpus, tmp_path)
     with pytest.raises(ValueError, match="Exact resume needs"):
-        train(tiny_config("mae_vit_tiny", "train.max_steps=4", "train.batch_size=2"), corpus, tmp_path, resume=True)
+        train(
+            tiny_config("mae_vit_tiny", "train.max_steps=4", "train.batch_size=2"),
+            corpus,
+            tmp_path,
+            resume=True,
+        )
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
@@ -116,7 +141,10 @@ def test_no_weight_decay_on_norms_biases_positions_and_tokens():
     exempt = {names[id(p)] for p in no_decay["params"]}
     assert "encoder.cls_token" in exempt and "mask_token" in exempt
     assert "encoder.blocks.0.norm1.weight" in exempt and "encoder.blocks.0.attn.qkv.bias" in exempt
-    assert {names[id(p)] for p in decay["params"]} >= {"encoder.blocks.0.attn.qkv.weight", "decoder_pred.weight"}
+    assert {names[id(p)] for p in decay["params"]} >= {
+        "encoder.blocks.0.attn.qkv.weight",
+        "decoder_pred.weight",
+    }
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     assert all("pos_embed" not in names[id(p)] for p in decay["params"])
 

@@ -34,8 +34,14 @@ def test_exported_timm_model_matches_trained_encoder(corpus, tmp_path, patch_emb
     assert config["std"] == pytest.approx([stats[b]["std"] for b in config["bands"]])
 
     model = timm.create_model(
-        config["architecture"], pretrained=True, in_chans=4, num_classes=0, img_size=32, patch_size=8,
-        depth=2, pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"), custom_load=False),
+        config["architecture"],
+        pretrained=True,
+        in_chans=4,
+        num_classes=0,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"), custom_load=False),
     ).eval()
     state = ckpt.load(result.last_checkpoint)
     encoder = encoder_from_checkpoint(state)
@@ -46,8 +52,12 @@ def test_exported_timm_model_matches_trained_encoder(corpus, tmp_path, patch_emb
         hub_style = timm.create_model("local-dir:" + str(out), pretrained=True).eval().forward_features(x)
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert torch.allclose(ours, hub_style, atol=1e-5)
-    assert not torch.allclose(theirs, timm.create_model(config["architecture"], num_classes=0,
-                                                        **config["model_args"]).eval().forward_features(x))
+    assert not torch.allclose(
+        theirs,
+        timm.create_model(config["architecture"], num_classes=0, **config["model_args"])
+        .eval()
+        .forward_features(x),
+    )
 
 
 def test_probe_reports_pretrained_and_random_init(corpus, tmp_path):

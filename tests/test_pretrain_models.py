@@ -1,4 +1,4 @@
-"""MAE and SelectiveMAE: shapes and token budgets, in_chans everywhere, losses, gradients, patch embeddings."""
+"""MAE and SelectiveMAE: shapes, token budgets, in_chans everywhere, losses, gradients, patch embeddings."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ from rspretrain.models.patches import patchify, unpatchify
 
 
 def tiny(method: str, **kw) -> ModelConfig:
-    base = dict(method=method, size="tiny", img_size=32, patch_size=8, depth=2, decoder_dim=64, decoder_depth=2,
-                decoder_heads=4)
+    base = dict(
+        method=method,
+        size="tiny",
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        decoder_dim=64,
+        decoder_depth=2,
+        decoder_heads=4,
+    )
     return ModelConfig(**{**base, **kw})
 
 

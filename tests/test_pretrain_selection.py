@@ -31,7 +31,7 @@ def test_richness_differs_across_patches_and_prefers_texture(channels):
 
 
 def test_published_zscore_mean_score_cannot_rank():
-    """The released code's score (mean of the z-scored HOG vector) is ~0 for every patch: selection is random."""
+    """The released code's score (mean of the z-scored HOG vector) is ~0 for every patch: a random pick."""
     feats = patch_hog(half_textured(3), patch=8, cell=4)
     z = (feats - feats.mean(-1, keepdim=True)) / (feats.std(-1, keepdim=True) + 1e-6)
     assert z.mean(-1).abs().max() < 1e-5

@@ -8,8 +8,16 @@ from rspretrain.models.encoder import VIT_SIZES, ViTEncoder
 from rspretrain.models.mae import MAE
 from rspretrain.models.selective_mae import SelectiveMAE
 
-__all__ = ["MAE", "MaskedAutoencoder", "MaskedOutput", "SelectiveMAE", "VIT_SIZES", "ViTEncoder", "build_model",
-           "build_encoder"]
+__all__ = [
+    "MAE",
+    "MaskedAutoencoder",
+    "MaskedOutput",
+    "SelectiveMAE",
+    "VIT_SIZES",
+    "ViTEncoder",
+    "build_model",
+    "build_encoder",
+]
 
 
 def build_encoder(cfg: ModelConfig, in_chans: int) -> ViTEncoder:

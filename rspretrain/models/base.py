@@ -27,9 +27,7 @@ class MaskedOutput:
 class MaskedAutoencoder(nn.Module):
     """Encoder + decoder embedding/mask token/positions/prediction head + norm-pix MSE loss."""
 
-    def __init__(
-        self, encoder: ViTEncoder, decoder_dim: int, mask_ratio: float, norm_pix_loss: bool = True
-    ):
+    def __init__(self, encoder: ViTEncoder, decoder_dim: int, mask_ratio: float, norm_pix_loss: bool = True):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
@@ -55,7 +53,7 @@ class MaskedAutoencoder(nn.Module):
         """Fraction of the run done; objectives with a curriculum override this."""
 
     def loss(self, images: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean squared error between predictions and (norm-pix) target patches, over the `targets` patches."""
+        """Mean squared error between predictions and (norm-pix) targets, over the `targets` patches."""
         target = gather_tokens(patchify(images, self.patch_size), targets)
         target = norm_pix_target(target.float(), self.norm_pix_loss)
         return ((pred.float() - target) ** 2).mean()

@@ -73,7 +73,10 @@ class ViTEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(sincos_2d(embed_dim, self.grid), requires_grad=False)
         self.blocks = nn.ModuleList(
-            [Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm_layer) for _ in range(depth)]
+            [
+                Block(embed_dim, num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm_layer)
+                for _ in range(depth)
+            ]
         )
         self.norm = norm_layer(embed_dim)
         self.apply(init_mae_weights)

@@ -1,4 +1,4 @@
-"""MAE (He et al. 2022): random masking, a full-sequence decoder, norm-pix MSE on masked patches. The baseline."""
+"""MAE (He et al. 2022): random masking, full-sequence decoder, norm-pix MSE on masked patches. Baseline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from rspretrain.models.encoder import ViTEncoder, norm_layer
 from rspretrain.models.patches import gather_tokens
 
 
-def random_split(batch: int, num_patches: int, num_keep: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def random_split(
+    batch: int, num_patches: int, num_keep: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """Per sample, a random permutation split into kept (B, K) and masked (B, N-K) patch indices."""
     order = torch.rand(batch, num_patches, device=device).argsort(dim=1)
     return order[:, :num_keep], order[:, num_keep:]

@@ -1,8 +1,9 @@
 """Patch embeddings for any band count.
 
 `ConvPatchEmbed` is the plain stride-p convolution (timm-compatible: its weight is `proj.weight`).
-`WavelengthPatchEmbed` generates that convolution's per-band kernels from each band's centre wavelength, so one
-model can take different band sets; for a fixed band set it bakes down to a plain convolution (see export).
+`WavelengthPatchEmbed` generates that convolution's per-band kernels from each band's centre wavelength,
+so one model can take different band sets; for a fixed band set it bakes down to a plain convolution
+(see export).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ConvPatchEmbed(nn.Module):
 
 
 class WavelengthPatchEmbed(nn.Module):
-    """Kernels generated per band from its wavelength (micrometres) by a small MLP (DOFA-style hypernetwork)."""
+    """Kernels generated per band from its wavelength (micrometres) by a small MLP (DOFA-style)."""
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int, hidden: int = 128):
         super().__init__()

@@ -39,7 +39,11 @@ def curriculum_stage(progress: float, bounds: list[float] | tuple[float, ...]) -
 
 
 def grow_visible(
-    features: torch.Tensor, scores: torch.Tensor, num_visible: int, num_seed: int, mix: tuple[float, float, float]
+    features: torch.Tensor,
+    scores: torch.Tensor,
+    num_visible: int,
+    num_seed: int,
+    mix: tuple[float, float, float],
 ) -> torch.Tensor:
     """(B, num_visible) patch indices: top-`num_seed` by score, plus the rest chosen by each sample's rule."""
     b, n, _ = features.shape
@@ -58,7 +62,7 @@ def grow_visible(
 
 
 def sample_targets(visible: torch.Tensor, num_patches: int, num_targets: int) -> torch.Tensor:
-    """(B, num_targets) masked patches for the decoder to reconstruct, uniformly at random among the masked."""
+    """(B, num_targets) masked patches for the decoder to reconstruct, uniformly among the masked."""
     noise = torch.rand(visible.shape[0], num_patches, device=visible.device)
     noise = noise.scatter(1, visible, float("inf"))
     return noise.topk(num_targets, dim=1, largest=False).indices

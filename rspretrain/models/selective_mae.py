@@ -1,4 +1,4 @@
-"""SelectiveMAE (Wang et al. 2024): encode few, rich patches; reconstruct a subset of the rest by cross-attention.
+"""SelectiveMAE (Wang et al. 2024): encode few rich patches; reconstruct some of the rest by cross-attention.
 
 Differences from MAE, each a cost saving: the encoder sees `1 - mask_ratio` of the patches (0.85 masking:
 29 of 196 at 224/16), chosen by HOG richness and grown by a near -> far -> random curriculum; the decoder's

@@ -1,0 +1,72 @@
+"""Images/s of the training stream (read row groups, decode, select bands, normalise, crop, flip) per
+DataLoader worker count. Prints one JSON line.
+
+    python bench/loader_throughput.py --data corpus/ --bands red green blue --img-size 224 --workers 0 1 2
+    python bench/loader_throughput.py --synthetic 512 --tile 256      # no corpus at hand: a synthetic one
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from rspretrain.config import DataConfig
+from rspretrain.corpus import Corpus
+from rspretrain.data import CorpusDataset, make_loader
+from rspretrain.synthetic import S2_BANDS, make_corpus
+
+
+def measure(corpus: Corpus, cfg: DataConfig, img_size: int, workers: int, batch: int, batches: int) -> dict:
+    dataset = CorpusDataset(corpus, img_size, cfg, seed=0, num_workers=workers)
+    loader = iter(make_loader(dataset, batch))
+    next(loader)  # worker start-up and first row groups are not throughput
+    start = time.perf_counter()
+    images = sum(len(b["image"]) for b in itertools.islice(loader, batches))
+    elapsed = time.perf_counter() - start
+    rate = images / elapsed
+    return {"workers": workers, "images_per_s": round(rate, 1), "per_worker": round(rate / max(workers, 1), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="corpus folder (default: a synthetic one)")
+    parser.add_argument("--synthetic", type=int, default=512, help="tiles of the synthetic corpus")
+    parser.add_argument("--tile", type=int, default=256, help="synthetic tile size in pixels")
+    parser.add_argument("--bands", nargs="*", help="band names (default: the synthetic corpus' four S2 bands)")
+    parser.add_argument("--in-chans", type=int, help="take the first C bands instead of naming them")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per setting")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)  # the main process only collates here; workers are what is measured
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data
+        if root is None:
+            root = make_corpus(Path(tmp), n_s2=args.synthetic, n_rgb=0, n_corrupt=0, size=args.tile,
+                               rows_per_group=16, rows_per_shard=256)
+        bands = args.bands or (None if args.in_chans else list(S2_BANDS))
+        cfg = DataConfig(bands=bands, in_chans=args.in_chans, shuffle_buffer=256)
+        corpus = Corpus(root)
+        results = [measure(corpus, cfg, args.img_size, w, args.batch, args.batches) for w in args.workers]
+    print(json.dumps({
+        "bench": "loader_throughput",
+        "corpus": "synthetic" if args.data is None else str(args.data),
+        "tiles": corpus.num_rows,
+        "tile_px": args.tile if args.data is None else None,
+        "bands": cfg.channels(),
+        "img_size": args.img_size,
+        "batch": args.batch,
+        "results": results,
+    }))
+
+
+if __name__ == "__main__":
+    main()

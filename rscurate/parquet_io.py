@@ -1,0 +1,38 @@
+"""Parquet writing shared by staging and shards: atomic renames, no second compression of image bytes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def writer_options(schema: pa.Schema) -> dict[str, Any]:
+    """Image bytes are compressed already: compressing or dictionary-encoding them costs CPU for nothing."""
+    return {
+        "compression": {f.name: ("none" if pa.types.is_binary(f.type) else "zstd") for f in schema},
+        "use_dictionary": [f.name for f in schema if not pa.types.is_binary(f.type)],
+    }
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name to write to, renamed over `path` only when the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None) -> None:
+    """Write a whole table so that a killed write never leaves a half file behind."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=row_group_size, **writer_options(table.schema))

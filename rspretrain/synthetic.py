@@ -1,0 +1,134 @@
+"""A synthetic corpus in the rscurate shard format: for tests, benchmarks and demos without downloads.
+
+Tiles are structured, not white noise: a smooth field plus (for half of them, labelled "built") sharp
+rectangles and stripes, so HOG has real texture to rank and a probe has something to learn. The corpus
+also holds tiles the usual band selection must skip (RGB without B08) and rows whose bytes are corrupt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rscurate.codec import encode_array
+from rscurate.schema import SHARD
+
+S2_BANDS = ["B02", "B03", "B04", "B08"]
+S2_WAVES = [0.49, 0.56, 0.665, 0.842]
+RGB_BANDS = ["red", "green", "blue"]
+
+
+def smooth_field(rng: np.random.Generator, channels: int, size: int, coarse: int = 4) -> np.ndarray:
+    """Low-frequency noise: a coarse random grid upsampled bilinearly (C, size, size) in [0, 1]."""
+    grid = rng.random((channels, coarse, coarse))
+    xs = np.linspace(0, coarse - 1, size)
+    i0 = np.floor(xs).astype(int).clip(0, coarse - 2)
+    t = xs - i0
+    rows = grid[:, i0, :] * (1 - t)[None, :, None] + grid[:, i0 + 1, :] * t[None, :, None]
+    return rows[:, :, i0] * (1 - t) + rows[:, :, i0 + 1] * t
+
+
+def textured_tile(rng: np.random.Generator, channels: int, size: int, built: bool) -> np.ndarray:
+    """Smooth field; when `built`, add sharp-edged rectangles and a stripe pattern (values in [0, 1])."""
+    tile = 0.3 * smooth_field(rng, channels, size)
+    if built:
+        for _ in range(3):
+            y, x = rng.integers(0, size - 8, 2)
+            h, w = rng.integers(4, size // 2, 2)
+            tile[:, y : y + h, x : x + w] += rng.uniform(0.3, 0.6, (channels, 1, 1))
+        period = int(rng.integers(3, 7))
+        stripes = ((np.arange(size) // period) % 2).astype(float)
+        tile += 0.2 * stripes[None, None, :]
+    return np.clip(tile, 0, 1)
+
+
+def _row(tile: np.ndarray, bands, waves, label, source: str, i: int, image: bytes | None = None) -> dict:
+    c, h, w = tile.shape
+    return {
+        "id": hashlib.sha1(f"{source}-{i}".encode()).hexdigest()[:16],
+        "source": source,
+        "scene": f"{source}/scene_{i // 8}.tif",
+        "x": (i % 8) * w,
+        "y": 0,
+        "width": w,
+        "height": h,
+        "crs": "EPSG:32633",
+        "minx": 0.0,
+        "miny": 0.0,
+        "maxx": float(w * 10),
+        "maxy": float(h * 10),
+        "gsd_m": 10.0,
+        "bands": list(bands),
+        "wavelengths_um": list(waves),
+        "dtype": str(tile.dtype),
+        "channels": c,
+        "encoding": "npy.zst",
+        "sha256": hashlib.sha256(tile.tobytes()).hexdigest(),
+        "phash": int(i),
+        "nodata_fraction": 0.0,
+        "std_min": float(tile.std(axis=(1, 2)).min()),
+        "label": label,
+        "image": encode_array(tile) if image is None else image,
+    }
+
+
+def make_corpus(
+    root: Path,
+    n_s2: int = 48,
+    n_rgb: int = 8,
+    n_corrupt: int = 1,
+    size: int = 40,
+    rows_per_group: int = 4,
+    rows_per_shard: int = 24,
+    seed: int = 0,
+) -> Path:
+    """Write corpus/shards/part-NNNNN.parquet + stats.json; returns the corpus folder.
+
+    n_s2 uint16 4-band tiles (labels built/natural alternate), n_rgb uint8 RGB tiles (these lack B08) and
+    n_corrupt rows whose bytes do not decode. Row order is shuffled so every shard mixes kinds.
+    """
+    rng = np.random.default_rng(seed)
+    rows, values = [], {b: [] for b in S2_BANDS + RGB_BANDS}
+    for i in range(n_s2):
+        built = i % 2 == 0
+        tile = (textured_tile(rng, 4, size, built) * 4000 + 500).astype(np.uint16)
+        rows.append(_row(tile, S2_BANDS, S2_WAVES, "built" if built else "natural", "s2", i))
+        for b, band in zip(S2_BANDS, tile, strict=True):
+            values[b].append(band.astype(np.float64).ravel())
+    for i in range(n_rgb):
+        tile = (textured_tile(rng, 3, size + 8, i % 2 == 0) * 255).astype(np.uint8)
+        rows.append(_row(tile, RGB_BANDS, [0.65, None, 0.48], None, "rgb", i))
+        for b, band in zip(RGB_BANDS, tile, strict=True):
+            values[b].append(band.astype(np.float64).ravel())
+    for i in range(n_corrupt):
+        tile = np.zeros((4, size, size), np.uint16)
+        rows.append(_row(tile, S2_BANDS, S2_WAVES, None, "broken", i, image=b"\x28\xb5\x2f\xfd not zstd"))
+    order = rng.permutation(len(rows))
+    rows = [rows[k] for k in order]
+
+    shard_dir = Path(root) / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for n, start in enumerate(range(0, len(rows), rows_per_shard)):
+        chunk = rows[start : start + rows_per_shard]
+        table = pa.Table.from_pylist(chunk, schema=SHARD)
+        pq.write_table(table, shard_dir / f"part-{n:05d}.parquet", row_group_size=rows_per_group)
+
+    stats = {"bands": {}, "counts": {"tiles": n_s2 + n_rgb}, "sources": {"s2": n_s2, "rgb": n_rgb}}
+    for b, chunks in values.items():
+        v = np.concatenate(chunks)
+        stats["bands"][b] = {
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "p1": float(np.percentile(v, 1)),
+            "p99": float(np.percentile(v, 99)),
+            "count": int(v.size),
+        }
+    (Path(root) / "stats.json").write_text(json.dumps(stats, indent=2))
+    return Path(root)
