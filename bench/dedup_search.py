@@ -46,12 +46,14 @@ def random_bits(rng: np.random.Generator, n: int, p_one: np.ndarray | None = Non
 
 
 def flip_masks(rng: np.random.Generator, distances: np.ndarray) -> np.ndarray:
-    """One uint64 per entry with exactly distances[k] random bits set."""
-    keys = rng.random((len(distances), 64)).argsort(axis=1)
-    chosen = np.arange(64)[None, :] < distances[:, None]
-    bits = np.zeros((len(distances), 64), dtype=np.uint64)
-    bits[np.arange(len(distances))[:, None], keys] = chosen.astype(np.uint64)
-    return (bits << np.arange(64, dtype=np.uint64)[None, :]).sum(axis=1, dtype=np.uint64)
+    """One uint64 per entry with exactly distances[k] random bits set (in chunks: keeps peak RSS low)."""
+    out = np.empty(len(distances), dtype=np.uint64)
+    weights = np.uint64(1) << np.arange(64, dtype=np.uint64)
+    for s in range(0, len(distances), 1 << 16):
+        d = distances[s:s + (1 << 16)]
+        ranks = rng.random((len(d), 64)).argsort(axis=1)  # a random permutation of bit positions per row
+        out[s:s + len(d)] = ((ranks < d[:, None]).astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+    return out
 
 
 def make_hashes(n: int, mode: str, radius: int, planted: int, seed: int) -> tuple[np.ndarray, np.ndarray,

@@ -30,15 +30,23 @@ def measure(corpus: Corpus, cfg: DataConfig, img_size: int, workers: int, batch:
     images = sum(len(b["image"]) for b in itertools.islice(loader, batches))
     elapsed = time.perf_counter() - start
     rate = images / elapsed
-    return {"workers": workers, "images_per_s": round(rate, 1), "per_worker": round(rate / max(workers, 1), 1)}
+    return {
+        "workers": workers,
+        "images_per_s": round(rate, 1),
+        "per_worker": round(rate / max(workers, 1), 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, help="corpus folder (default: a synthetic one)")
     parser.add_argument("--synthetic", type=int, default=512, help="tiles of the synthetic corpus")
     parser.add_argument("--tile", type=int, default=256, help="synthetic tile size in pixels")
-    parser.add_argument("--bands", nargs="*", help="band names (default: the synthetic corpus' four S2 bands)")
+    parser.add_argument(
+        "--bands", nargs="*", help="band names (default: the synthetic corpus' four S2 bands)"
+    )
     parser.add_argument("--in-chans", type=int, help="take the first C bands instead of naming them")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=32)
@@ -50,22 +58,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
         if root is None:
-            root = make_corpus(Path(tmp), n_s2=args.synthetic, n_rgb=0, n_corrupt=0, size=args.tile,
-                               rows_per_group=16, rows_per_shard=256)
+            root = make_corpus(
+                Path(tmp),
+                n_s2=args.synthetic,
+                n_rgb=0,
+                n_corrupt=0,
+                size=args.tile,
+                rows_per_group=16,
+                rows_per_shard=256,
+            )
         bands = args.bands or (None if args.in_chans else list(S2_BANDS))
         cfg = DataConfig(bands=bands, in_chans=args.in_chans, shuffle_buffer=256)
         corpus = Corpus(root)
         results = [measure(corpus, cfg, args.img_size, w, args.batch, args.batches) for w in args.workers]
-    print(json.dumps({
-        "bench": "loader_throughput",
-        "corpus": "synthetic" if args.data is None else str(args.data),
-        "tiles": corpus.num_rows,
-        "tile_px": args.tile if args.data is None else None,
-        "bands": cfg.channels(),
-        "img_size": args.img_size,
-        "batch": args.batch,
-        "results": results,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "loader_throughput",
+                "corpus": "synthetic" if args.data is None else str(args.data),
+                "tiles": corpus.num_rows,
+                "tile_px": args.tile if args.data is None else None,
+                "bands": cfg.channels(),
+                "img_size": args.img_size,
+                "batch": args.batch,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

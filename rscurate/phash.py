@@ -123,10 +123,8 @@ def canonical_view(
 
 
 def _as_gray_list(grays: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    if isinstance(grays, np.ndarray):
-        if grays.ndim == 2:
-            raise ValueError("phash_batch takes a batch: a list of (H, W) arrays or a (B, H, W) array")
-        return list(grays)
+    if isinstance(grays, np.ndarray) and grays.ndim == 2:
+        raise ValueError("phash_batch takes a batch: a list of (H, W) arrays or a (B, H, W) array")
     return list(grays)
 
 

@@ -120,5 +120,23 @@ def probe(
     typer.echo(json.dumps(report))
 
 
+@app.command()
+def synthetic(
+    out: Annotated[Path, typer.Option(help="corpus folder to write (shards/ + stats.json)")],
+    tiles: Annotated[
+        int, typer.Option(help="4-band uint16 tiles, half of them labelled built, half natural")
+    ] = 256,
+    size: Annotated[int, typer.Option(help="tile size in pixels")] = 64,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Write a small synthetic corpus in the rscurate format, for demos and benchmarks without downloads."""
+    from rspretrain.synthetic import make_corpus
+
+    make_corpus(
+        out, n_s2=tiles, n_rgb=0, n_corrupt=0, size=size, rows_per_group=16, rows_per_shard=128, seed=seed
+    )
+    typer.echo(f"wrote {tiles} tiles to {out}")
+
+
 if __name__ == "__main__":
     app()

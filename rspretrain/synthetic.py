@@ -120,6 +120,8 @@ def make_corpus(
 
     stats = {"bands": {}, "counts": {"tiles": n_s2 + n_rgb}, "sources": {"s2": n_s2, "rgb": n_rgb}}
     for b, chunks in values.items():
+        if not chunks:
+            continue
         v = np.concatenate(chunks)
         stats["bands"][b] = {
             "mean": float(v.mean()),
