@@ -24,14 +24,13 @@ def build_cmd(
     workers: Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: CPU count)")] = None,
     strict: Annotated[bool, typer.Option(help="fail when a manifest's data is not on disk")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
-    unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task")] = 256,
-    shard_rows: Annotated[int, typer.Option(help="tiles per shard file")] = 2048,
+    unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task, and at most per shard file")] = 256,
     keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
 ) -> None:
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
-                        quiet=quiet, unit_tiles=unit_tiles, shard_rows=shard_rows, keep_work=keep_work,
+                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work,
                         command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)

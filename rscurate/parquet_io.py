@@ -11,6 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+ROW_GROUP_ROWS = 64  # small row groups stream well: a reader holds one group, not a file
+
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
     """Image bytes are compressed already: compressing or dictionary-encoding them costs CPU for nothing."""

@@ -47,8 +47,7 @@ class BuildOptions:
     workers: int | None = None
     strict: bool = False
     quiet: bool = False
-    unit_tiles: int = 256  # tiles per work unit: coarse enough that scheduling overhead stays small
-    shard_rows: int = 2048
+    unit_tiles: int = 256  # tiles per work unit (and at most per shard): coarse tasks, bounded memory
     keep_work: bool = False
     processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
@@ -155,7 +154,7 @@ def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: 
     return {
         "command": opts.command,
         "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
-                     "shard_rows": opts.shard_rows, "strict": opts.strict,
+                     "strict": opts.strict,
                      "scheduler": opts.scheduler or "LocalCluster"},
         "rscurate_version": version("rsfm-toolkit"),
         "started": started.isoformat(timespec="seconds"),
@@ -207,13 +206,14 @@ def build(opts: BuildOptions) -> BuildReport:
         decisions = decide(cands, priority, eval_sources)
 
         kept = cands[decisions.keep]
-        rows = list(zip(kept["unit"], kept["unit_row"], kept["id"], strict=True))
-        chunks = [rows[i : i + opts.shard_rows] for i in range(0, len(rows), opts.shard_rows)]
-        shard_futs = [client.submit(write_shard, k, c, str(work), str(out), pure=False) for k, c in enumerate(chunks)]
+        per_unit = kept.groupby("unit", sort=False)["unit_row"].apply(list)  # unit order is kept
+        shard_futs = [client.submit(write_shard, k, key, rows, str(work), str(out), pure=False)
+                      for k, (key, rows) in enumerate(per_unit.items())]
         band_parts = _gather(client, shard_futs, "shards", opts.quiet)
 
-    _remove_stale_shards(out, len(chunks))
-    index = (pa.concat_tables([read_index_part(work, k) for k in range(len(chunks))]) if chunks
+    n_shards = len(shard_futs)
+    _remove_stale_shards(out, n_shards)
+    index = (pa.concat_tables([read_index_part(work, k) for k in range(n_shards)]) if n_shards
              else schema.INDEX.empty_table())
     train_excl = [t for t, d in zip((r[1] for r in unit_results), units, strict=True) if d.manifest.role == "train"]
     excluded = pa.concat_tables([
@@ -241,7 +241,7 @@ def build(opts: BuildOptions) -> BuildReport:
     write_card(out, stats, index, excluded, duplicates)
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
-    return BuildReport(len(index), len(excluded), len(duplicates), absent, len(chunks), seconds)
+    return BuildReport(len(index), len(excluded), len(duplicates), absent, n_shards, seconds)
 
 
 def _remove_stale_shards(out: Path, n_shards: int) -> None:

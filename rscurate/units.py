@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import rasterio
 
 from rscurate import codec, quality, schema
+from rscurate.band_stats import BandTileStats
 from rscurate.manifest import Manifest
-from rscurate.parquet_io import write_atomic
+from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import tile_phash
 from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
 from rscurate.tiling import Window, min_tile_size, plan_windows
@@ -28,11 +29,7 @@ from rscurate.tiling import Window, min_tile_size, plan_windows
 FORMAT_VERSION = "1"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
-GDAL_ENV = {"GDAL_CACHEMAX": 64}  # MB
-# Staged rows: a shard row plus each band's statistics (pickled BandTileStats list), so shard
-# tasks merge statistics without decoding tiles again. Staging is private to one build.
-STAGED = schema.SHARD.append(pa.field("hist", pa.binary()))
-STAGED_ROW_GROUP = 64  # shard tasks read staged rows a row group at a time
+GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20}  # bytes (rasterio passes an int through as bytes)
 
 
 @dataclass(frozen=True)
@@ -117,11 +114,12 @@ def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, wi
 
 
 class _Collector:
-    """Column buffers for one unit's kept candidates and exclusions."""
+    """Column buffers for one unit's kept candidates and exclusions, and each kept tile's band statistics."""
 
     def __init__(self) -> None:
-        self.kept: dict[str, list] = {f.name: [] for f in STAGED}
+        self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
+        self.band_stats: list[list[BandTileStats]] = []
 
     def exclude(self, scene: SceneRef, window: Window, reason: str, detail: str) -> None:
         x, y, w, h = window
@@ -129,12 +127,13 @@ class _Collector:
                         (scene.source, scene.scene, x, y, w, h, reason, detail), strict=True):
             self.excluded[k].append(v)
 
-    def keep(self, row: dict) -> None:
+    def keep(self, row: dict, band_stats: list[BandTileStats]) -> None:
         for k in self.kept:
             self.kept[k].append(row.get(k))
+        self.band_stats.append(band_stats)
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
-        return (pa.Table.from_pydict(self.kept, schema=STAGED),
+        return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
                 pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
 
 
@@ -180,15 +179,24 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
                 "band_max": stats.column("max"), "label": scene.label, "image": image if store else None,
-                "hist": pickle.dumps(stats.bands, protocol=pickle.HIGHEST_PROTOCOL) if store else None,
-            })
+            }, stats.bands)
     finally:
         reader.close()
 
 
-def unit_paths(work_dir: Path, key: str) -> tuple[Path, Path]:
-    base = work_dir / "units"
-    return base / f"{key}.parquet", base / f"{key}.excluded.parquet"
+@dataclass(frozen=True)
+class StagedUnit:
+    """A finished unit's files. `kept` has the shard schema and row groups, so an unchanged unit
+    becomes a shard by a hard link; `band_stats` holds each kept row's per-band statistics."""
+
+    kept: Path
+    excluded: Path
+    band_stats: Path
+
+    @classmethod
+    def of(cls, work_dir: Path, key: str) -> StagedUnit:
+        base = work_dir / "units"
+        return cls(base / f"{key}.parquet", base / f"{key}.excluded.parquet", base / f"{key}.stats.pkl")
 
 
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.
@@ -203,14 +211,16 @@ def _slim(kept: pa.Table, key: str) -> pa.Table:
 
 def run_unit(unit: Unit, work_dir: str) -> tuple[pa.Table, pa.Table]:
     """Process a unit (or reuse its staged result); return slim candidate rows and exclusions."""
-    kept_path, excl_path = unit_paths(Path(work_dir), unit.key)
-    if kept_path.exists() and excl_path.exists():
-        return _slim(pq.read_table(kept_path, columns=SLIM), unit.key), pq.read_table(excl_path)
+    staged = StagedUnit.of(Path(work_dir), unit.key)
+    if staged.kept.exists():  # written last: the unit is complete
+        return _slim(pq.read_table(staged.kept, columns=SLIM), unit.key), pq.read_table(staged.excluded)
     out = _Collector()
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
             _process_scene(unit, scene, windows, out)
     kept, excluded = out.tables()
-    write_atomic(excluded, excl_path)
-    write_atomic(kept, kept_path, row_group_size=STAGED_ROW_GROUP)
+    write_atomic(excluded, staged.excluded)
+    with atomic_path(staged.band_stats) as tmp:
+        tmp.write_bytes(pickle.dumps(out.band_stats, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomic(kept, staged.kept, row_group_size=ROW_GROUP_ROWS)
     return _slim(kept, unit.key), excluded

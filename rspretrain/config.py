@@ -52,11 +52,16 @@ class DataConfig:
 
     bands: list[str] | None = None  # select bands by name, in this order
     in_chans: int | None = None  # or take the first C bands of each tile (when bands is unset)
+    normalise: str = "source"  # source: each tile's source's band stats (else global) | global: all sources
     shuffle_buffer: int = 1024
     num_workers: int = 2
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: bool = True
+
+    def __post_init__(self) -> None:
+        if self.normalise not in ("source", "global"):
+            raise ValueError(f"data.normalise must be source or global, got {self.normalise!r}")
 
     def channels(self) -> int:
         if self.bands:

@@ -62,15 +62,35 @@ class Corpus:
             raise FileNotFoundError(f"{path}: missing; rspretrain takes per-band normalisation from it")
         return json.loads(path.read_text())
 
-    def band_mean_std(self, names: list[str] | tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-band mean and std (float32, std floored) for the named bands, from stats.json."""
-        bands = self.stats.get("bands", {})
-        missing = [n for n in names if n not in bands]
+    def band_mean_std(
+        self, names: list[str] | tuple[str, ...], source: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and std (float32, std floored) for the named bands, from stats.json.
+
+        With `source`, that source's own statistics are used when stats.json has them for every band (a
+        corpus mixing uint8 chips and uint16 scenes under the same band names needs this); otherwise the
+        statistics over all sources.
+        """
+        table = self.source_stats(names, source) if source is not None else None
+        if table is None:
+            table = self.stats.get("bands", {})
+        missing = [n for n in names if n not in table]
         if missing:
-            raise KeyError(f"stats.json has no statistics for band(s) {missing}; known: {sorted(bands)}")
-        mean = np.array([bands[n]["mean"] for n in names], dtype=np.float32)
-        std = np.array([max(float(bands[n]["std"]), STD_FLOOR) for n in names], dtype=np.float32)
+            raise KeyError(f"stats.json has no statistics for band(s) {missing}; known: {sorted(table)}")
+        mean = np.array([table[n]["mean"] for n in names], dtype=np.float32)
+        std = np.array([max(float(table[n]["std"]), STD_FLOOR) for n in names], dtype=np.float32)
         return mean, std
+
+    def source_stats(self, names: list[str] | tuple[str, ...], source: str) -> dict | None:
+        """The source's band statistics when stats.json has them (with pixels) for every named band."""
+        entry = self.stats.get("sources", {}).get(source)
+        table = entry.get("bands", {}) if isinstance(entry, dict) else {}
+        if all(n in table and table[n].get("count", 1) > 0 for n in names):
+            return table
+        return None
+
+    def source_names(self) -> list[str]:
+        return sorted(self.stats.get("sources", {}))
 
     def first_row_bands(self) -> tuple[list[str], list[float | None]]:
         """Band names and wavelengths of the first tile: the reference when only `in_chans` is configured."""

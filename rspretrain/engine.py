@@ -127,7 +127,21 @@ class Trainer:
         else:
             names = self.corpus.first_row_bands()[0][: self.channels]
         mean, std = self.corpus.band_mean_std(names)
-        return {"names": names, "mean": mean.tolist(), "std": std.tolist(), "wavelengths_um": None}
+        per_source = {}
+        if self.cfg.data.normalise == "source":
+            for source in self.corpus.source_names():
+                if self.corpus.source_stats(names, source) is None:
+                    continue  # its tiles (if any have these bands) use the all-source statistics
+                m, s = self.corpus.band_mean_std(names, source)
+                per_source[source] = {"mean": m.tolist(), "std": s.tolist()}
+        return {
+            "names": names,
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "wavelengths_um": None,
+            "normalise": self.cfg.data.normalise,
+            "per_source": per_source,
+        }
 
     def _restore(self) -> None:
         path = ckpt.latest_checkpoint(self.run_dir)

@@ -101,6 +101,9 @@ def export(source: Path, out_dir: Path) -> Path:
         "mean": bands["mean"],
         "std": bands["std"],
         "normalisation": "per band: (x - mean) / std on raw values, in the order of `bands`",
+        "normalise": bands.get("normalise", "global"),
+        # with normalise == source, training used each source's own statistics (mean/std above: all sources)
+        "per_source": bands.get("per_source", {}),
         "pretrained_cfg_overlay": {"file": WEIGHTS, "custom_load": False},
         "method": cfg.model.method,
         "step": state["step"],

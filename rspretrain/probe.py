@@ -19,10 +19,10 @@ from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
 
 
 def labelled_tiles(
-    corpus: Corpus, bands: list[str], img_size: int, max_tiles: int | None = None
+    corpus: Corpus, bands: list[str], img_size: int, max_tiles: int | None = None, per_source: bool = True
 ) -> tuple[torch.Tensor, list[str]]:
-    """Every labelled tile that has the bands, resized to img_size and normalised; plus its label."""
-    reader = TileReader(corpus, bands=bands)
+    """Every labelled tile with the bands, resized to img_size and normalised as in training; and labels."""
+    reader = TileReader(corpus, bands=bands, per_source=per_source)
     images, labels = [], []
     for group in corpus.row_groups:
         table = corpus.read_row_group(group, ROW_COLUMNS).to_pydict()
@@ -97,7 +97,8 @@ def run_probe(
     max_tiles: int | None = None,
 ) -> dict[str, Any]:
     config = json.loads((Path(export_dir) / "config.json").read_text())
-    images, labels = labelled_tiles(Corpus(data), config["bands"], config["img_size"], max_tiles)
+    per_source = config.get("normalise", "global") == "source"
+    images, labels = labelled_tiles(Corpus(data), config["bands"], config["img_size"], max_tiles, per_source)
     classes = sorted(set(labels))
     if len(classes) < 2:
         raise ValueError(f"probes need at least two classes, found {classes}")

@@ -77,6 +77,19 @@ def _row(tile: np.ndarray, bands, waves, label, source: str, i: int, image: byte
     }
 
 
+def _band_stats(chunks: list[np.ndarray]) -> dict:
+    v = np.concatenate(chunks)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "p1": float(np.percentile(v, 1)),
+        "p99": float(np.percentile(v, 99)),
+        "count": int(v.size),
+    }
+
+
 def make_corpus(
     root: Path,
     n_s2: int = 48,
@@ -86,25 +99,34 @@ def make_corpus(
     rows_per_group: int = 4,
     rows_per_shard: int = 24,
     seed: int = 0,
+    n_s2_reflectance: int = 0,
 ) -> Path:
     """Write corpus/shards/part-NNNNN.parquet + stats.json; returns the corpus folder.
 
-    n_s2 uint16 4-band tiles (labels built/natural alternate), n_rgb uint8 RGB tiles (these lack B08) and
-    n_corrupt rows whose bytes do not decode. Row order is shuffled so every shard mixes kinds.
+    n_s2 uint16 4-band tiles (labels built/natural alternate), n_rgb uint8 RGB tiles (these lack B08),
+    n_corrupt rows whose bytes do not decode, and n_s2_reflectance float32 tiles with the same band names
+    as the uint16 ones but reflectance scale (source "s2_reflectance": what per-source statistics are for).
+    Row order is shuffled so every shard mixes kinds. stats.json has global and per-source band statistics.
     """
     rng = np.random.default_rng(seed)
-    rows, values = [], {b: [] for b in S2_BANDS + RGB_BANDS}
+    rows: list[dict] = []
+    values: dict[tuple[str, str], list[np.ndarray]] = {}
+
+    def add(tile: np.ndarray, bands: list[str], waves: list, label: str | None, source: str, i: int) -> None:
+        rows.append(_row(tile, bands, waves, label, source, i))
+        for b, band in zip(bands, tile, strict=True):
+            values.setdefault((source, b), []).append(band.astype(np.float64).ravel())
+
     for i in range(n_s2):
         built = i % 2 == 0
         tile = (textured_tile(rng, 4, size, built) * 4000 + 500).astype(np.uint16)
-        rows.append(_row(tile, S2_BANDS, S2_WAVES, "built" if built else "natural", "s2", i))
-        for b, band in zip(S2_BANDS, tile, strict=True):
-            values[b].append(band.astype(np.float64).ravel())
+        add(tile, S2_BANDS, S2_WAVES, "built" if built else "natural", "s2", i)
+    for i in range(n_s2_reflectance):
+        tile = (textured_tile(rng, 4, size, i % 2 == 0) * 0.4 + 0.05).astype(np.float32)
+        add(tile, S2_BANDS, S2_WAVES, None, "s2_reflectance", i)
     for i in range(n_rgb):
         tile = (textured_tile(rng, 3, size + 8, i % 2 == 0) * 255).astype(np.uint8)
-        rows.append(_row(tile, RGB_BANDS, [0.65, None, 0.48], None, "rgb", i))
-        for b, band in zip(RGB_BANDS, tile, strict=True):
-            values[b].append(band.astype(np.float64).ravel())
+        add(tile, RGB_BANDS, [0.65, None, 0.48], None, "rgb", i)
     for i in range(n_corrupt):
         tile = np.zeros((4, size, size), np.uint16)
         rows.append(_row(tile, S2_BANDS, S2_WAVES, None, "broken", i, image=b"\x28\xb5\x2f\xfd not zstd"))
@@ -118,19 +140,21 @@ def make_corpus(
         table = pa.Table.from_pylist(chunk, schema=SHARD)
         pq.write_table(table, shard_dir / f"part-{n:05d}.parquet", row_group_size=rows_per_group)
 
-    stats = {"bands": {}, "counts": {"tiles": n_s2 + n_rgb}, "sources": {"s2": n_s2, "rgb": n_rgb}}
-    for b, chunks in values.items():
-        if not chunks:
-            continue
-        v = np.concatenate(chunks)
-        stats["bands"][b] = {
-            "mean": float(v.mean()),
-            "std": float(v.std()),
-            "min": float(v.min()),
-            "max": float(v.max()),
-            "p1": float(np.percentile(v, 1)),
-            "p99": float(np.percentile(v, 99)),
-            "count": int(v.size),
-        }
+    sources = sorted({src for src, _ in values})
+    band_names = sorted({b for _, b in values})
+    stats = {
+        "counts": {"kept": len(rows) - n_corrupt},
+        "sources": {
+            src: {
+                "kept": sum(1 for r in rows if r["source"] == src),
+                "bands": {b: _band_stats(values[(src, b)]) for b in band_names if (src, b) in values},
+            }
+            for src in sources
+        },
+        "bands": {
+            b: _band_stats([c for (src, name), chunks in values.items() if name == b for c in chunks])
+            for b in band_names
+        },
+    }
     (Path(root) / "stats.json").write_text(json.dumps(stats, indent=2))
     return Path(root)

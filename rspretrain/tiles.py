@@ -13,7 +13,7 @@ import torch
 from rscurate.codec import decode
 from rspretrain.corpus import Corpus
 
-ROW_COLUMNS = ["id", "bands", "wavelengths_um", "encoding", "image", "label"]
+ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label"]
 
 
 class CorruptTile(ValueError):
@@ -38,19 +38,30 @@ class TileReader:
     """Turns a row (bands, wavelengths, encoding, bytes) into a normalised (C, H, W) float32 tensor.
 
     Bands are chosen by name when `bands` is given, else the first `in_chans` bands of each tile; each chosen
-    band is normalised with its own mean/std from stats.json, looked up by band name.
+    band is normalised with its own mean/std from stats.json, looked up by band name (and by the tile's
+    source when `per_source`, see Corpus.band_mean_std).
     """
 
-    def __init__(self, corpus: Corpus, bands: list[str] | None = None, in_chans: int | None = None):
+    def __init__(
+        self,
+        corpus: Corpus,
+        bands: list[str] | None = None,
+        in_chans: int | None = None,
+        per_source: bool = True,
+    ):
         if not bands and not in_chans:
             raise ValueError("choose channels with bands: [names] or in_chans: C")
         self.corpus = corpus
+        self.per_source = per_source
         self.bands = list(bands) if bands else None
         self.in_chans = len(self.bands) if self.bands else int(in_chans or 0)
         self._plans: dict[tuple, BandPlan] = {}
 
-    def plan(self, row_bands: list[str], row_wavelengths: list[float | None] | None) -> BandPlan:
-        key = (tuple(row_bands), tuple(row_wavelengths or ()))
+    def plan(
+        self, row_bands: list[str], row_wavelengths: list[float | None] | None, source: str | None = None
+    ) -> BandPlan:
+        source = source if self.per_source else None
+        key = (tuple(row_bands), tuple(row_wavelengths or ()), source)
         found = self._plans.get(key)
         if found is not None:
             return found
@@ -64,7 +75,7 @@ class TileReader:
                 raise MissingBands(f"tile has {len(row_bands)} bands, in_chans is {self.in_chans}")
             index = np.arange(self.in_chans, dtype=np.int64)
         names = [row_bands[i] for i in index]
-        mean, std = self.corpus.band_mean_std(names)
+        mean, std = self.corpus.band_mean_std(names, source)
         waves = list(row_wavelengths or [])
         wl = [waves[i] if i < len(waves) and waves[i] is not None else float("nan") for i in index]
         plan = BandPlan(
@@ -78,7 +89,7 @@ class TileReader:
 
     def raw(self, row: dict) -> tuple[torch.Tensor, BandPlan]:
         """Decoded, band-selected float32 tile (not yet normalised) and its plan."""
-        plan = self.plan(row["bands"], row.get("wavelengths_um"))
+        plan = self.plan(row["bands"], row.get("wavelengths_um"), row.get("source"))
         try:
             array = decode(row["image"], row["encoding"])
         except Exception as err:  # any decoder failure means the stored bytes are unusable

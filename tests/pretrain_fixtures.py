@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import torch
 
 from rspretrain.synthetic import RGB_BANDS, S2_BANDS, S2_WAVES, make_corpus, smooth_field, textured_tile
 
@@ -15,6 +19,7 @@ __all__ = [
     "smooth_field",
     "textured_tile",
     "tiny_config",
+    "torch_single_thread",
 ]
 
 
@@ -37,3 +42,13 @@ def tiny_config(preset: str = "selectivemae_vit_tiny", *overrides: str):
 
     root = Path(__file__).resolve().parent.parent
     return load_config(root / "configs" / f"{preset}.yaml", [*TINY_OVERRIDES, *overrides])
+
+
+@pytest.fixture
+def torch_single_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine two threads per op
+    make every small kernel wait for a descheduled peer (tests ran 40x slower under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

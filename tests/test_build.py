@@ -145,7 +145,7 @@ def test_band_stats_match_numpy_over_kept_valid_pixels(defects_corpus: tuple[Pat
 def test_same_index_whatever_the_worker_count(defects_corpus: tuple[Path, Path], tmp_path: Path) -> None:
     out, data = defects_corpus
     again = tmp_path / "again"
-    run_build([data.parent / "manifests"], again, workers=1, unit_tiles=1, shard_rows=3)
+    run_build([data.parent / "manifests"], again, workers=1, unit_tiles=1)
     a = pd.read_parquet(out / "index.parquet").sort_values("id").reset_index(drop=True)
     b = pd.read_parquet(again / "index.parquet").sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a.drop(columns=["shard", "row"]), b.drop(columns=["shard", "row"]))

@@ -6,10 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from pretrain_fixtures import TINY_OVERRIDES, make_corpus
+from pretrain_fixtures import (
+    TINY_OVERRIDES,
+    make_corpus,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 from typer.testing import CliRunner
 
 from rspretrain.cli import app, model_overrides
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from pretrain_fixtures import make_corpus, tiny_config
+from pretrain_fixtures import (
+    make_corpus,
+    tiny_config,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rspretrain.engine import train
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.mark.slow

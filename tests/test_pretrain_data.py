@@ -9,12 +9,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pretrain_fixtures import S2_BANDS, make_corpus
+from pretrain_fixtures import (
+    S2_BANDS,
+    make_corpus,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rscurate.codec import decode
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
 from rspretrain.data import CorpusDataset, DataPosition, make_loader
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +130,23 @@ def test_resume_continues_with_the_exact_next_batches(corpus, workers, consumed)
 def test_too_few_row_groups_for_the_streams_is_a_clear_error(corpus):
     with pytest.raises(ValueError, match="row groups cannot feed"):
         CorpusDataset(corpus, 16, s2_cfg(), num_workers=8, rank=0, world=4)
+
+
+@pytest.mark.parametrize("mode", ["source", "global"])
+def test_per_source_statistics_normalise_sources_that_share_band_names(tmp_path, mode):
+    """uint16 DN and float reflectance tiles, both named B02..B08: per-source stats put both near N(0, 1)."""
+    corpus = Corpus(make_corpus(tmp_path, n_s2=16, n_rgb=0, n_corrupt=0, n_s2_reflectance=16))
+    cfg = DataConfig(bands=list(S2_BANDS), shuffle_buffer=1, normalise=mode)
+    ds = CorpusDataset(corpus, 40, cfg, num_workers=0, augment=False, epochs=1)
+    ids = {}
+    for shard in corpus.shards:
+        t = pq.read_table(shard, columns=["id", "source"]).to_pydict()
+        ids.update(zip(t["id"], t["source"], strict=True))
+    by_source: dict[str, list[torch.Tensor]] = {}
+    for sample in ds:
+        by_source.setdefault(ids[sample["id"]], []).append(sample["image"])
+    means = {src: float(torch.stack(v).mean()) for src, v in by_source.items()}
+    if mode == "source":
+        assert all(abs(m) < 0.1 for m in means.values()), means
+    else:
+        assert means["s2_reflectance"] < -0.5 < means["s2"], means

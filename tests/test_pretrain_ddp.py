@@ -10,9 +10,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from pretrain_fixtures import TINY_OVERRIDES, make_corpus
+from pretrain_fixtures import (
+    TINY_OVERRIDES,
+    make_corpus,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rspretrain import checkpoint as ckpt
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 ROOT = Path(__file__).resolve().parent.parent
 

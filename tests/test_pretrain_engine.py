@@ -7,12 +7,18 @@ import math
 
 import pytest
 import torch
-from pretrain_fixtures import make_corpus, tiny_config
+from pretrain_fixtures import (
+    make_corpus,
+    tiny_config,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rspretrain import checkpoint as ckpt
 from rspretrain import engine
 from rspretrain.engine import NonFiniteLoss, train
 from rspretrain.optim import lr_at, param_groups
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +161,9 @@ def test_effective_batch_scales_lr_and_sets_epoch_length(corpus, tmp_path):
     assert trainer.global_batch == 8
     assert math.isclose(trainer.base_lr, 2.56e-3 * 8 / 256)
     assert trainer.steps_per_epoch == 57 // 8 and trainer.total_steps == 2 * (57 // 8)
+
+
+def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
+    assert engine.autocast_dtype("auto", torch.device("cpu")) is None  # off on CPU by default
+    result = train(tiny_config("selectivemae_vit_tiny", "train.max_steps=2", "train.amp=bf16"), corpus, tmp_path)
+    assert len(result.losses) == 2 and all(math.isfinite(v) for v in result.losses)

@@ -7,12 +7,18 @@ import json
 import pytest
 import timm
 import torch
-from pretrain_fixtures import make_corpus, tiny_config
+from pretrain_fixtures import (
+    make_corpus,
+    tiny_config,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rspretrain import checkpoint as ckpt
 from rspretrain.engine import train
 from rspretrain.export import encoder_from_checkpoint, export
 from rspretrain.probe import knn_accuracy, linear_accuracy, run_probe
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pretrain_fixtures import torch_single_thread  # noqa: F401  (a fixture, used by pytestmark)
 
 from rspretrain.config import ModelConfig
 from rspretrain.models import MAE, SelectiveMAE, build_model
 from rspretrain.models.patch_embed import ConvPatchEmbed, WavelengthPatchEmbed
 from rspretrain.models.patches import patchify, unpatchify
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def tiny(method: str, **kw) -> ModelConfig:

@@ -7,10 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from pretrain_fixtures import textured_tile
+from pretrain_fixtures import (
+    textured_tile,
+    torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
+)
 
 from rspretrain.models.hog import hog_cells, patch_hog, richness
 from rspretrain.models.selection import curriculum_mix, curriculum_stage, grow_visible, sample_targets
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def half_textured(channels: int, size: int = 64, seed: int = 0) -> torch.Tensor:
