@@ -1,8 +1,10 @@
 """Training-step time of SelectiveMAE vs MAE at ViT-B geometry (224 px, patch 16), same batch, same process.
 
-A step is forward + backward + AdamW update. Three models are timed in interleaved rounds so that machine
-load hits them alike: rspretrain's MAE, a straightforward MAE written here the textbook way (decoder
-predicts every patch, loss weighted by the mask), and rspretrain's SelectiveMAE. Prints one JSON line.
+A step is forward + backward + AdamW update. Three models are timed in interleaved rounds so that
+machine load hits them alike: rspretrain's MAE, a straightforward MAE written here the textbook way
+(decoder predicts every patch, loss weighted by the mask), and rspretrain's SelectiveMAE. Medians are
+reported, and the fastest step of each as a second view that is robust to other load on a shared
+machine. Prints one JSON line.
 
     python bench/selective_vs_mae.py --bands 3 --batch 8 --steps 3 --decoder-depth 8
 """
@@ -124,6 +126,7 @@ def main() -> None:
     with torch.no_grad():
         select_s = statistics.median(timed(lambda: sel.select(images)) for _ in range(3))
     med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}  # least disturbed by other load on a shared machine
     probe = sel(images)
     result = {
         "bench": "selective_vs_mae",
@@ -135,6 +138,7 @@ def main() -> None:
         "mae_step_s": round(med["mae"], 4),
         "selective_step_s": round(med["selective"], 4),
         "ratio": round(med["mae"] / med["selective"], 3),
+        "ratio_of_fastest": round(best["mae"] / best["selective"], 3),
         "encoder_tokens": {"mae": mae.num_visible + 1, "selective": probe.tokens_encoded},
         "decoder_queries": {"mae": mae.num_patches + 1, "selective": probe.decoder_queries},
         "selection_s": round(select_s, 4),
@@ -146,6 +150,7 @@ def main() -> None:
     if "reference_mae" in med:
         result["reference_mae_step_s"] = round(med["reference_mae"], 4)
         result["mae_vs_reference"] = round(med["mae"] / med["reference_mae"], 3)
+        result["mae_vs_reference_fastest"] = round(best["mae"] / best["reference_mae"], 3)
     print(json.dumps(result))
 
 

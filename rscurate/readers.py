@@ -98,8 +98,8 @@ class SceneReader:
     def bounds(self, x: int, y: int, w: int, h: int) -> tuple[float, float, float, float] | None:
         if self.transform is None or not self.crs:
             return None
-        x0, y0 = self.transform * (x, y)
-        x1, y1 = self.transform * (x + w, y + h)
+        x0, y0 = self.transform @ (x, y)
+        x1, y1 = self.transform @ (x + w, y + h)
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
 
     def close(self) -> None:

@@ -97,5 +97,11 @@ class Corpus:
         table = pq.ParquetFile(self.shards[0]).read_row_group(0, columns=["bands", "wavelengths_um"])
         return table.column("bands")[0].as_py(), table.column("wavelengths_um")[0].as_py() or []
 
+    @cached_property
+    def shard_columns(self) -> set[str]:
+        return set(pq.read_schema(self.shards[0]).names)
+
     def read_row_group(self, group: RowGroup, columns: list[str]):
-        return pq.ParquetFile(self.shard_dir / group.shard).read_row_group(group.index, columns=columns)
+        """The listed columns of one row group; optional columns that older corpora lack are left out."""
+        present = [c for c in columns if c in self.shard_columns]
+        return pq.ParquetFile(self.shard_dir / group.shard).read_row_group(group.index, columns=present)

@@ -217,8 +217,10 @@ class Trainer:
         result = TrainResult(steps=self.step, last_checkpoint=self.last_checkpoint)
         runlog = RunLog(self.run_dir, self.is_main, t.tensorboard, self.step if self.resume else None)
         if self.is_main and not self.resume:
-            snapshot = {**self.cfg.to_dict(), "data_dir": str(self.corpus.root)}
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(snapshot, sort_keys=False))
+            # the resolved config, loadable again with --config; the corpus goes in a comment
+            header = f"# rspretrain run --data {self.corpus.root}\n"
+            body = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
+            (self.run_dir / "config.yaml").write_text(header + body)
         batches = iter(self._loader())
         self.model.train()
         try:

@@ -104,7 +104,14 @@ def export(source: Path, out_dir: Path) -> Path:
         "normalise": bands.get("normalise", "global"),
         # with normalise == source, training used each source's own statistics (mean/std above: all sources)
         "per_source": bands.get("per_source", {}),
-        "pretrained_cfg_overlay": {"file": WEIGHTS, "custom_load": False},
+        # for timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay=...), file made absolute
+        "pretrained_cfg_overlay": {
+            "file": WEIGHTS,
+            "custom_load": False,
+            "input_size": [c, size, size],
+            "mean": bands["mean"],
+            "std": bands["std"],
+        },
         "method": cfg.model.method,
         "step": state["step"],
         "source_checkpoint": str(path),
@@ -122,5 +129,5 @@ def load_timm(export_dir: Path, pretrained: bool = True, **kwargs: Any) -> torch
     args = {**config["model_args"], "num_classes": 0, **kwargs}
     if not pretrained:
         return timm.create_model(config["architecture"], pretrained=False, **args)
-    overlay = {"file": str(export_dir / WEIGHTS), "custom_load": False}
+    overlay = {**config["pretrained_cfg_overlay"], "file": str(export_dir / WEIGHTS)}
     return timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=overlay, **args)

@@ -47,7 +47,9 @@ def textured_tile(rng: np.random.Generator, channels: int, size: int, built: boo
     return np.clip(tile, 0, 1)
 
 
-def _row(tile: np.ndarray, bands, waves, label, source: str, i: int, image: bytes | None = None) -> dict:
+def _row(
+    tile: np.ndarray, bands, waves, label, source: str, i: int, image: bytes | None = None, nodata=None
+) -> dict:
     c, h, w = tile.shape
     return {
         "id": hashlib.sha1(f"{source}-{i}".encode()).hexdigest()[:16],
@@ -70,7 +72,8 @@ def _row(tile: np.ndarray, bands, waves, label, source: str, i: int, image: byte
         "encoding": "npy.zst",
         "sha256": hashlib.sha256(tile.tobytes()).hexdigest(),
         "phash": int(i),
-        "nodata_fraction": 0.0,
+        "nodata": nodata,
+        "nodata_fraction": 0.0 if nodata is None else float(np.all(tile == nodata, axis=0).mean()),
         "std_min": float(tile.std(axis=(1, 2)).min()),
         "label": label,
         "image": encode_array(tile) if image is None else image,
@@ -100,12 +103,14 @@ def make_corpus(
     rows_per_shard: int = 24,
     seed: int = 0,
     n_s2_reflectance: int = 0,
+    n_nodata: int = 0,
 ) -> Path:
     """Write corpus/shards/part-NNNNN.parquet + stats.json; returns the corpus folder.
 
     n_s2 uint16 4-band tiles (labels built/natural alternate), n_rgb uint8 RGB tiles (these lack B08),
     n_corrupt rows whose bytes do not decode, and n_s2_reflectance float32 tiles with the same band names
     as the uint16 ones but reflectance scale (source "s2_reflectance": what per-source statistics are for).
+    n_nodata uint16 S2 tiles have their left quarter set to nodata (0), as scene-edge tiles do.
     Row order is shuffled so every shard mixes kinds. stats.json has global and per-source band statistics.
     """
     rng = np.random.default_rng(seed)
@@ -124,6 +129,13 @@ def make_corpus(
     for i in range(n_s2_reflectance):
         tile = (textured_tile(rng, 4, size, i % 2 == 0) * 0.4 + 0.05).astype(np.float32)
         add(tile, S2_BANDS, S2_WAVES, None, "s2_reflectance", i)
+    for i in range(n_nodata):
+        tile = (textured_tile(rng, 4, size, True) * 4000 + 500).astype(np.uint16)
+        tile[:, :, : size // 4] = 0
+        rows.append(_row(tile, S2_BANDS, S2_WAVES, None, "s2_edge", i, nodata=0.0))
+        valid = tile[:, :, size // 4 :]
+        for b, band in zip(S2_BANDS, valid, strict=True):
+            values.setdefault(("s2_edge", b), []).append(band.astype(np.float64).ravel())
     for i in range(n_rgb):
         tile = (textured_tile(rng, 3, size + 8, i % 2 == 0) * 255).astype(np.uint8)
         add(tile, RGB_BANDS, [0.65, None, 0.48], None, "rgb", i)

@@ -13,7 +13,15 @@ import torch
 from rscurate.codec import decode
 from rspretrain.corpus import Corpus
 
-ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label"]
+ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label", "nodata"]
+
+
+def _invalid_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """(H, W) mask of pixels whose every band equals nodata (rscurate's definition of an invalid pixel)."""
+    if nodata is None or np.isnan(nodata):
+        return None
+    mask = np.all(array == np.asarray(nodata).astype(array.dtype), axis=0)
+    return mask if mask.any() else None
 
 
 class CorruptTile(ValueError):
@@ -89,6 +97,8 @@ class TileReader:
 
     def raw(self, row: dict) -> tuple[torch.Tensor, BandPlan]:
         """Decoded, band-selected float32 tile (not yet normalised) and its plan."""
+        if not row.get("bands") or row.get("image") is None:
+            raise CorruptTile(f"tile {row.get('id')}: no band names or no image bytes")
         plan = self.plan(row["bands"], row.get("wavelengths_um"), row.get("source"))
         try:
             array = decode(row["image"], row["encoding"])
@@ -98,8 +108,14 @@ class TileReader:
             raise CorruptTile(
                 f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands"
             )
-        tile = torch.from_numpy(np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False))
-        return tile, plan
+        tile = np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False)
+        fill = _invalid_pixels(array, row.get("nodata"))
+        if fill is not None or not np.isfinite(tile).all():
+            # nodata and NaN pixels take the band mean, i.e. 0 after normalisation: no fake edges for HOG,
+            # no NaN in the loss
+            bad = ~np.isfinite(tile) if fill is None else (~np.isfinite(tile)) | fill[None]
+            tile = np.where(bad, plan.mean.numpy(), tile)
+        return torch.from_numpy(tile), plan
 
     @staticmethod
     def normalise(tile: torch.Tensor, plan: BandPlan) -> torch.Tensor:

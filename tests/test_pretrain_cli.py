@@ -60,6 +60,9 @@ def test_run_resume_export_probe(corpus, tmp_path):
     assert "curriculum" in records[0]  # --model switched the method to SelectiveMAE
     snapshot = (tmp_path / "run/config.yaml").read_text()
     assert "method: selective_mae" in snapshot and "seed: 3" in snapshot
+    from rspretrain.config import load_config
+
+    assert load_config(tmp_path / "run/config.yaml").model.method == "selective_mae"  # reusable as --config
 
     res = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")])
     assert res.exit_code == 0, res.output

@@ -150,3 +150,15 @@ def test_per_source_statistics_normalise_sources_that_share_band_names(tmp_path,
         assert all(abs(m) < 0.1 for m in means.values()), means
     else:
         assert means["s2_reflectance"] < -0.5 < means["s2"], means
+
+
+def test_nodata_pixels_become_the_band_mean(tmp_path):
+    corpus = Corpus(make_corpus(tmp_path, n_s2=0, n_rgb=0, n_corrupt=0, n_nodata=4, size=40))
+    cfg = DataConfig(bands=list(S2_BANDS), shuffle_buffer=1)
+    samples = list(CorpusDataset(corpus, 40, cfg, num_workers=0, augment=False, epochs=1))
+    assert len(samples) == 4
+    for sample in samples:
+        image = sample["image"]
+        assert torch.isfinite(image).all()
+        assert torch.equal(image[:, :, :10], torch.zeros(4, 40, 10))  # the nodata quarter: mean -> 0
+        assert image[:, :, 10:].abs().sum() > 0

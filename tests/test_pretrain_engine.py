@@ -165,5 +165,7 @@ def test_effective_batch_scales_lr_and_sets_epoch_length(corpus, tmp_path):
 
 def test_bf16_autocast_on_cpu_when_asked(corpus, tmp_path):
     assert engine.autocast_dtype("auto", torch.device("cpu")) is None  # off on CPU by default
-    result = train(tiny_config("selectivemae_vit_tiny", "train.max_steps=2", "train.amp=bf16"), corpus, tmp_path)
+    result = train(
+        tiny_config("selectivemae_vit_tiny", "train.max_steps=2", "train.amp=bf16"), corpus, tmp_path
+    )
     assert len(result.losses) == 2 and all(math.isfinite(v) for v in result.losses)
