@@ -389,8 +389,15 @@ def _citations_section(sources: dict[str, dict]) -> str:
 # --- figures ------------------------------------------------------------------------------------------------
 
 
+MOSAIC_CELL = 160  # px per tile in the mosaic
+
+
 def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
-    """Up to MOSAIC_TILES kept tiles, decoded from the shards; False when there is nothing to show."""
+    """Up to MOSAIC_TILES kept tiles, decoded from the shards; False when there is nothing to show.
+
+    The tiles are composed into one image and drawn with a single imshow: one axes instead of one per
+    tile keeps the card cheap to render even when a build is small.
+    """
     picks = pick_tiles(index, MOSAIC_TILES)
     if not picks:
         return False
@@ -398,15 +405,31 @@ def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
     images = _read_images(corpus_dir, [(m["shard"], m["row"]) for m in meta])
     cols = math.ceil(math.sqrt(len(meta)))
     rows = math.ceil(len(meta) / cols)
-    fig = Figure(figsize=(1.8 * cols, 1.9 * rows), layout="constrained")
+    cell, gap, label = MOSAIC_CELL, 4, 14
+    canvas = np.ones((rows * (cell + gap + label), cols * (cell + gap), 3))
     for i, (m, data) in enumerate(zip(meta, images, strict=True)):
-        ax = fig.add_subplot(rows, cols, i + 1)
         rgb = to_rgb(decode(data, m["encoding"]), m["bands"] or [], m["wavelengths_um"] or [])
-        ax.imshow(rgb, interpolation="nearest")
-        ax.set_title(m["source"][:24], fontsize=7)
-        ax.set_axis_off()
-    _save(fig, path)
+        r, c = divmod(i, cols)
+        y, x = r * (cell + gap + label) + label, c * (cell + gap)
+        canvas[y : y + cell, x : x + cell] = _fit(rgb, cell)
+    h, w = canvas.shape[:2]
+    fig = Figure(figsize=(w / 100, h / 100))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    for i, m in enumerate(meta):
+        r, c = divmod(i, cols)
+        ax.text(c * (cell + gap) + 2, r * (cell + gap + label) + label - 3, m["source"][:26], fontsize=7)
+    ax.set_axis_off()
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
     return True
+
+
+def _fit(rgb: np.ndarray, cell: int) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W, 3) image to (cell, cell)."""
+    ys = np.arange(cell) * rgb.shape[0] // cell
+    xs = np.arange(cell) * rgb.shape[1] // cell
+    return rgb[ys][:, xs]
 
 
 def pick_tiles(index: pa.Table, n: int) -> list[int]:

@@ -39,8 +39,10 @@ _HIGH32 = np.uint64(0xFFFFFFFF00000000)
 _FILTER_BITS = 22  # membership pre-filter: a 4 Mi-entry bitmap over the top bits of the 32-bit keys
 _PAIR_CHUNK = 1 << 22  # candidate pairs materialised at a time (bounds memory for uneven buckets)
 _BIG_RUN = 2048  # buckets longer than this are compared block by block
-_BRUTE_NS_PER_PAIR = 2.0  # rough costs used to pick brute force for small inputs
-_TABLE_NS_PER_ITEM = 30.0
+# Rough costs (ns, measured on the 2-core development VM) used to choose a search plan or brute force.
+_BRUTE_NS_PER_PAIR = 9.0
+_TABLE_NS = 30_000.0  # fixed cost of one table
+_CANDIDATE_NS = 45.0
 
 
 class Pairs(NamedTuple):
@@ -83,14 +85,14 @@ def _check_radius(radius: int) -> int:
     return radius
 
 
-@functools.lru_cache(maxsize=32)
-def _covering_masks_cached(radius: int, steps: int) -> tuple[int, ...]:
-    """Masks from phi chosen by a seeded hill climb that maximises the lightest mask's weight."""
+@functools.lru_cache(maxsize=64)
+def _covering_masks_cached(n_bits: int, radius: int, steps: int) -> tuple[int, ...]:
+    """Masks over bits 0..n_bits-1 from a phi chosen by a seeded hill climb maximising the lightest mask."""
     dims = radius + 1
     vs = np.arange(1, 1 << dims, dtype=np.int64)  # one table per non-zero v
-    rng = np.random.default_rng(radius)
-    distinct = (1 << dims) - 1 >= BITS
-    phi = rng.choice(np.arange(1, 1 << dims), size=BITS, replace=not distinct)
+    rng = np.random.default_rng(1000 * n_bits + radius)
+    distinct = (1 << dims) - 1 >= n_bits
+    phi = rng.choice(np.arange(1, 1 << dims), size=n_bits, replace=not distinct)
 
     def parity(values: np.ndarray) -> np.ndarray:  # (tables, len(values)): <phi, v> over GF(2)
         return (np.bitwise_count(vs[:, None] & values[None, :]) & 1).astype(np.int64)
@@ -98,29 +100,89 @@ def _covering_masks_cached(radius: int, steps: int) -> tuple[int, ...]:
     weight = parity(phi).sum(axis=1)
     score = (weight.min(), -(weight == weight.min()).sum())
     for _ in range(steps):
-        i, new = int(rng.integers(BITS)), int(rng.integers(1, 1 << dims))
+        i, new = int(rng.integers(n_bits)), int(rng.integers(1, 1 << dims))
         if distinct and new in phi:
             continue
         trial = weight + parity(np.array([new]))[:, 0] - parity(phi[i:i + 1])[:, 0]
         trial_score = (trial.min(), -(trial == trial.min()).sum())
         if trial_score >= score:
             phi[i], weight, score = new, trial, trial_score
-    bits = parity(phi).astype(np.uint64) << np.arange(BITS, dtype=np.uint64)[None, :]
+    bits = parity(phi).astype(np.uint64) << np.arange(n_bits, dtype=np.uint64)[None, :]
     return tuple(int(m) for m in bits.sum(axis=1, dtype=np.uint64))
 
 
-def covering_masks(radius: int, steps: int = 3000) -> np.ndarray:
-    """The 2^(radius+1) - 1 table masks (uint64) of the covering design; deterministic for a radius.
+def covering_masks(radius: int, n_bits: int = BITS, offset: int = 0, steps: int = 3000) -> np.ndarray:
+    """Table masks (uint64) of a covering design for bits offset..offset+n_bits-1; deterministic.
 
-    Any phi gives exact recall; phi is tuned (seeded, ``steps`` hill-climb moves) so that the lightest mask
-    keeps as many bits as possible: a short key means big buckets and many useless candidates.
+    2^(radius+1) - 1 masks such that any two hashes differing in at most ``radius`` of those bits agree on
+    every bit of at least one mask. Any phi gives that; phi is tuned (seeded hill climb) so that the lightest
+    mask keeps as many bits as possible: a short key means big buckets and many useless candidates.
     """
     radius = _check_radius(radius)
-    if radius == 0:
-        return np.array([np.iinfo(np.uint64).max], dtype=_U64)
+    if not 1 <= n_bits <= BITS - offset or offset < 0:
+        raise ValueError(f"bits {offset}..{offset + n_bits - 1} are not within 0..{BITS - 1}")
     if radius > MAX_COVERING_RADIUS:
         raise ValueError(f"covering tables are used up to radius {MAX_COVERING_RADIUS}; got {radius}")
-    return np.array(_covering_masks_cached(radius, steps), dtype=_U64)
+    if radius == 0:
+        masks: tuple[int, ...] = ((1 << n_bits) - 1,)
+    else:
+        masks = _covering_masks_cached(n_bits, radius, steps)
+    return np.array(masks, dtype=_U64) << np.uint64(offset)
+
+
+def _plan_for_blocks(radius: int, blocks: int) -> np.ndarray:
+    """Masks for ``blocks`` contiguous bit blocks with radii r_j, sum(r_j + 1) = radius + 1 (pigeonhole)."""
+    sizes = [len(c) for c in np.array_split(np.arange(BITS), blocks)]
+    base, extra = divmod(radius + 1, blocks)
+    radii = [base - 1 + (1 if j < extra else 0) for j in range(blocks)]
+    masks, offset = [], 0
+    for size, r in zip(sizes, radii, strict=True):
+        masks.append(covering_masks(r, n_bits=size, offset=offset))
+        offset += size
+    return np.concatenate(masks)
+
+
+def _plan_cost(masks: np.ndarray, n_left: int, n_right: int | None = None) -> float:
+    """Estimated ns: one sort-like pass per table plus candidate pairs (uniform hashes) to verify."""
+    pairs = n_left * (n_left - 1) / 2 if n_right is None else n_left * n_right
+    items = n_left + (n_right or 0)
+    collide = float(np.sum(np.exp2(-np.bitwise_count(masks).astype(np.float64))))
+    return len(masks) * (_TABLE_NS + items * _table_ns_per_item(items)) + pairs * collide * _CANDIDATE_NS
+
+
+def _table_ns_per_item(items: int) -> float:
+    """Per-item cost of one table (mostly the sort): ~10 ns in cache, ~26 ns at 10 M items."""
+    return 10.0 + 1.6 * max(0.0, np.log2(max(items, 1) / 65536))
+
+
+def search_plan(radius: int, n_unique: int, blocks: int | None = None) -> np.ndarray:
+    """Table masks to search ``n_unique`` distinct hashes at ``radius``: exact recall for any choice.
+
+    The 64 bits are split into ``blocks`` contiguous blocks (pigeonhole: a pair within r is within r_j in some
+    block j when sum(r_j + 1) = r + 1), each covered by its own design. One block (2^(r+1) - 1 tables with
+    ~32-bit keys) suits millions of hashes; more blocks mean far fewer tables with shorter keys, cheaper for
+    small sets. ``blocks=None`` picks the count with the lowest estimated cost.
+    """
+    radius = _check_radius(radius)
+    if blocks is not None:
+        if not _fits(radius, blocks):
+            raise ValueError(f"blocks={blocks} does not fit radius {radius} (1..8 blocks of radius <= 12)")
+        return _plan_for_blocks(radius, blocks)
+    return _best_plan(radius, n_unique)[0]
+
+
+def _fits(radius: int, blocks: int) -> bool:
+    """1..8 blocks, no more than radius + 1, and no block radius above MAX_COVERING_RADIUS."""
+    largest_block_radius = -(-(radius + 1) // blocks) - 1
+    return 1 <= blocks <= min(radius + 1, 8) and largest_block_radius <= MAX_COVERING_RADIUS
+
+
+def _best_plan(radius: int, n_left: int, n_right: int | None = None) -> tuple[np.ndarray, float]:
+    """(masks, estimated ns) of the cheapest block count for this radius and input size."""
+    plans = [_plan_for_blocks(radius, b) for b in range(1, 9) if _fits(radius, b)]
+    costs = [_plan_cost(m, n_left, n_right) for m in plans]
+    best = int(np.argmin(costs))
+    return plans[best], costs[best]
 
 
 def _verify(u: np.ndarray, a: np.ndarray, b: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +300,7 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
     """Codes a * n + b (a < b, sorted, unique) of distinct hashes within ``radius`` colliding in a table.
 
     The unit of work for parallel/distributed search: tables are independent, so a caller may split
-    ``covering_masks(radius)`` into chunks, run this on each (threads, processes, Dask workers) and union the
+    ``search_plan(radius, n)`` into chunks, run this on each (threads, processes, Dask workers) and union the
     results. ``unique_hashes`` must hold distinct values.
     """
     u = _as_hashes(unique_hashes)
@@ -285,11 +347,10 @@ def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
-def _use_brute(n_unique: int, radius: int) -> bool:
-    if radius > MAX_COVERING_RADIUS:
-        return True
-    tables = (1 << (radius + 1)) - 1
-    return n_unique * (n_unique - 1) / 2 * _BRUTE_NS_PER_PAIR < tables * n_unique * _TABLE_NS_PER_ITEM
+def _use_brute(n_left: int, radius: int, n_right: int | None = None) -> bool:
+    """Whether checking all pairs is cheaper than the best table plan (small inputs, huge radii)."""
+    pairs = n_left * (n_left - 1) / 2 if n_right is None else n_left * n_right
+    return bool(pairs * _BRUTE_NS_PER_PAIR <= _best_plan(radius, n_left, n_right)[1])
 
 
 def group_identical(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -315,7 +376,7 @@ def _finish(h: np.ndarray, first: np.ndarray, inverse: np.ndarray, codes: np.nda
 
 
 def _run_tables(u: np.ndarray, radius: int, workers: int) -> np.ndarray:
-    masks = covering_masks(radius)
+    masks = search_plan(radius, len(u))
     if workers <= 1 or len(masks) < 2:
         return search_tables(u, masks, radius)
     from concurrent.futures import ThreadPoolExecutor
@@ -346,8 +407,6 @@ def find_pairs(
         raise ValueError(f"method must be auto, covering or brute, got {method!r}")
     h = _as_hashes(hashes)
     values, first, inverse = group_identical(h)
-    if method == "covering" and radius > MAX_COVERING_RADIUS:
-        raise ValueError(f"covering tables are used up to radius {MAX_COVERING_RADIUS}; got {radius}")
     if radius == 0 or len(values) < 2:
         codes = np.zeros(0, np.int64)
     elif method == "brute" or (method == "auto" and _use_brute(len(values), radius)):
@@ -405,7 +464,7 @@ def query_pairs(
         empty = np.zeros(0, np.int64)
         return QueryPairs(empty, empty, np.zeros(0, np.uint8))
     n_q = np.int64(len(uq))
-    if radius > MAX_COVERING_RADIUS or len(ui) * len(uq) <= 1 << 24:
+    if _use_brute(len(ui), radius, len(uq)):
         codes_parts = []
         rows = max(1, _PAIR_CHUNK // len(uq))
         for r0 in range(0, len(ui), rows):
@@ -417,7 +476,7 @@ def query_pairs(
         small_is_query = len(uq) <= len(ui)
         small, large = (uq, ui) if small_is_query else (ui, uq)
         acc = _CodeSet()
-        for mask in covering_masks(radius):
+        for mask in _best_plan(radius, len(large), len(small))[0]:
             ks, kl = _bucket_key(small, mask), _bucket_key(large, mask)
             s_order = np.argsort(ks, kind="stable")
             ks_sorted = ks[s_order]
@@ -467,10 +526,10 @@ def find_pairs_dask(
     values, first, inverse = group_identical(h)
     if radius == 0 or len(values) < 2:
         codes = np.zeros(0, np.int64)
-    elif radius > MAX_COVERING_RADIUS:
+    elif _use_brute(len(values), radius):
         codes = _brute_codes(values, radius)
     else:
-        masks = covering_masks(radius)
+        masks = search_plan(radius, len(values))
         if partitions is None:
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
             partitions = 4 * n_workers
