@@ -9,6 +9,9 @@ differ in a set D of at most r positions, the vectors {phi(i) : i in D} span at 
 non-zero v is orthogonal to all of them: that table's key ignores every differing bit and the two hashes
 collide there. Recall is therefore exact by construction (not probabilistic), while unrelated hashes
 collide in a table only with probability ~2^-32, so the work is ~tables x N x log N with no quadratic term.
+For smaller sets the 64 bits are split into blocks (pigeonhole: a pair within r is within r_j of each other
+in some block j when sum(r_j + 1) = r + 1), each with its own design: far fewer tables with shorter keys.
+:func:`search_plan` picks the block count from a cost estimate; every plan is exact.
 
 Identical hashes are grouped first (a flat, low-texture tile can repeat millions of times): the search runs
 over distinct values only and identical tiles are reported as a star to the group's first index.
@@ -29,7 +32,7 @@ BITS = 64
 DEFAULT_RADIUS = 8
 """Default radius for 64-bit pHash of 256 px tiles, chosen from real-imagery distances (docs/dedup.md)."""
 MAX_COVERING_RADIUS = 12
-"""Above this radius 2^(r+1) - 1 tables cost more than it saves; larger radii use blocked brute force."""
+"""Largest radius of one block's design (2^13 - 1 tables); larger radii are split over several blocks."""
 
 _U64 = np.dtype(np.uint64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: masked key -> well-spread 32-bit bucket key
@@ -38,7 +41,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _HIGH32 = np.uint64(0xFFFFFFFF00000000)
 _FILTER_BITS = 22  # membership pre-filter: a 4 Mi-entry bitmap over the top bits of the 32-bit keys
 _PAIR_CHUNK = 1 << 22  # candidate pairs materialised at a time (bounds memory for uneven buckets)
-_BIG_RUN = 2048  # buckets longer than this are compared block by block
+_PATTERN_RUN = 64  # buckets up to this length use a fixed pair pattern; longer ones are compared in blocks
 # Rough costs (ns, measured on the 2-core development VM) used to choose a search plan or brute force.
 _BRUTE_NS_PER_PAIR = 9.0
 _TABLE_NS = 30_000.0  # fixed cost of one table
@@ -130,29 +133,41 @@ def covering_masks(radius: int, n_bits: int = BITS, offset: int = 0, steps: int 
     return np.array(masks, dtype=_U64) << np.uint64(offset)
 
 
-def _plan_for_blocks(radius: int, blocks: int) -> np.ndarray:
-    """Masks for ``blocks`` contiguous bit blocks with radii r_j, sum(r_j + 1) = radius + 1 (pigeonhole)."""
+def _block_layout(radius: int, blocks: int) -> list[tuple[int, int, int]]:
+    """(offset, n_bits, block radius) of contiguous blocks with sum(r_j + 1) = radius + 1 (pigeonhole)."""
     sizes = [len(c) for c in np.array_split(np.arange(BITS), blocks)]
     base, extra = divmod(radius + 1, blocks)
-    radii = [base - 1 + (1 if j < extra else 0) for j in range(blocks)]
-    masks, offset = [], 0
-    for size, r in zip(sizes, radii, strict=True):
-        masks.append(covering_masks(r, n_bits=size, offset=offset))
-        offset += size
-    return np.concatenate(masks)
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).tolist()
+    return [(o, size, base - 1 + (1 if j < extra else 0)) for j, (o, size) in enumerate(zip(offsets, sizes,
+                                                                                             strict=True))]
 
 
-def _plan_cost(masks: np.ndarray, n_left: int, n_right: int | None = None) -> float:
-    """Estimated ns: one sort-like pass per table plus candidate pairs (uniform hashes) to verify."""
+def _plan_for_blocks(radius: int, blocks: int) -> np.ndarray:
+    """Masks of one covering design per block (see :func:`search_plan`)."""
+    return np.concatenate([covering_masks(r, n_bits=size, offset=o) for o, size, r in _block_layout(radius,
+                                                                                                    blocks)])
+
+
+def _plan_cost(radius: int, blocks: int, n_left: int, n_right: int | None = None) -> float:
+    """Estimated ns: one sort-like pass per table plus candidate pairs (uniform hashes) to verify.
+
+    Uses nominal key lengths (each bit is in 2^r of the 2^(r+1) - 1 tables of its block; minus 2 bits for
+    the spread of the tuned designs) so that choosing a plan needs no design to be built.
+    """
     pairs = n_left * (n_left - 1) / 2 if n_right is None else n_left * n_right
     items = n_left + (n_right or 0)
-    collide = float(np.sum(np.exp2(-np.bitwise_count(masks).astype(np.float64))))
-    return len(masks) * (_TABLE_NS + items * _table_ns_per_item(items)) + pairs * collide * _CANDIDATE_NS
+    tables, collide = 0, 0.0
+    for _, size, r in _block_layout(radius, blocks):
+        t = (1 << (r + 1)) - 1
+        weight = size * (1 << r) / t if r > 0 else size
+        tables += t
+        collide += t * 2.0 ** -max(weight - 2, 1)
+    return tables * (_TABLE_NS + items * _table_ns_per_item(items)) + pairs * collide * _CANDIDATE_NS
 
 
 def _table_ns_per_item(items: int) -> float:
     """Per-item cost of one table (mostly the sort): ~10 ns in cache, ~26 ns at 10 M items."""
-    return 10.0 + 1.6 * max(0.0, np.log2(max(items, 1) / 65536))
+    return 10.0 + 1.6 * max(0.0, float(np.log2(max(items, 1) / 65536)))
 
 
 def search_plan(radius: int, n_unique: int, blocks: int | None = None) -> np.ndarray:
@@ -179,68 +194,50 @@ def _fits(radius: int, blocks: int) -> bool:
 
 def _best_plan(radius: int, n_left: int, n_right: int | None = None) -> tuple[np.ndarray, float]:
     """(masks, estimated ns) of the cheapest block count for this radius and input size."""
-    plans = [_plan_for_blocks(radius, b) for b in range(1, 9) if _fits(radius, b)]
-    costs = [_plan_cost(m, n_left, n_right) for m in plans]
+    options = [b for b in range(1, 9) if _fits(radius, b)]
+    costs = [_plan_cost(radius, b, n_left, n_right) for b in options]
     best = int(np.argmin(costs))
-    return plans[best], costs[best]
-
-
-def _verify(u: np.ndarray, a: np.ndarray, b: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    keep = np.bitwise_count(u[a] ^ u[b]) <= radius
-    return a[keep], b[keep]
+    return _plan_for_blocks(radius, options[best]), costs[best]
 
 
 def _pairs_in_runs(u: np.ndarray, order: np.ndarray, sk: np.ndarray, radius: int) -> list[np.ndarray]:
     """Verified (a, b) codes a * n + b (a < b) for items sharing a bucket key; memory-bounded chunks.
 
-    ``order`` lists item indices sorted by their key ``sk`` (so equal keys are contiguous runs).
+    ``order`` lists item indices sorted by their key ``sk`` (so equal keys are contiguous runs). Runs of one
+    length L are checked together with the fixed pair pattern of triu(L); long runs block by block.
     """
     n = np.int64(len(u))
-    bounds = np.flatnonzero(np.diff(sk)) + 1
+    rh = u[order]  # hashes in run order: candidate checks gather from this compact array
+    bounds = np.flatnonzero(sk[1:] != sk[:-1]) + 1
     starts = np.concatenate(([0], bounds))
-    ends = np.concatenate((bounds, [len(sk)]))
-    lens = ends - starts
+    lens = np.diff(np.concatenate((starts, [len(sk)])))
     found: list[np.ndarray] = []
 
-    def emit(a: np.ndarray, b: np.ndarray) -> None:
-        a, b = _verify(u, a, b, radius)
-        if len(a):
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            found.append(lo.astype(np.int64) * n + hi.astype(np.int64))
+    def emit(ia: np.ndarray, ib: np.ndarray) -> None:
+        a, b = order[ia], order[ib]
+        found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b).astype(np.int64))
 
-    for s, e in zip(starts[lens > _BIG_RUN], ends[lens > _BIG_RUN], strict=True):
-        run = order[s:e]
-        run_hashes = u[run]
-        rows = max(1, _PAIR_CHUNK // len(run))
-        for r0 in range(0, len(run), rows):
-            block = run[r0:r0 + rows]
-            d = np.bitwise_count(run_hashes[r0:r0 + rows, None] ^ run_hashes[None, :])
+    for length in np.unique(lens[(lens >= 2) & (lens <= _PATTERN_RUN)]).tolist():
+        run_starts = starts[lens == length]
+        pa, pb = np.triu_indices(length, 1)
+        rows = max(1, _PAIR_CHUNK // len(pa))
+        for r0 in range(0, len(run_starts), rows):
+            st = run_starts[r0:r0 + rows, None]
+            ia, ib = st + pa, st + pb
+            ok = np.bitwise_count(rh[ia] ^ rh[ib]) <= radius
+            if ok.any():
+                emit(ia[ok], ib[ok])
+
+    long_runs = lens > _PATTERN_RUN
+    for s, length in zip(starts[long_runs].tolist(), lens[long_runs].tolist(), strict=True):
+        run = rh[s:s + length]
+        rows = max(1, _PAIR_CHUNK // length)
+        for r0 in range(0, length, rows):
+            d = np.bitwise_count(run[r0:r0 + rows, None] ^ run[None, :])
             ii, jj = np.nonzero(d <= radius)
             keep = jj > ii + r0
             if keep.any():
-                a, b = block[ii[keep]], run[jj[keep]]
-                found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b).astype(np.int64))
-
-    small = (lens >= 2) & (lens <= _BIG_RUN)
-    if not small.any():
-        return found
-    run_end = np.repeat(ends[small], lens[small])
-    pos = _ranges(starts[small], ends[small])
-    cnt = run_end - pos - 1
-    csum = np.cumsum(cnt)
-    lo_pos = 0
-    while lo_pos < len(pos):
-        base = csum[lo_pos - 1] if lo_pos else 0
-        hi_pos = int(np.searchsorted(csum, base + _PAIR_CHUNK, side="right"))
-        hi_pos = max(hi_pos, lo_pos + 1)
-        p, c = pos[lo_pos:hi_pos], cnt[lo_pos:hi_pos]
-        total = int(c.sum())
-        if total:
-            left = np.repeat(p, c)
-            offs = np.repeat(np.cumsum(c) - c, c)
-            right = np.arange(total, dtype=np.int64) - offs + left + 1
-            emit(order[left], order[right])
-        lo_pos = hi_pos
+                emit(s + r0 + ii[keep], s + jj[keep])
     return found
 
 
@@ -286,11 +283,15 @@ class _CodeSet:
         for p in parts:
             self.parts.append(p)
             self.pending += len(p)
-        if self.pending > max(4 * self.unique, 1 << 20):
+        if self.pending > max(4 * self.unique, 1 << 25):
             self.compact()
 
     def compact(self) -> np.ndarray:
-        merged = np.unique(np.concatenate(self.parts)) if self.parts else np.zeros(0, np.int64)
+        merged = np.sort(np.concatenate(self.parts)) if self.parts else np.zeros(0, np.int64)
+        if len(merged):
+            keep = np.ones(len(merged), dtype=bool)
+            np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+            merged = merged[keep]
         self.parts = [merged]
         self.unique = self.pending = len(merged)
         return merged
@@ -333,7 +334,7 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
 
 
 def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
-    """All-pairs check in blocks: only for small inputs or radii beyond the covering tables."""
+    """All-pairs check in blocks of rows: for tiny inputs or very large radii, and as a reference."""
     n = len(u)
     out: list[np.ndarray] = []
     rows = max(1, _PAIR_CHUNK // max(n, 1))
@@ -399,8 +400,9 @@ def find_pairs(
     So x and y are within the radius iff first(x) == first(y) or (first(x), first(y)) is listed: the output
     grows with N plus the number of distinct near pairs, never with the square of a group of identical tiles.
     Use :func:`explicit_pairs` to expand it (small inputs) or :func:`select_kept` to apply the keep rule.
-    ``method``: "auto" (blocked brute force when that is cheaper: small inputs, radius > 12), "covering"
-    or "brute"; all give the same result. ``workers`` threads share the covering tables.
+    ``method``: "auto" (covering tables, or blocked brute force where that is estimated cheaper: tiny
+    inputs, very large radii), "covering" or "brute"; all give the same result. ``workers`` threads share
+    the covering tables.
     """
     radius = _check_radius(radius)
     if method not in ("auto", "covering", "brute"):
@@ -448,7 +450,7 @@ def explicit_pairs(hashes: np.ndarray | Sequence[int], pairs: Pairs) -> Pairs:
 
 def query_pairs(
     index_hashes: np.ndarray | Sequence[int], query_hashes: np.ndarray | Sequence[int],
-    radius: int = DEFAULT_RADIUS,
+    radius: int = DEFAULT_RADIUS, method: str = "auto",
 ) -> QueryPairs:
     """Every (index item, query item) within ``radius``, explicitly; e.g. training tiles near eval tiles.
 
@@ -464,7 +466,9 @@ def query_pairs(
         empty = np.zeros(0, np.int64)
         return QueryPairs(empty, empty, np.zeros(0, np.uint8))
     n_q = np.int64(len(uq))
-    if _use_brute(len(ui), radius, len(uq)):
+    if method not in ("auto", "covering", "brute"):
+        raise ValueError(f"method must be auto, covering or brute, got {method!r}")
+    if method == "brute" or (method == "auto" and _use_brute(len(ui), radius, len(uq))):
         codes_parts = []
         rows = max(1, _PAIR_CHUNK // len(uq))
         for r0 in range(0, len(ui), rows):
@@ -486,13 +490,18 @@ def query_pairs(
                 continue
             left = np.searchsorted(ks_sorted, kl[hits], side="left")
             right = np.searchsorted(ks_sorted, kl[hits], side="right")
-            cnt = right - left
-            big_idx = np.repeat(hits, cnt)
-            small_idx = s_order[_ranges(left, right)]
-            keep = np.bitwise_count(large[big_idx] ^ small[small_idx]) <= radius
-            big_idx, small_idx = big_idx[keep], small_idx[keep]
-            a, b = (big_idx, small_idx) if small_is_query else (small_idx, big_idx)
-            acc.add([a.astype(np.int64) * n_q + b.astype(np.int64)])
+            csum = np.cumsum(right - left)
+            lo = 0
+            while lo < len(hits):  # candidate pairs in chunks of about _PAIR_CHUNK
+                done = csum[lo - 1] if lo else 0
+                hi = max(lo + 1, int(np.searchsorted(csum, done + _PAIR_CHUNK, side="right")))
+                big_idx = np.repeat(hits[lo:hi], right[lo:hi] - left[lo:hi])
+                small_idx = s_order[_ranges(left[lo:hi], right[lo:hi])]
+                keep = np.bitwise_count(large[big_idx] ^ small[small_idx]) <= radius
+                big_idx, small_idx = big_idx[keep], small_idx[keep]
+                a, b = (big_idx, small_idx) if small_is_query else (small_idx, big_idx)
+                acc.add([a.astype(np.int64) * n_q + b.astype(np.int64)])
+                lo = hi
         codes = acc.compact()
     a, b = codes // n_q, codes % n_q
     # Expand distinct-value pairs to every index member x every query member.

@@ -4,7 +4,7 @@ The encoder already uses timm's VisionTransformer parameter names, so the weight
 `encoder.*` tensors with the prefix removed; a wavelength-conditioned patch embedding is baked into the plain
 convolution for the run's bands. config.json is timm's hub layout (architecture, model_args, pretrained_cfg)
 plus what a remote-sensing user needs: bands, wavelengths, per-band mean/std. Either load with
-`timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=..., custom_load=False), **kwargs)`
+`timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), **kwargs)`
 or simply `timm.create_model("local-dir:" + DIR, pretrained=True)`.
 """
 
@@ -107,7 +107,6 @@ def export(source: Path, out_dir: Path) -> Path:
         # for timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay=...), file made absolute
         "pretrained_cfg_overlay": {
             "file": WEIGHTS,
-            "custom_load": False,
             "input_size": [c, size, size],
             "mean": bands["mean"],
             "std": bands["std"],

@@ -14,7 +14,9 @@ from rscurate.hamming_search import (
     explicit_pairs,
     find_pairs,
     find_pairs_dask,
+    group_identical,
     query_pairs,
+    search_plan,
     search_tables,
     select_kept,
 )
@@ -98,6 +100,19 @@ def test_covering_search_equals_brute_force_on_20k(radius: int, data_20k) -> Non
     assert as_set(explicit_pairs(h, find_pairs(h, radius))) == expected
 
 
+@pytest.mark.parametrize(("radius", "blocks"), [(8, 1), (8, 3), (6, 7), (4, 2)])
+def test_every_block_plan_equals_brute_force(radius: int, blocks: int, data_20k) -> None:
+    h, (bi, bj, bd) = data_20k
+    values, first, _ = group_identical(h)
+    keep = (bd <= radius) & (h[bi] != h[bj])
+    expected = {(min(a, b), max(a, b)) for a, b in zip(
+        np.searchsorted(values, h[bi[keep]]).tolist(), np.searchsorted(values, h[bj[keep]]).tolist(),
+        strict=True)}
+    codes = search_tables(values, search_plan(radius, len(values), blocks=blocks), radius)
+    n = len(values)
+    assert set(zip((codes // n).tolist(), (codes % n).tolist(), strict=True)) == expected
+
+
 def test_planted_recall_on_100k_against_per_item_brute_force() -> None:
     radius = 8
     h, src, dst = planted(100_000, 3_000, radius, seed=11)
@@ -130,8 +145,15 @@ def test_uneven_buckets_take_the_block_path() -> None:
     for k, pos in enumerate(positions):
         spread |= ((sub >> np.uint64(k)) & np.uint64(1)) << pos
     h = np.concatenate([base ^ spread, random_hashes(rng, 6000)])
-    m0 = covering_masks(3)[0]
-    assert len(np.unique(h[:4096])) == 4096 and len(np.unique(h[:4096] & m0)) == 1
+    plan = search_plan(3, len(h), blocks=1)
+    assert plan[0] == covering_masks(3)[0]
+    assert len(np.unique(h[:4096])) == 4096 and len(np.unique(h[:4096] & plan[0])) == 1
+    values = np.unique(h)
+    codes = search_tables(values, plan, 3)
+    n = len(values)
+    found = {(int(values[a]), int(values[b])) for a, b in zip(codes // n, codes % n, strict=True)}
+    expected = {(int(min(h[a], h[b])), int(max(h[a], h[b]))) for a, b in brute_pairs(h, 3)}
+    assert found == expected
     assert as_set(find_pairs(h, 3, method="covering")) == brute_pairs(h, 3)
 
 
@@ -167,12 +189,13 @@ def test_query_pairs_equals_brute_force() -> None:
     query[:300] = index[rng.choice(len(index), 300, replace=False)] ^ near
     index[50:55] = index[49]  # identical index items must each be listed
     query[400] = query[401] = index[49]
-    got = query_pairs(index, query, radius)
     d = np.bitwise_count(index[:, None] ^ query[None, :])
     ii, qq = np.nonzero(d <= radius)
-    assert set(zip(got.index.tolist(), got.query.tolist(), strict=True)) == set(
-        zip(ii.tolist(), qq.tolist(), strict=True))
-    assert len(got.index) == len(ii) and (got.dist <= radius).all()
+    for method in ("covering", "brute", "auto"):
+        got = query_pairs(index, query, radius, method=method)
+        assert set(zip(got.index.tolist(), got.query.tolist(), strict=True)) == set(
+            zip(ii.tolist(), qq.tolist(), strict=True))
+        assert len(got.index) == len(ii) and (got.dist <= radius).all()
     # Either side may be the smaller one.
     swapped = query_pairs(query, index, radius)
     assert set(zip(swapped.query.tolist(), swapped.index.tolist(), strict=True)) == set(
@@ -275,10 +298,11 @@ def test_input_validation() -> None:
     with pytest.raises(ValueError):
         find_pairs(np.zeros(3, np.uint64), 65)
     with pytest.raises(ValueError):
-        find_pairs(np.zeros(3, np.uint64), 13, method="covering")
+        search_plan(13, 100, blocks=1)  # one block would need 2**14 - 1 tables
     assert len(find_pairs(np.zeros(0, np.uint64), 4).i) == 0
-    # Radius beyond the covering tables falls back to exact brute force.
+    # Radii beyond one block's tables use several blocks (or brute force); all exact.
     h = random_hashes(np.random.default_rng(8), 300)
+    assert as_set(explicit_pairs(h, find_pairs(h, 20, method="covering"))) == brute_pairs(h, 20)
     assert as_set(explicit_pairs(h, find_pairs(h, 20))) == brute_pairs(h, 20)
     # Python ints above 2**63 are accepted.
     assert find_pairs([2**64 - 1, 2**64 - 2], 1).i.tolist() == [0]

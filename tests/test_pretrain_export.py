@@ -47,7 +47,7 @@ def test_exported_timm_model_matches_trained_encoder(corpus, tmp_path, patch_emb
         img_size=32,
         patch_size=8,
         depth=2,
-        pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"), custom_load=False),
+        pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")),  # the call users make, as is
     ).eval()
     state = ckpt.load(result.last_checkpoint)
     encoder = encoder_from_checkpoint(state)

@@ -24,15 +24,18 @@ class VitShape:
     embed_dim: int
     depth: int
     num_heads: int
-    timm_name: str  # timm architecture whose blocks match (export passes the exact shape as kwargs)
+    # timm architecture (with a pretrained tag whose weights file is a plain state dict, so that
+    # `pretrained_cfg_overlay=dict(file=...)` loads our file without custom_load) whose blocks match;
+    # export passes the exact shape as kwargs
+    timm_name: str
 
 
 VIT_SIZES: dict[str, VitShape] = {
-    "tiny": VitShape(192, 12, 3, "vit_tiny_patch16_224"),
-    "small": VitShape(384, 12, 6, "vit_small_patch16_224"),
-    "base": VitShape(768, 12, 12, "vit_base_patch16_224"),
-    "large": VitShape(1024, 24, 16, "vit_large_patch16_224"),
-    "huge": VitShape(1280, 32, 16, "vit_huge_patch14_224"),
+    "tiny": VitShape(192, 12, 3, "deit_tiny_patch16_224.fb_in1k"),
+    "small": VitShape(384, 12, 6, "vit_small_patch16_224.dino"),
+    "base": VitShape(768, 12, 12, "vit_base_patch16_224.mae"),
+    "large": VitShape(1024, 24, 16, "vit_large_patch16_224.mae"),
+    "huge": VitShape(1280, 32, 16, "vit_huge_patch14_224.mae"),
 }
 
 norm_layer = partial(nn.LayerNorm, eps=1e-6)
