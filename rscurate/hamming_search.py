@@ -550,6 +550,36 @@ def find_pairs_dask(
     return _finish(h, first, inverse, codes)
 
 
+def _greedy_keep(n_comp: int, ca: np.ndarray, cb: np.ndarray, indptr: np.ndarray,
+                 best_rank: np.ndarray, max_rounds: int = 64) -> np.ndarray:
+    """Kept flag per component for the sequential rule "kept iff no better-ranked neighbour is kept".
+
+    Decided in vectorised rounds: a component with a kept better neighbour is dropped; one whose better
+    neighbours are all dropped is kept. Each round settles at least the best undecided component, and
+    chains are short in practice; whatever is left after ``max_rounds`` is settled by the sequential loop.
+    """
+    undecided, keep_state, drop_state = 0, 1, 2
+    state = np.zeros(n_comp, np.int8)
+    better = best_rank[cb] < best_rank[ca]  # edge ca <- cb where cb comes first in keep order
+    src, dst = cb[better], ca[better]
+    for _ in range(max_rounds):
+        open_dst = state[dst] == undecided
+        if not open_dst.any() and (state != undecided).all():
+            break
+        s_src = state[src[open_dst]]
+        d_open = dst[open_dst]
+        has_kept = np.bincount(d_open[s_src == keep_state], minlength=n_comp) > 0
+        has_open = np.bincount(d_open[s_src == undecided], minlength=n_comp) > 0
+        todo = state == undecided
+        state[todo & has_kept] = drop_state
+        state[todo & ~has_kept & ~has_open] = keep_state
+    kept = state == keep_state
+    rest = np.flatnonzero(state == undecided)
+    for c in rest[np.argsort(best_rank[rest], kind="stable")]:
+        kept[c] = not kept[cb[indptr[c]:indptr[c + 1]]].any()
+    return kept
+
+
 def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
     """Greedy, deterministic keep rule WITHOUT chaining.
 
@@ -595,12 +625,7 @@ def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
     first_of[1:] = (ca[1:] != ca[:-1]) | (cb[1:] != cb[:-1])
     ca, cb, cd = ca[first_of], cb[first_of], cd[first_of]
     indptr = np.searchsorted(ca, np.arange(n_comp + 1))
-    kept = np.zeros(n_comp, bool)
-    has_edges = indptr[1:] > indptr[:-1]
-    kept[~has_edges] = True
-    for c in np.flatnonzero(has_edges)[np.argsort(best_rank[has_edges], kind="stable")]:
-        if not kept[cb[indptr[c]:indptr[c + 1]]].any():
-            kept[c] = True
+    kept = _greedy_keep(n_comp, ca, cb, indptr, best_rank)
     # Nearest kept component of each dropped component: min distance, then best priority.
     cand = ~kept[ca] & kept[cb]
     xa, xb, xd = ca[cand], cb[cand], cd[cand]

@@ -306,3 +306,21 @@ def test_input_validation() -> None:
     assert as_set(explicit_pairs(h, find_pairs(h, 20))) == brute_pairs(h, 20)
     # Python ints above 2**63 are accepted.
     assert find_pairs([2**64 - 1, 2**64 - 2], 1).i.tolist() == [0]
+
+
+def test_select_kept_rounds_and_sequential_fallback_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rscurate.hamming_search as hs
+
+    rng = np.random.default_rng(9)
+    centres = random_hashes(rng, 300)
+    h = centres[rng.integers(0, 300, 5000)] ^ flips(rng, rng.integers(0, 9, 5000))
+    pairs = find_pairs(h, 6)
+    key = rng.permutation(5000)
+    full = select_kept(key, pairs)
+    original = hs._greedy_keep
+    for rounds in (0, 1, 3):
+        monkeypatch.setattr(hs, "_greedy_keep", lambda *a, r=rounds: original(*a, max_rounds=r))
+        partial = select_kept(key, pairs)
+        for a, b in zip(full, partial, strict=True):
+            assert np.array_equal(a, b)
+    assert len(full.dropped) > 1000
