@@ -76,10 +76,12 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
             client.close()
         return
     n = workers or os.cpu_count() or 1
-    # distributed sets MALLOC_TRIM_THRESHOLD_=64 KiB in workers; every tile allocates a few
-    # 100 KiB arrays, which that turns into mmap/munmap churn (about 20 % of a tile's cost here).
-    trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 64 * 2**20}
-    with dask.config.set(trim), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+    # distributed sets MALLOC_TRIM_THRESHOLD_=64 KiB in workers, which also freezes glibc's mmap
+    # threshold at 128 KiB: every tile allocates a few arrays of 100s of KiB, each then an
+    # mmap/munmap with page faults (20-30 % of a tile's cost). Large thresholds keep them on the heap.
+    environ = "distributed.nanny.pre-spawn-environ"
+    malloc = {f"{environ}.MALLOC_TRIM_THRESHOLD_": 64 * 2**20, f"{environ}.MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+    with dask.config.set(malloc), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                               dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         if not quiet:
