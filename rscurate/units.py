@@ -22,7 +22,7 @@ from rscurate import codec, quality, schema
 from rscurate.band_stats import BandTileStats
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
-from rscurate.phash import tile_phash
+from rscurate.phash import canonical_view, phash_batch
 from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
@@ -120,6 +120,7 @@ class _Collector:
         self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
         self.band_stats: list[list[BandTileStats]] = []
+        self.grays: list[np.ndarray] = []  # canonical views, hashed together per unit (one batched DCT)
 
     def exclude(self, scene: SceneRef, window: Window, reason: str, detail: str) -> None:
         x, y, w, h = window
@@ -127,12 +128,14 @@ class _Collector:
                         (scene.source, scene.scene, x, y, w, h, reason, detail), strict=True):
             self.excluded[k].append(v)
 
-    def keep(self, row: dict, band_stats: list[BandTileStats]) -> None:
+    def keep(self, row: dict, band_stats: list[BandTileStats], gray: np.ndarray) -> None:
         for k in self.kept:
             self.kept[k].append(row.get(k))
         self.band_stats.append(band_stats)
+        self.grays.append(gray)
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
+        self.kept["phash"] = phash_batch(self.grays).tolist()
         return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
                 pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
 
@@ -175,11 +178,11 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "gsd_m": gsd, "bands": names,
                 "wavelengths_um": wavelengths, "dtype": res.data.dtype.name, "channels": res.data.shape[0],
                 "encoding": encoding or None, "sha256": sha,
-                "phash": tile_phash(res.data, names, res.valid), "nodata": reader.nodata,
+                "nodata": reader.nodata,
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
                 "band_max": stats.column("max"), "label": scene.label, "image": image if store else None,
-            }, stats.bands)
+            }, stats.bands, canonical_view(res.data, names, res.valid))
     finally:
         reader.close()
 

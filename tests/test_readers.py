@@ -180,6 +180,9 @@ def test_png_and_jpeg_chips_keep_their_original_bytes(tmp_path: Path, rng: np.ra
     assert index.loc["harbor/h1.jpg", "label"] == "harbor"
     arr, meta = corpus.tile(index.loc["forest/f1.png", "id"])
     np.testing.assert_array_equal(arr, np.moveaxis(rgb, -1, 0))
+    import imagehash  # the reference pHash definition, on the original file
+
+    assert meta["phash"] == int(str(imagehash.phash(Image.open(data / "forest" / "f1.png"))), 16)
     with rasterio.open(data / "harbor" / "h1.jpg") as ds:
         np.testing.assert_array_equal(corpus.tile(index.loc["harbor/h1.jpg", "id"])[0], ds.read())
     gray, meta = corpus.tile(index.loc["harbor/gray.png", "id"])
