@@ -150,3 +150,26 @@ def test_same_index_whatever_the_worker_count(defects_corpus: tuple[Path, Path],
     b = pd.read_parquet(again / "index.parquet").sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a.drop(columns=["shard", "row"]), b.drop(columns=["shard", "row"]))
     verify(again)
+
+
+def test_huge_declared_scene_is_read_window_by_window(tmp_path: Path) -> None:
+    """A 40000 x 40000 GeoTIFF that declares its size but stores almost nothing (sparse blocks):
+    whole-scene reading would need 3.2 GB; windowed reading handles it tile by tile."""
+    import rasterio
+
+    path = tmp_path / "data" / "huge.tif"
+    path.parent.mkdir()
+    profile = dict(driver="GTiff", width=40000, height=40000, count=1, dtype="uint16", crs="EPSG:32633",
+                   transform=rasterio.transform.from_origin(0, 0, 10, 10), tiled=True, blockxsize=512,
+                   blockysize=512, compress="deflate", nodata=0, SPARSE_OK=True)
+    block = textured(np.random.default_rng(3), 1, 4096, 4096)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(block, window=((8192, 12288), (4096, 8192)))  # one written region, the rest is sparse
+    assert path.stat().st_size < 50 * 2**20
+    m = write_manifest(tmp_path / "m.yaml", "name: huge\nlicense: CC0-1.0\nroot: data\ninclude: ['*.tif']\n"
+                       "tile: {size: 4096}\n")
+    report = run_build([m], tmp_path / "c")
+    verify(tmp_path / "c")
+    index = pd.read_parquet(tmp_path / "c" / "index.parquet")
+    assert report.kept == 1 and (index["x"].iloc[0], index["y"].iloc[0]) == (4096, 8192)
+    assert report.excluded == 9 * 9 - 1  # every other full window reads as nodata
