@@ -15,10 +15,13 @@ ROW_GROUP_ROWS = 64  # small row groups stream well: a reader holds one group, n
 
 
 def writer_options(schema: pa.Schema) -> dict[str, Any]:
-    """Image bytes are compressed already: compressing or dictionary-encoding them costs CPU for nothing."""
+    """Image bytes are compressed already: compressing, dictionary-encoding or min/max statistics of them
+    cost CPU for nothing."""
+    plain = [f.name for f in schema if not pa.types.is_binary(f.type)]
     return {
-        "compression": {f.name: ("none" if pa.types.is_binary(f.type) else "zstd") for f in schema},
-        "use_dictionary": [f.name for f in schema if not pa.types.is_binary(f.type)],
+        "compression": {f.name: ("zstd" if f.name in plain else "none") for f in schema},
+        "use_dictionary": plain,
+        "write_statistics": plain,
     }
 
 
