@@ -23,6 +23,7 @@ from typing import Any
 import dask
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -227,7 +228,7 @@ def build(opts: BuildOptions) -> BuildReport:
         pa.Table.from_pylist(scene_excl, schema=schema.EXCLUDED),
         pa.Table.from_pandas(decisions.leaks, schema=schema.EXCLUDED, preserve_index=False),
     ])
-    excluded = excluded.filter(pa.compute.is_in(excluded["source"], pa.array(
+    excluded = excluded.filter(pc.is_in(excluded["source"], pa.array(
         [m.name for m in manifests if m.role == "train"], pa.string())))
     duplicates = pa.Table.from_pandas(decisions.duplicates, schema=schema.DUPLICATES, preserve_index=False)
     inputs = _inputs_table(present, plans)
