@@ -131,3 +131,14 @@ class BandAccumulator:
             "p99": self.percentile(99),
             "dtype": ",".join(sorted(self.dtypes)),
         }
+
+
+def summarise(parts: dict[tuple[str, str], BandAccumulator]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per-source and all-source summaries (stats.json's `sources.*.bands` and `bands`) of merged parts."""
+    per_source: dict[str, dict[str, BandAccumulator]] = {}
+    overall: dict[str, BandAccumulator] = {}
+    for (src, name), acc in sorted(parts.items()):
+        per_source.setdefault(src, {})[name] = acc
+        overall.setdefault(name, BandAccumulator()).merge(acc)
+    return ({src: {n: a.summary() for n, a in bands.items()} for src, bands in per_source.items()},
+            {n: a.summary() for n, a in sorted(overall.items())})

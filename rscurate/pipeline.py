@@ -28,7 +28,7 @@ from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rscurate import schema
-from rscurate.band_stats import BandAccumulator
+from rscurate.band_stats import BandAccumulator, summarise
 from rscurate.dedup import decide
 from rscurate.discover import Discovery, discover
 from rscurate.manifest import Manifest, ManifestError, load_manifests
@@ -269,14 +269,11 @@ def corpus_stats(
     eval_sources: set[str],
 ) -> dict[str, Any]:
     """Counts per source and reason, and per-band statistics of kept tiles."""
-    bands: dict[str, BandAccumulator] = {}
-    per_source: dict[str, dict[str, BandAccumulator]] = defaultdict(dict)
+    merged: dict[tuple[str, str], BandAccumulator] = {}
     for part in band_parts:
-        for (src, name), acc in part.items():
-            per_source[src].setdefault(name, BandAccumulator()).merge(acc)
-    for src_bands in per_source.values():
-        for name, acc in src_bands.items():
-            bands.setdefault(name, BandAccumulator()).merge(acc)
+        for key, acc in part.items():
+            merged.setdefault(key, BandAccumulator()).merge(acc)
+    per_source, overall = summarise(merged)
     kept_by = Counter(index["source"].to_pylist())
     dup_by = Counter(duplicates["source"].to_pylist())
     files_by = Counter(inputs["source"].to_pylist())
@@ -290,7 +287,7 @@ def corpus_stats(
             "excluded": dict(excl_by[m.name]), "duplicates": dup_by[m.name],
             **({"eval_tiles_hashed": eval_hashed[m.name]} if m.role == "eval" else {}),
             "license": m.license, "citation": m.citation, "homepage": m.homepage, "priority": m.priority,
-            "bands": {name: acc.summary() for name, acc in sorted(per_source[m.name].items())},
+            "bands": per_source.get(m.name, {}),
         }
         for m in manifests if files_by[m.name]
     }
@@ -301,5 +298,5 @@ def corpus_stats(
             "duplicates": dict(Counter(duplicates["kind"].to_pylist())),
         },
         "sources": sources,
-        "bands": {name: acc.summary() for name, acc in sorted(bands.items())},
+        "bands": overall,
     }

@@ -15,8 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rscurate.band_stats import BandAccumulator, summarise
 from rscurate.codec import encode_array
+from rscurate.quality import TileStats, tile_stats
 from rscurate.schema import SHARD
+from rscurate.units import content_sha256
 
 S2_BANDS = ["B02", "B03", "B04", "B08"]
 S2_WAVES = [0.49, 0.56, 0.665, 0.842]
@@ -47,10 +50,17 @@ def textured_tile(rng: np.random.Generator, channels: int, size: int, built: boo
     return np.clip(tile, 0, 1)
 
 
+def _tile_stats(tile: np.ndarray, nodata: float | None) -> TileStats:
+    """The statistics rscurate computes for a tile: valid pixels are those not nodata in every band."""
+    valid = ~np.all(tile == nodata, axis=0) if nodata is not None else np.ones(tile.shape[1:], bool)
+    return tile_stats(tile, valid)
+
+
 def _row(
     tile: np.ndarray, bands, waves, label, source: str, i: int, image: bytes | None = None, nodata=None
 ) -> dict:
     c, h, w = tile.shape
+    stats = _tile_stats(tile, nodata)
     return {
         "id": hashlib.sha1(f"{source}-{i}".encode()).hexdigest()[:16],
         "source": source,
@@ -70,26 +80,17 @@ def _row(
         "dtype": str(tile.dtype),
         "channels": c,
         "encoding": "npy.zst",
-        "sha256": hashlib.sha256(tile.tobytes()).hexdigest(),
+        "sha256": content_sha256(tile),
         "phash": int(i),
         "nodata": nodata,
-        "nodata_fraction": 0.0 if nodata is None else float(np.all(tile == nodata, axis=0).mean()),
-        "std_min": float(tile.std(axis=(1, 2)).min()),
+        "nodata_fraction": stats.nodata_fraction,
+        "valid_pixels": stats.valid_pixels,
+        "band_mean": stats.column("mean"),
+        "band_std": stats.std,
+        "band_min": stats.column("min"),
+        "band_max": stats.column("max"),
         "label": label,
         "image": encode_array(tile) if image is None else image,
-    }
-
-
-def _band_stats(chunks: list[np.ndarray]) -> dict:
-    v = np.concatenate(chunks)
-    return {
-        "mean": float(v.mean()),
-        "std": float(v.std()),
-        "min": float(v.min()),
-        "max": float(v.max()),
-        "p1": float(np.percentile(v, 1)),
-        "p99": float(np.percentile(v, 99)),
-        "count": int(v.size),
     }
 
 
@@ -115,12 +116,13 @@ def make_corpus(
     """
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
-    values: dict[tuple[str, str], list[np.ndarray]] = {}
+    parts: dict[tuple[str, str], BandAccumulator] = {}
 
-    def add(tile: np.ndarray, bands: list[str], waves: list, label: str | None, source: str, i: int) -> None:
-        rows.append(_row(tile, bands, waves, label, source, i))
-        for b, band in zip(bands, tile, strict=True):
-            values.setdefault((source, b), []).append(band.astype(np.float64).ravel())
+    def add(tile: np.ndarray, bands: list[str], waves: list, label: str | None, source: str, i: int,
+            nodata: float | None = None) -> None:
+        rows.append(_row(tile, bands, waves, label, source, i, nodata=nodata))
+        for b, band in zip(bands, _tile_stats(tile, nodata).bands, strict=True):
+            parts.setdefault((source, b), BandAccumulator()).add(band, tile.dtype.name)
 
     for i in range(n_s2):
         built = i % 2 == 0
@@ -132,10 +134,7 @@ def make_corpus(
     for i in range(n_nodata):
         tile = (textured_tile(rng, 4, size, True) * 4000 + 500).astype(np.uint16)
         tile[:, :, : size // 4] = 0
-        rows.append(_row(tile, S2_BANDS, S2_WAVES, None, "s2_edge", i, nodata=0.0))
-        valid = tile[:, :, size // 4 :]
-        for b, band in zip(S2_BANDS, valid, strict=True):
-            values.setdefault(("s2_edge", b), []).append(band.astype(np.float64).ravel())
+        add(tile, S2_BANDS, S2_WAVES, None, "s2_edge", i, nodata=0.0)
     for i in range(n_rgb):
         tile = (textured_tile(rng, 3, size + 8, i % 2 == 0) * 255).astype(np.uint8)
         add(tile, RGB_BANDS, [0.65, None, 0.48], None, "rgb", i)
@@ -152,21 +151,12 @@ def make_corpus(
         table = pa.Table.from_pylist(chunk, schema=SHARD)
         pq.write_table(table, shard_dir / f"part-{n:05d}.parquet", row_group_size=rows_per_group)
 
-    sources = sorted({src for src, _ in values})
-    band_names = sorted({b for _, b in values})
+    per_source, overall = summarise(parts)
     stats = {
         "counts": {"kept": len(rows) - n_corrupt},
-        "sources": {
-            src: {
-                "kept": sum(1 for r in rows if r["source"] == src),
-                "bands": {b: _band_stats(values[(src, b)]) for b in band_names if (src, b) in values},
-            }
-            for src in sources
-        },
-        "bands": {
-            b: _band_stats([c for (src, name), chunks in values.items() if name == b for c in chunks])
-            for b in band_names
-        },
+        "sources": {src: {"kept": sum(1 for r in rows if r["source"] == src), "bands": bands}
+                    for src, bands in per_source.items()},
+        "bands": overall,
     }
     (Path(root) / "stats.json").write_text(json.dumps(stats, indent=2))
     return Path(root)
