@@ -72,6 +72,8 @@ class Tile(_Strict):
     max_size: int | None = Field(default=None, gt=0)
     count: int | None = Field(default=None, gt=0, description="random crops per scene")
     seed: int = 0
+    anchor: Literal["crs", "scene"] = Field(
+        default="crs", description="grid origin: the CRS pixel lattice (georeferenced scenes) or the scene's corner")
 
     @model_validator(mode="after")
     def _random_needs_sizes(self) -> Tile:

@@ -70,8 +70,9 @@ class SceneReader:
             return min(b.gsd_m for b in self.data_bands if b.gsd_m)
         return float(abs(self.transform.a))
 
-    def read(self, x: int, y: int, w: int, h: int) -> ReadResult:
-        layers = self._read(x, y, w, h)
+    def read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> ReadResult:
+        """A window at full resolution, or resampled to `out_shape` (rows, cols) for a decimated view."""
+        layers = self._read(x, y, w, h, out_shape)
         qa = {b.name: layers[i] for i, b in enumerate(self.bands) if b.qa}
         if qa or not isinstance(layers, np.ndarray):
             data = np.stack([layers[i] for i, b in enumerate(self.bands) if not b.qa])
@@ -80,7 +81,28 @@ class SceneReader:
         data = data.astype(self.dtype, copy=False)
         return ReadResult(data=data, valid=self._valid(data, x, y, w, h), qa=qa)
 
-    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray | list[np.ndarray]:
+    def overview(self, max_side: int) -> ReadResult:
+        """The whole scene shrunk so its longer side is at most `max_side`: what scene-level hashing sees.
+
+        Averaged where the format allows (GDAL), so re-encoding noise and resampling wash out."""
+        scale = max(self.width, self.height) / max_side
+        if scale <= 1:
+            return self.read(0, 0, self.width, self.height)
+        shape = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
+        return self.read(0, 0, self.width, self.height, shape)
+
+    def grid_origin(self) -> tuple[int, int] | None:
+        """The scene's first pixel as (column, row) of its CRS's pixel lattice (pixel index of x=0, y=0).
+
+        Grid tiles anchored there line up across scenes on one lattice (overlapping Landsat rows, a crop
+        and its parent), so their overlap yields the same tiles. None without a north-up georeference."""
+        t = self.transform
+        if t is None or not self.crs or t.b != 0 or t.d != 0:
+            return None
+        return int(np.floor(t.c / t.a + 1e-6)), int(np.floor(t.f / t.e + 1e-6))
+
+    def _read(self, x: int, y: int, w: int, h: int,
+              out_shape: tuple[int, int] | None = None) -> np.ndarray | list[np.ndarray]:
         """All bands (QA included) of the window, as a (C, h, w) array or a list of (h, w) layers."""
         raise NotImplementedError
 
@@ -148,16 +170,20 @@ class RasterioReader(SceneReader):
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
 
-    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+    def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         indexes = self._indexes if self._alpha else None
-        return self.ds.read(indexes, window=Window(x, y, w, h))
+        if out_shape is None:
+            return self.ds.read(indexes, window=Window(x, y, w, h))
+        return self.ds.read(indexes, window=Window(x, y, w, h), out_shape=(len(self._indexes), *out_shape),
+                            resampling=Resampling.average)
 
     def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
         valid = super()._valid(data, x, y, w, h)
+        window, shape = Window(x, y, w, h), data.shape[1:]
         if self._alpha:
-            valid &= self.ds.read(self._alpha, window=Window(x, y, w, h)) > 0
+            valid &= self.ds.read(self._alpha, window=window, out_shape=shape) > 0
         elif self._dataset_mask:
-            valid &= self.ds.dataset_mask(window=Window(x, y, w, h)) > 0
+            valid &= self.ds.dataset_mask(window=window, out_shape=shape) > 0
         return valid
 
     def close(self) -> None:
@@ -184,16 +210,18 @@ class BandFilesReader(SceneReader):
         self.transform = ref_ds.transform if ref_ds.crs else None
         self._resampling = Resampling[resampling]
 
-    def _read(self, x: int, y: int, w: int, h: int) -> list[np.ndarray]:
+    def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> list[np.ndarray]:
         left, bottom, right, top = self.bounds(x, y, w, h) or (x, y + h, x + w, y)
         out = []
         for band, ds in zip(self.bands, self.dss, strict=True):
-            if ds is self._ref or (ds.transform == self._ref.transform and ds.shape == self._ref.shape):
+            on_grid = ds is self._ref or (ds.transform == self._ref.transform and ds.shape == self._ref.shape)
+            if on_grid and out_shape is None:
                 arr = ds.read(1, window=Window(x, y, w, h))
             else:
-                win = from_bounds(left, bottom, right, top, transform=ds.transform)
-                method = Resampling.nearest if band.qa else self._resampling
-                arr = ds.read(1, window=win, out_shape=(h, w), resampling=method)
+                win = Window(x, y, w, h) if on_grid else from_bounds(left, bottom, right, top, transform=ds.transform)
+                method = Resampling.nearest if band.qa else (
+                    Resampling.average if out_shape else self._resampling)
+                arr = ds.read(1, window=win, out_shape=out_shape or (h, w), resampling=method)
             out.append(arr)
         return out
 
@@ -222,10 +250,11 @@ class NpyReader(SceneReader):
         self.dtype = self._data_dtype([self._arr.dtype.name] * c)
         self.nodata = nodata
 
-    def _read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+    def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        sy, sx = _steps(h, w, out_shape)
         if self._hwc:
-            return np.ascontiguousarray(np.moveaxis(self._arr[y : y + h, x : x + w, :], -1, 0))
-        return np.ascontiguousarray(self._arr[:, y : y + h, x : x + w])
+            return np.ascontiguousarray(np.moveaxis(self._arr[y : y + h : sy, x : x + w : sx, :], -1, 0))
+        return np.ascontiguousarray(self._arr[:, y : y + h : sy, x : x + w : sx])
 
 
 _MODIS_SINUSOIDAL = "+proj=sinu +lon_0=0 +x_0=0 +y_0=0 +R=6371007.181 +units=m +no_defs"
@@ -265,11 +294,20 @@ class ModisHdf4Reader(SceneReader):
             self.transform = Affine((lrx - ulx) / self.width, 0, ulx, 0, (lry - uly) / self.height, uly)
             self.crs = rasterio.crs.CRS.from_proj4(_MODIS_SINUSOIDAL).to_wkt()
 
-    def _read(self, x: int, y: int, w: int, h: int) -> list[np.ndarray]:
-        return [s.get(start=(y, x), count=(h, w)) for s in self.sds]
+    def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> list[np.ndarray]:
+        sy, sx = _steps(h, w, out_shape)
+        count = (-(-h // sy), -(-w // sx))
+        return [s.get(start=(y, x), count=count, stride=(sy, sx)) for s in self.sds]
 
     def close(self) -> None:
         self.sd.end()
+
+
+def _steps(h: int, w: int, out_shape: tuple[int, int] | None) -> tuple[int, int]:
+    """Whole-pixel strides that shrink (h, w) to about `out_shape` (formats read by slicing, not GDAL)."""
+    if out_shape is None:
+        return 1, 1
+    return max(1, -(-h // out_shape[0])), max(1, -(-w // out_shape[1]))
 
 
 def detect_format(path: str) -> str:

@@ -22,11 +22,15 @@ def min_tile_size(tile: Tile) -> int:
     return tile.size
 
 
-def plan_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Window]:
+def plan_windows(
+    width: int, height: int, tile: Tile, scene_key: str, origin: tuple[int, int] | None = None
+) -> list[Window]:
     """Tile windows for a scene; empty when the scene is too small for one tile.
 
-    Grid mode keeps only full windows (a partial last row/column is not padded), so every tile
-    has the configured size; the remainder strip is documented as not covered.
+    Grid mode keeps only full windows (a partial first/last row or column is not padded), so every
+    tile has the configured size. With `origin` (the scene's first pixel on its CRS pixel lattice,
+    see SceneReader.grid_origin) and `anchor: crs`, grid lines fall on lattice indices that are
+    multiples of the stride: overlapping scenes on one lattice cut the same tiles where they overlap.
     """
     if min(width, height) < min_tile_size(tile):
         return []
@@ -34,10 +38,21 @@ def plan_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Wi
         return [(0, 0, width, height)]
     if tile.mode in ("grid", "whole"):  # whole images above max_size are cut into a grid of `size`
         stride = tile.stride or tile.size
-        xs = range(0, width - tile.size + 1, stride)
-        ys = range(0, height - tile.size + 1, stride)
+        anchored = origin is not None and tile.anchor == "crs"
+        xs = _grid_starts(width, tile.size, stride, origin[0] if anchored else None)
+        ys = _grid_starts(height, tile.size, stride, origin[1] if anchored else None)
         return [(x, y, tile.size, tile.size) for y in ys for x in xs]
     return _random_windows(width, height, tile, scene_key)
+
+
+def _grid_starts(length: int, size: int, stride: int, lattice_origin: int | None) -> range:
+    """Tile starts along one axis: on lattice multiples of the stride when anchored, unless that leaves no
+    full tile (a scene barely larger than a tile), where the scene's own corner is used instead."""
+    if lattice_origin is not None:
+        starts = range(-lattice_origin % stride, length - size + 1, stride)
+        if len(starts):
+            return starts
+    return range(0, length - size + 1, stride)
 
 
 def _random_windows(width: int, height: int, tile: Tile, scene_key: str) -> list[Window]:

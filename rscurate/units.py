@@ -72,7 +72,7 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
     except Exception as err:  # any unreadable input is recorded, never fatal
         return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     try:
-        windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene))
+        windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
     finally:
         reader.close()
     if not windows:

@@ -31,7 +31,9 @@ def textured(rng: np.random.Generator, bands: int, h: int, w: int, dtype: str = 
 
 
 def write_tif(path: Path, data: np.ndarray, nodata: float | None = None, res: float = 10.0,
-              origin: tuple[float, float] = (500000.0, 4000000.0), crs: str = "EPSG:32633", **extra) -> Path:
+              origin: tuple[float, float] = (491520.0, 4014080.0), crs: str = "EPSG:32633", **extra) -> Path:
+    """A GeoTIFF whose default origin lies on a 16384-pixel multiple of the 10 m lattice, so anchored grids
+    start at the scene corner for any power-of-two tile size."""
     path.parent.mkdir(parents=True, exist_ok=True)
     count, h, w = data.shape
     profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=data.dtype.name, crs=crs,

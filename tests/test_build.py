@@ -25,7 +25,7 @@ def defects_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
     data = root / "data"
     clean = textured(rng, 4, 256, 256)
     write_tif(data / "clean_u16.tif", clean)
-    write_tif(data / "copy_u16.tif", clean.copy(), origin=(600000.0, 4000000.0))  # same pixels elsewhere
+    write_tif(data / "copy_u16.tif", clean.copy(), origin=(614400.0, 4014080.0))  # same pixels elsewhere
     border = textured(rng, 4, 256, 256)
     border[:, :, :160] = 0  # left column of tiles all nodata, right column 25 % nodata (kept)
     write_tif(data / "border.tif", border, nodata=0)
