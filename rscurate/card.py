@@ -35,10 +35,11 @@ from rscurate.codec import decode
 from rscurate.schema import EXCLUDE_REASONS
 
 CARD_DIR = "card"
-FIGURES = ("mosaic.png", "counts.png", "footprints.png")
+FIGURES = ("mosaic.png", "counts.png", "footprints.png", "duplicates.png")
 MOSAIC_TILES = 36
 MAX_FOOTPRINTS = 50_000  # drawing millions of polygons takes minutes and shows nothing more
 DUPLICATE_EXAMPLES = 8
+PAIR_EXAMPLES = 2  # per kind of duplicate, in the side-by-side figure
 TAGS = ["remote-sensing", "earth-observation", "satellite-imagery", "self-supervised-pretraining"]
 
 # The Hugging Face licence ids a manifest's licence may name (after the aliases below); any other is 'other'.
@@ -82,8 +83,12 @@ _RGB_NAMES = ({"red", "b04"}, {"green", "b03"}, {"blue", "b02"})
 _DUPLICATE_KINDS = ("exact", "near", "scene")
 
 
-def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Table, duplicates: pa.Table) -> Path:
-    """Write corpus_dir/README.md and its figures under corpus_dir/card/; returns the README path."""
+def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Table, duplicates: pa.Table,
+               dropped_at: pd.DataFrame | None = None) -> Path:
+    """Write corpus_dir/README.md and its figures under corpus_dir/card/; returns the README path.
+
+    `dropped_at` (index: dropped tile id; columns file, row) says where a build still holds the bytes of
+    dropped tiles (its staged units), for the figure of duplicate pairs; without it the figure is skipped."""
     corpus_dir = Path(corpus_dir)
     card_dir = corpus_dir / CARD_DIR
     card_dir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +97,7 @@ def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Tabl
     written = {
         "mosaic.png": _mosaic_figure(corpus_dir, index, card_dir / "mosaic.png"),
         "counts.png": _counts_figure(sources, card_dir / "counts.png"),
+        "duplicates.png": _pairs_figure(corpus_dir, index, duplicates, dropped_at, card_dir / "duplicates.png"),
     }
     drawn, georeferenced = _footprints_figure(index, card_dir / "footprints.png")
     written["footprints.png"] = drawn > 0
@@ -105,7 +111,7 @@ def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Tabl
         _overview(name, stats, index, excluded, duplicates, written["mosaic.png"]),
         _sources_section(sources),
         _bands_section(stats.get("bands", {})),
-        _dedup_section(duplicates),
+        _dedup_section(duplicates, written["duplicates.png"]),
         _footprints_section(index.num_rows, georeferenced, drawn),
         _build_section(stats.get("build", {})),
         _loading_section(name),
@@ -220,7 +226,7 @@ def _bands_section(bands: dict[str, dict]) -> str:
     return "## Band statistics\n\n" + note + "\n\n" + _table(["band", "dtype", *keys], rows, "ll" + "r" * len(keys))
 
 
-def _dedup_section(duplicates: pa.Table) -> str:
+def _dedup_section(duplicates: pa.Table, figure: bool) -> str:
     head = "## Deduplication\n\n"
     if duplicates.num_rows == 0:
         return head + "No duplicate was found."
@@ -245,14 +251,18 @@ def _dedup_section(duplicates: pa.Table) -> str:
     example_header += ["kept in", "kept scene", "kept id"]
     example_table = _table(example_header, example_rows, "lrlllll")
     return (
-        head + "`kind` says how a duplicate was found: `exact` tiles share a content hash, `near` tiles have "
-        "64-bit perceptual hashes within a small Hamming `distance`. Which copy is kept follows manifest "
-        "priority, then the larger or finer tile, then the id.\n\n"
+        head + "`kind` says how a duplicate was found: `exact` tiles share a content hash; `near` tiles have "
+        "64-bit perceptual hashes (pHash) within a small Hamming `distance`; `scene` tiles come from a scene "
+        "that, hashed whole, is a resampled or re-encoded copy of another scene (`distance` is then the "
+        "whole-scene one). Which copy is kept follows manifest priority, then the finer GSD, then the larger "
+        "tile or scene, then source, scene and id.\n\n"
         + kind_table
         + "\n\nBy pair of sources (a dropped tile and the tile kept in its place):\n\n"
         + pair_table
         + "\n\nExamples (dropped tiles are not stored; look the kept one up by `kept_id` in "
         "`index.parquet`):\n\n" + example_table
+        + ("\n\n![Duplicate pairs: each dropped tile beside the tile kept in its place](card/duplicates.png)"
+           if figure else "")
     )
 
 
@@ -402,7 +412,7 @@ def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
     if not picks:
         return False
     meta = index.take(picks).select(["source", "bands", "wavelengths_um", "encoding", "shard", "row"]).to_pylist()
-    images = _read_images(corpus_dir, [(m["shard"], m["row"]) for m in meta])
+    images = [r["image"] for r in _read_rows(corpus_dir, [(m["shard"], m["row"]) for m in meta], ["image"])]
     cols = math.ceil(math.sqrt(len(meta)))
     rows = math.ceil(len(meta) / cols)
     cell, gap, label = MOSAIC_CELL, 4, 14
@@ -419,6 +429,48 @@ def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
     for i, m in enumerate(meta):
         r, c = divmod(i, cols)
         ax.text(c * (cell + gap) + 2, r * (cell + gap + label) + label - 3, m["source"][:26], fontsize=7)
+    ax.set_axis_off()
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def _pairs_figure(corpus_dir: Path, index: pa.Table, duplicates: pa.Table, dropped_at: pd.DataFrame | None,
+                  path: Path) -> bool:
+    """Up to PAIR_EXAMPLES pairs per kind: the dropped tile (from the build's staged units) beside the kept one."""
+    if dropped_at is None or duplicates.num_rows == 0:
+        return False
+    df = duplicates.to_pandas()
+    df = df[df["id"].isin(dropped_at.index)]
+    picks = [g.sort_values(["distance", "id"]).iloc[_spread(len(g), PAIR_EXAMPLES)]
+             for _, g in df.groupby("kind", sort=False)]
+    if not picks:
+        return False
+    pairs = pd.concat(picks)
+    pairs = pairs.assign(_k=pairs["kind"].map(_DUPLICATE_KINDS.index)).sort_values(["_k", "distance", "id"])
+    position = pd.Series(np.arange(index.num_rows), index=index["id"].to_pandas())
+    kept_meta = index.take(position.loc[pairs["kept_id"]].to_numpy()).to_pylist()
+    cols = ["image", "encoding", "bands", "wavelengths_um"]
+    kept = _read_rows(corpus_dir, [(m["shard"], m["row"]) for m in kept_meta], cols)
+    where = dropped_at.loc[pairs["id"]]
+    dropped = _read_rows(corpus_dir, list(zip(where["file"], where["row"].astype(int), strict=True)), cols)
+    cell, gap, label = MOSAIC_CELL, 4, 26
+    canvas = np.ones((len(pairs) * (cell + gap + label), 2 * cell + 3 * gap, 3))
+    for k, (d, kp) in enumerate(zip(dropped, kept, strict=True)):
+        y = k * (cell + gap + label) + label
+        for c, m in enumerate((d, kp)):
+            rgb = to_rgb(decode(m["image"], m["encoding"]), m["bands"] or [], m["wavelengths_um"] or [])
+            x = gap + c * (cell + gap)
+            canvas[y : y + cell, x : x + cell] = _fit(rgb, cell)
+    h, w = canvas.shape[:2]
+    fig = Figure(figsize=(w / 100, h / 100))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    for k, r in enumerate(pairs.itertuples()):
+        y = k * (cell + gap + label) + label - 4
+        ax.text(gap, y - 11, f"{r.kind}, distance {r.distance}", fontsize=7, weight="bold")
+        ax.text(gap, y, f"dropped: {r.source[:22]}", fontsize=6)
+        ax.text(gap + cell + gap, y, f"kept: {r.kept_source[:22]}", fontsize=6)
     ax.set_axis_off()
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100)
@@ -458,18 +510,19 @@ def _spread(n: int, k: int) -> np.ndarray:
     return np.arange(k) * n // k if k else np.zeros(0, dtype=int)
 
 
-def _read_images(corpus_dir: Path, where: list[tuple[str, int]]) -> list[bytes]:
-    """The image bytes at (shard, row) positions, reading only the row groups that hold them."""
-    out: dict[tuple[str, int], bytes] = {}
+def _read_rows(corpus_dir: Path, where: list[tuple[str, int]], columns: list[str]) -> list[dict[str, Any]]:
+    """Columns of the rows at (parquet file relative to the corpus, row) positions, reading only the row
+    groups that hold them (shards, or the staged units that still hold dropped tiles during a build)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
     for shard in sorted({s for s, _ in where}):
         pf = pq.ParquetFile(corpus_dir / shard)
         starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
-        groups: dict[int, pa.ChunkedArray] = {}
+        groups: dict[int, pa.Table] = {}
         for row in [r for s, r in where if s == shard]:
             g = bisect_right(starts, row) - 1
             if g not in groups:
-                groups[g] = pf.read_row_group(g, columns=["image"])["image"]
-            out[(shard, row)] = groups[g][row - starts[g]].as_py()
+                groups[g] = pf.read_row_group(g, columns=columns)
+            out[(shard, row)] = groups[g].slice(row - starts[g], 1).to_pylist()[0]
     return [out[w] for w in where]
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import ManifestError
 from rscurate.pipeline import BuildOptions, build
 from rscurate.verify import VerifyError, verify
@@ -26,11 +27,14 @@ def build_cmd(
     quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
     unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task, and at most per shard file")] = 256,
     keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
+    radius: Annotated[int, typer.Option(
+        min=0, max=32, help="pHash Hamming radius for near/scene duplicates and eval leakage (0: exact only)")
+    ] = DEFAULT_RADIUS,
 ) -> None:
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
-                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work,
+                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, radius=radius,
                         command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)

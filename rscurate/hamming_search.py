@@ -418,33 +418,43 @@ def find_pairs(
     return _finish(h, first, inverse, codes)
 
 
+class _Groups(NamedTuple):
+    """Members of each distinct hash: order[starts[g] : starts[g] + counts[g]]."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, inverse: np.ndarray, n_values: int) -> _Groups:
+        counts = np.bincount(inverse, minlength=n_values)
+        return cls(np.argsort(inverse, kind="stable"), np.cumsum(counts) - counts, counts)
+
+
+def _cross(a: _Groups, ga: np.ndarray, b: _Groups, gb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every member of group ga[k] (of a) against every member of group gb[k] (of b), for all k, vectorised."""
+    per = a.counts[ga] * b.counts[gb]
+    pair_id = np.repeat(np.arange(len(ga)), per)
+    local = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
+    nb = b.counts[gb][pair_id]
+    return a.order[a.starts[ga][pair_id] + local // nb], b.order[b.starts[gb][pair_id] + local % nb]
+
+
 def explicit_pairs(hashes: np.ndarray | Sequence[int], pairs: Pairs) -> Pairs:
-    """Expand :func:`find_pairs` output to every (i < j) pair within the radius; O(output), small sets."""
+    """Expand :func:`find_pairs` output to every (i < j) pair within the radius; O(output)."""
     h = _as_hashes(hashes)
-    values, first, inverse = group_identical(h)
-    order = np.argsort(inverse, kind="stable")
-    counts = np.bincount(inverse, minlength=len(values))
-    starts = np.cumsum(counts) - counts
-    groups = [order[starts[g]:starts[g] + counts[g]] for g in range(len(values))]
-    out_i: list[np.ndarray] = []
-    out_j: list[np.ndarray] = []
-    for g in np.flatnonzero(counts > 1):
-        m = groups[g]
-        a, b = np.triu_indices(len(m), 1)
-        out_i.append(m[a])
-        out_j.append(m[b])
-    distinct = pairs.dist > 0
-    for x, y in zip(pairs.i[distinct], pairs.j[distinct], strict=True):
-        gx, gy = groups[inverse[x]], groups[inverse[y]]
-        out_i.append(np.repeat(gx, len(gy)))
-        out_j.append(np.tile(gy, len(gx)))
-    if not out_i:
-        empty = np.zeros(0, np.int64)
-        return Pairs(empty, empty, np.zeros(0, np.uint8))
-    i, j = np.concatenate(out_i), np.concatenate(out_j)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    order = np.lexsort((hi, lo))
-    lo, hi = lo[order], hi[order]
+    values, _, inverse = group_identical(h)
+    groups = _Groups.of(inverse, len(values))
+    repeated = np.flatnonzero(groups.counts > 1)
+    ai, aj = _cross(groups, repeated, groups, repeated)  # within identical groups (both orders)
+    distinct = np.asarray(pairs.dist) > 0
+    gi, gj = inverse[np.asarray(pairs.i)[distinct]], inverse[np.asarray(pairs.j)[distinct]]
+    bi, bj = _cross(groups, gi, groups, gj)
+    i, j = np.concatenate((ai, bi)), np.concatenate((aj, bj))
+    keep = i != j
+    lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    codes = np.unique(lo.astype(np.int64) * len(h) + hi)
+    lo, hi = codes // max(len(h), 1), codes % max(len(h), 1)
     return Pairs(lo, hi, np.bitwise_count(h[lo] ^ h[hi]).astype(np.uint8))
 
 
@@ -505,18 +515,7 @@ def query_pairs(
         codes = acc.compact()
     a, b = codes // n_q, codes % n_q
     # Expand distinct-value pairs to every index member x every query member.
-    order_i = np.argsort(inv_i, kind="stable")
-    cnt_i = np.bincount(inv_i, minlength=len(ui))
-    start_i = np.cumsum(cnt_i) - cnt_i
-    order_q = np.argsort(inv_q, kind="stable")
-    cnt_q = np.bincount(inv_q, minlength=len(uq))
-    start_q = np.cumsum(cnt_q) - cnt_q
-    per = cnt_i[a] * cnt_q[b]
-    pair_id = np.repeat(np.arange(len(a)), per)
-    local = np.arange(int(per.sum()), dtype=np.int64) - np.repeat(np.cumsum(per) - per, per)
-    qn = cnt_q[b][pair_id]
-    idx = order_i[start_i[a][pair_id] + local // qn]
-    qry = order_q[start_q[b][pair_id] + local % qn]
+    idx, qry = _cross(_Groups.of(inv_i, len(ui)), a, _Groups.of(inv_q, len(uq)), b)
     order = np.lexsort((qry, idx))
     idx, qry = idx[order], qry[order]
     return QueryPairs(idx, qry, np.bitwise_count(hi_[idx] ^ hq[qry]).astype(np.uint8))

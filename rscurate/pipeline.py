@@ -29,13 +29,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rscurate import schema
 from rscurate.band_stats import BandAccumulator, summarise
-from rscurate.dedup import decide
+from rscurate.dedup import DedupSettings, decide
 from rscurate.discover import Discovery, discover
+from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
 from rscurate.parquet_io import write_atomic
 from rscurate.readers import SceneRef
+from rscurate.scene_hash import signature_columns
 from rscurate.shards import read_index_part, write_shard
-from rscurate.units import ScenePlan, Unit, plan_scenes, run_unit, unit_key
+from rscurate.units import SLIM, ScenePlan, Unit, plan_scenes, run_unit, unit_key
 
 log = logging.getLogger("rscurate")
 
@@ -52,6 +54,7 @@ class BuildOptions:
     quiet: bool = False
     unit_tiles: int = 256  # tiles per work unit (and at most per shard): coarse tasks, bounded memory
     keep_work: bool = False
+    radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
     processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
@@ -155,13 +158,23 @@ def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]
                                             ("files", pa.list_(pa.string())), ("tiles_planned", pa.int64())]))
 
 
+def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
+    """One row per planned scene that has a whole-scene signature (scene_hash), for scene-level matching."""
+    signed = [p for ps in plans.values() for p in ps if p.signature is not None]
+    return pd.DataFrame({
+        "source": [p.scene.source for p in signed], "scene": [p.scene.scene for p in signed],
+        "width": [p.width for p in signed], "height": [p.height for p in signed],
+        **signature_columns([p.signature for p in signed if p.signature is not None]),
+    })
+
+
 def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: int) -> dict[str, Any]:
     from importlib.metadata import version
 
     return {
         "command": opts.command,
         "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
-                     "strict": opts.strict,
+                     "strict": opts.strict, "radius": opts.radius,
                      "scheduler": opts.scheduler or "LocalCluster"},
         "rscurate_version": version("rsfm-toolkit"),
         "started": started.isoformat(timespec="seconds"),
@@ -206,11 +219,13 @@ def build(opts: BuildOptions) -> BuildReport:
         scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
                        for ps in plans.values() for p in ps if p.reason]
         cands = pa.concat_tables([r[0] for r in unit_results]).to_pandas() if unit_results else pd.DataFrame(
-            columns=["id", "source", "scene", "x", "y", "width", "height", "gsd_m", "sha256", "phash", "unit",
-                     "unit_row"])
+            columns=[*SLIM, "unit", "unit_row"])
         priority = {m.name: m.priority for m in manifests}
         eval_sources = {m.name for m in manifests if m.role == "eval"}
-        decisions = decide(cands, priority, eval_sources)
+        t_dedup = time.perf_counter()
+        decisions = decide(cands, _scene_signatures(plans), priority, eval_sources, DedupSettings(opts.radius),
+                           search=lambda h, r: find_pairs_dask(h, r, client))
+        log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
 
         kept = cands[decisions.keep]
         per_unit = kept.groupby("unit", sort=False)["unit_row"].apply(list)  # unit order is kept
@@ -245,7 +260,10 @@ def build(opts: BuildOptions) -> BuildReport:
 
     from rscurate.card import write_card
 
-    write_card(out, stats, index, excluded, duplicates)
+    dropped = cands[cands["id"].isin(decisions.duplicates["id"])]
+    dropped_at = pd.DataFrame({"file": [f"_work/units/{u}.parquet" for u in dropped["unit"]],
+                               "row": dropped["unit_row"].to_numpy()}, index=dropped["id"].to_numpy())
+    write_card(out, stats, index, excluded, duplicates, dropped_at)
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return BuildReport(len(index), len(excluded), len(duplicates), absent, n_shards, seconds)

@@ -31,6 +31,7 @@ TILE_META = [
     pa.field("encoding", pa.string()),
     pa.field("sha256", pa.string()),  # of the decoded array: dtype, shape and C-order bytes
     pa.field("phash", pa.uint64()),
+    pa.field("texture", pa.float64()),  # std of the 32x32 grey view pHash sees; flat tiles skip near-dedup
     pa.field("nodata", pa.float64()),
     pa.field("nodata_fraction", pa.float64()),
     pa.field("valid_pixels", pa.int64()),

@@ -22,11 +22,12 @@ from rscurate import codec, quality, schema
 from rscurate.band_stats import BandTileStats
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
-from rscurate.phash import canonical_view, phash_batch
+from rscurate.phash import canonical_view, signatures_batch
 from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
+from rscurate.scene_hash import SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20}  # bytes (rasterio passes an int through as bytes)
@@ -42,6 +43,7 @@ class ScenePlan:
     height: int = 0
     reason: str | None = None  # too_small | unreadable
     detail: str = ""
+    signature: SceneSignature | None = None  # whole-scene hashes, for scenes cut into several tiles
 
 
 @dataclass(frozen=True)
@@ -73,12 +75,17 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
         return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     try:
         windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
+        if not windows:
+            detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
+            return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
+        # A scene kept as one tile is compared by its tile hash; larger ones also as a whole (scene copies).
+        whole = windows == ((0, 0, reader.width, reader.height),)
+        signature = None if whole else scene_signature(reader, [b.name for b in reader.data_bands])
+        return ScenePlan(scene, windows, reader.width, reader.height, signature=signature)
+    except Exception as err:
+        return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     finally:
         reader.close()
-    if not windows:
-        detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
-        return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
-    return ScenePlan(scene, windows, reader.width, reader.height)
 
 
 def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:
@@ -135,7 +142,8 @@ class _Collector:
         self.grays.append(gray)
 
     def tables(self) -> tuple[pa.Table, pa.Table]:
-        self.kept["phash"] = phash_batch(self.grays).tolist()
+        hashes, textures = signatures_batch(self.grays)
+        self.kept["phash"], self.kept["texture"] = hashes.tolist(), textures.tolist()
         return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
                 pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
 
@@ -203,7 +211,8 @@ class StagedUnit:
 
 
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.
-SLIM = ["id", "source", "scene", "x", "y", "width", "height", "gsd_m", "sha256", "phash"]
+SLIM = ["id", "source", "scene", "x", "y", "width", "height", "crs", "minx", "miny", "maxx", "maxy", "gsd_m",
+        "sha256", "phash", "texture", "nodata_fraction"]
 
 
 def _slim(kept: pa.Table, key: str) -> pa.Table:

@@ -1,0 +1,77 @@
+"""Whole-scene signatures: catch a scene delivered again at another size or encoding before tiling.
+
+Tile hashes cannot see that a 2x-resampled copy, a PNG export or a JPEG re-encode of a scene is the same
+image: its tiles cover other ground or carry other pixels. So each scene that is cut into several tiles is
+also hashed whole, from a decimated (averaged) read of at most SCENE_VIEW_SIDE pixels a side, which washes
+out resampling and compression noise. A match needs the whole-scene pHash AND each quadrant's pHash within
+the radius, and the same aspect ratio: five 64-bit hashes agreeing is strong evidence, where one hash of a
+whole scene alone is too coarse to tell two landscapes apart. See docs/dedup.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from rscurate.hamming_search import Pairs, explicit_pairs, find_pairs
+from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
+from rscurate.readers import SceneReader
+
+SCENE_VIEW_SIDE = 256
+"""Longer side (pixels) of the decimated view a scene signature is computed from."""
+MAX_ASPECT_DIFFERENCE = 0.02
+"""Largest relative difference of width/height between two scenes that can be copies of each other."""
+_MIN_SIDE = 16  # a view smaller than this has too few pixels per quadrant to hash
+
+
+@dataclass(frozen=True)
+class SceneSignature:
+    phash: int
+    quadrants: tuple[int, int, int, int]  # pHash of the top-left, top-right, bottom-left, bottom-right quarter
+    texture: float  # texture score of the whole view (phash.texture_score)
+    aspect: float  # width / height
+
+
+def scene_signature(reader: SceneReader, band_names: list[str]) -> SceneSignature | None:
+    """Signature of the whole scene from its decimated view; None when the view is too small to hash."""
+    view = reader.overview(SCENE_VIEW_SIDE)
+    gray = canonical_view(view.data, band_names, view.valid)
+    h, w = gray.shape
+    if min(h, w) < _MIN_SIDE:
+        return None
+    quads = [gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2], gray[h // 2 :, w // 2 :]]
+    hashes, textures = signatures_batch([gray, *quads])
+    q = tuple(int(v) for v in hashes[1:])
+    return SceneSignature(int(hashes[0]), (q[0], q[1], q[2], q[3]), float(textures[0]), reader.width / reader.height)
+
+
+def signature_columns(signatures: list[SceneSignature]) -> dict[str, np.ndarray]:
+    """Column arrays (phash, q0..q3, texture, aspect) of a list of signatures, for a table of scenes."""
+    cols: dict[str, np.ndarray] = {
+        "phash": np.array([s.phash for s in signatures], np.uint64),
+        "texture": np.array([s.texture for s in signatures], np.float64),
+        "aspect": np.array([s.aspect for s in signatures], np.float64),
+    }
+    for k in range(4):
+        cols[f"q{k}"] = np.array([s.quadrants[k] for s in signatures], np.uint64)
+    return cols
+
+
+def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
+    """Every pair of scenes (row positions i < j) whose signatures match, with the whole-scene distance.
+
+    Flat scenes (texture below LOW_TEXTURE_STD: open sea, cloud deck, fill) never match: their hashes
+    collide by shape alone."""
+    textured = np.flatnonzero(scenes["texture"].to_numpy() >= LOW_TEXTURE_STD)
+    h = scenes["phash"].to_numpy(np.uint64)[textured]
+    pairs = explicit_pairs(h, find_pairs(h, radius))
+    i, j = textured[pairs.i], textured[pairs.j]
+    ok = np.ones(len(i), bool)
+    for k in range(4):
+        q = scenes[f"q{k}"].to_numpy(np.uint64)
+        ok &= np.bitwise_count(q[i] ^ q[j]) <= radius
+    aspect = scenes["aspect"].to_numpy()
+    ok &= np.abs(aspect[i] / aspect[j] - 1.0) <= MAX_ASPECT_DIFFERENCE
+    return Pairs(i[ok], j[ok], pairs.dist[ok])
