@@ -199,12 +199,21 @@ def tile_phash(tile: np.ndarray, bands: Sequence[str] | None = None, valid: np.n
     return phash_gray(canonical_view(tile, bands, valid))
 
 
+def signatures_batch(grays: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint64 pHash, float64 texture score) of each uint8 (H, W) image, from one resize per image."""
+    items = _as_gray_list(grays)
+    if not items:
+        return np.zeros(0, dtype=_U64), np.zeros(0)
+    small = resize_batch(items)
+    return _hash_resized(small), small.std(axis=(1, 2))
+
+
 def tile_signature(
     tile: np.ndarray, bands: Sequence[str] | None = None, valid: np.ndarray | None = None
 ) -> tuple[int, float]:
     """(pHash, texture score) of a tile from one resize, for pipelines that store both."""
-    small = resize_batch([canonical_view(tile, bands, valid)])
-    return int(_hash_resized(small)[0]), float(small[0].std())
+    hashes, scores = signatures_batch([canonical_view(tile, bands, valid)])
+    return int(hashes[0]), float(scores[0])
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
