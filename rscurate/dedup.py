@@ -158,6 +158,8 @@ def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, rank: np.ndarray, set
 
 def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
     """Scenes with a signature and at least one candidate tile, with their GSD from the tiles."""
+    if scenes.empty:
+        return scenes.assign(gsd_m=pd.Series(dtype=np.float64))
     gsd = cands.groupby(["source", "scene"], sort=False)["gsd_m"].first().rename("gsd_m").reset_index()
     return scenes.merge(gsd, on=["source", "scene"], how="inner").reset_index(drop=True)
 

@@ -1,0 +1,189 @@
+"""Near, scene-level and eval-leak dedup inside `rscurate build`, and the guards that keep different tiles apart.
+
+Imagery is the sample's real 4-band rgbn.tif (and copies of it written here); flat and synthetic tiles are
+generated where a test needs a property real tiles rarely have.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+
+from rscurate.dedup import decide
+from rscurate.hamming_search import DEFAULT_RADIUS
+from tests.conftest import run_build, textured, write_manifest, write_tif
+
+RGBN_BANDS = """bands:
+  - {name: red}
+  - {name: green}
+  - {name: blue}
+  - {name: nir}
+"""
+
+
+def _rgbn(sample_dir: Path) -> np.ndarray:
+    with rasterio.open(sample_dir / "rgbn.tif") as ds:
+        return ds.read()
+
+
+def _source(root: Path, name: str, include: str, tile: int = 64, extra: str = "") -> Path:
+    return write_manifest(root / f"{name}.yaml", textwrap.dedent(f"""\
+        name: {name}
+        license: MIT
+        root: data
+        include: ["{include}"]
+        tile: {{size: {tile}}}
+        """) + extra)
+
+
+def _write_plain(path: Path, data: np.ndarray) -> None:
+    """Not georeferenced; 4 bands as 4 data bands (GDAL would read a 4th 8-bit band as alpha by default)."""
+    write_tif(path, data, crs=None, photometric="MINISBLACK")
+
+
+def _half(data: np.ndarray) -> np.ndarray:
+    """A 2x downsample by averaging, as a delivery at half resolution would be."""
+    c, h, w = data.shape
+    d = data[:, : h // 2 * 2, : w // 2 * 2].astype(np.float64)
+    return d.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4)).round().astype(data.dtype)
+
+
+def _tables(out: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return (pd.read_parquet(out / "index.parquet"), pd.read_parquet(out / "duplicates.parquet"),
+            pd.read_parquet(out / "excluded.parquet"))
+
+
+def test_resampled_copy_of_a_scene_is_a_scene_duplicate(tmp_path: Path, sample_dir: Path) -> None:
+    data = _rgbn(sample_dir)
+    _write_plain(tmp_path / "data" / "orig.tif", data)
+    _write_plain(tmp_path / "data" / "half.tif", _half(data))
+    m1 = _source(tmp_path, "orig", "orig.tif", extra=RGBN_BANDS + "priority: 1\n")
+    m2 = _source(tmp_path, "half", "half.tif", extra=RGBN_BANDS)
+    out = tmp_path / "corpus"
+    run_build([m1, m2], out)
+    index, dups, _ = _tables(out)
+    assert set(index["source"]) == {"orig"}, "every tile of the half-size copy is dropped"
+    half = dups[dups["source"] == "half"]
+    assert len(half) > 0 and set(half["kind"]) == {"scene"}
+    assert half["kept_id"].isin(index["id"]).all()
+    # each dropped tile points at the kept tile covering the same relative position of the scene
+    kept = index.set_index("id").loc[half["kept_id"]]
+    rel_dropped = (half["x"].to_numpy() + 32) / (data.shape[2] // 2)
+    rel_kept = (kept["x"].to_numpy() + 32) / data.shape[2]
+    assert np.abs(rel_dropped - rel_kept).max() < 0.2
+    assert (out / "card" / "duplicates.png").stat().st_size > 10_000
+
+
+def test_copy_of_an_eval_scene_leaks_whole(tmp_path: Path, sample_dir: Path) -> None:
+    data = _rgbn(sample_dir)
+    _write_plain(tmp_path / "data" / "train.tif", data)
+    _write_plain(tmp_path / "data" / "test.tif", _half(data))
+    train = _source(tmp_path, "train", "train.tif", extra=RGBN_BANDS)
+    evals = _source(tmp_path, "bench", "test.tif", extra=RGBN_BANDS + "role: eval\n")
+    out = tmp_path / "corpus"
+    run_build([train, evals], out)
+    index, _, excluded = _tables(out)
+    assert len(index) == 0
+    leaks = excluded[excluded["reason"] == "eval_leak"]
+    assert len(leaks) > 0 and leaks["detail"].str.startswith("scene matches eval scene bench:test.tif").all()
+
+
+def test_near_copy_of_an_eval_tile_leaks(tmp_path: Path, sample_dir: Path, rng: np.random.Generator) -> None:
+    data = _rgbn(sample_dir)[:, :128, :256]
+    noisy = np.clip(data.astype(np.int16) + rng.integers(-3, 4, size=data.shape), 0, 255).astype(np.uint8)
+    _write_plain(tmp_path / "data" / "train.tif", data)
+    _write_plain(tmp_path / "data" / "eval" / "chip.tif", noisy[:, :64, 64:128])
+    train = _source(tmp_path, "train", "train.tif", extra=RGBN_BANDS)
+    evals = write_manifest(tmp_path / "bench.yaml", textwrap.dedent("""\
+        name: bench
+        license: MIT
+        root: data/eval
+        include: ["*.tif"]
+        role: eval
+        tile: {mode: whole}
+        """) + RGBN_BANDS)
+    out = tmp_path / "corpus"
+    run_build([train, evals], out)
+    index, _, excluded = _tables(out)
+    leaks = excluded[excluded["reason"] == "eval_leak"]
+    assert leaks[["x", "y"]].values.tolist() == [[64, 0]]
+    assert leaks["detail"].iloc[0].startswith("near eval tile bench:chip.tif window 0,0,64,64 (pHash distance")
+    assert len(index) == 2 * 4 - 1
+
+
+def test_near_duplicate_across_sources_but_not_within_a_scene(
+    tmp_path: Path, sample_dir: Path, rng: np.random.Generator
+) -> None:
+    data = _rgbn(sample_dir)[:, :192, :256]
+    noisy = np.clip(data.astype(np.int16) + rng.integers(-3, 4, size=data.shape), 0, 255).astype(np.uint8)
+    _write_plain(tmp_path / "data" / "a.tif", data)
+    _write_plain(tmp_path / "data" / "b.tif", noisy[:, :128])  # another shape: not a scene copy
+    # overlapping tiles of one scene (stride 16 of 64) look alike but are the tiling's choice: all kept
+    m1 = _source(tmp_path, "a", "a.tif", extra=RGBN_BANDS + "priority: 1\n").read_text()
+    (tmp_path / "a.yaml").write_text(m1.replace("tile: {size: 64}", "tile: {size: 64, stride: 16}"))
+    m2 = _source(tmp_path, "b", "b.tif", extra=RGBN_BANDS)
+    out = tmp_path / "corpus"
+    run_build([tmp_path / "a.yaml", m2], out)
+    index, dups, _ = _tables(out)
+    assert (index["source"] == "a").sum() == 13 * 9, "no tile of the overlapping grid is dropped"
+    near = dups[dups["kind"] == "near"]
+    assert set(near["source"]) == {"b"} and len(near) == 2 * 4 and "b" not in set(index["source"])
+    assert (near["distance"] <= DEFAULT_RADIUS).all()
+    assert (near["kept_source"] == "a").all()
+    # with radius 0 only exact copies go
+    out0 = tmp_path / "corpus0"
+    run_build([tmp_path / "a.yaml", m2], out0, radius=0)
+    assert len(pd.read_parquet(out0 / "duplicates.parquet")) == 0
+
+
+def test_flat_tiles_and_different_places_are_not_merged(tmp_path: Path, rng: np.random.Generator) -> None:
+    # flat 8-bit tiles, not identical (sensor noise over open water), without georeferencing: only the
+    # texture guard keeps their colliding pHashes apart
+    for k in range(4):
+        water = (60 + k * 7 + rng.integers(0, 3, size=(3, 128, 128))).astype(np.uint8)
+        _write_plain(tmp_path / "data" / f"water{k}.tif", water)
+    # one texture at two places 50 km apart, with a little noise: the same-CRS footprints are disjoint
+    land = textured(rng, 3, 128, 128)
+    for k in range(2):
+        noisy = (land.astype(np.int32) + rng.integers(-2, 3, size=land.shape)).astype(np.uint16)
+        write_tif(tmp_path / "data" / f"land{k}.tif", noisy, origin=(491520.0 + 51200 * k, 4096000.0))
+    m = write_manifest(tmp_path / "m.yaml", """\
+        name: m
+        license: MIT
+        root: data
+        include: ["*.tif"]
+        tile: {size: 128}
+        quality: {min_std: 0.5}
+        """)
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index, dups, _ = _tables(out)
+    assert len(index) == 6 and len(dups) == 0
+    assert (index[index["scene"].str.startswith("water")]["texture"] < 2.0).all()
+
+
+def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
+    """A scene copy's tile maps onto a tile that the near step then drops: the record follows the chain."""
+    def row(i: str, source: str, scene: str, x: int, h: int) -> dict:
+        return {"id": i, "source": source, "scene": scene, "x": x, "y": 0, "width": 64, "height": 64, "crs": "",
+                "minx": np.nan, "miny": np.nan, "maxx": np.nan, "maxy": np.nan, "gsd_m": np.nan,
+                "sha256": i, "phash": np.uint64(h), "texture": 30.0, "nodata_fraction": 0.0}
+
+    cands = pd.DataFrame([
+        row("c0", "copy", "c.tif", 0, 0x0F0F_0000_0000_0000), row("k0", "kept", "k.tif", 0, 0x00FF_00FF_00FF_00FF),
+        row("w0", "winner", "w.tif", 0, 0x00FF_00FF_00FF_00FE),
+    ])
+    sig = {"phash": 0x1234_5678_9ABC_DEF0, "q0": 1, "q1": 2, "q2": 3, "q3": 4, "texture": 30.0, "aspect": 1.0}
+    scenes = pd.DataFrame([{"source": "copy", "scene": "c.tif", "width": 64, "height": 64, **sig},
+                           {"source": "kept", "scene": "k.tif", "width": 128, "height": 128, **sig}])
+    for c in ("phash", "q0", "q1", "q2", "q3"):
+        scenes[c] = scenes[c].astype(np.uint64)
+    d = decide(cands, scenes, {"winner": 2, "kept": 1}, set())
+    dups = d.duplicates.set_index("id")
+    assert dups.loc["c0", "kind"] == "scene" and dups.loc["k0", "kind"] == "near"
+    assert dups.loc["c0", "kept_id"] == "w0" and dups.loc["c0", "kept_source"] == "winner"
+    assert d.keep.tolist() == [False, False, True]
