@@ -95,15 +95,21 @@ def exact_leaks(cands: pd.DataFrame, is_eval: np.ndarray) -> pd.DataFrame:
     return _leak_rows(hit, [f"pixels equal eval tile {w}" for w in _where(first.loc[hit["sha256"]])])
 
 
+def footprints(rows: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(located, overlap) per pair: both footprints known in one CRS, and whether they intersect."""
+    crs = rows["crs"].fillna("").to_numpy()
+    b = {c: rows[c].to_numpy(np.float64) for c in ("minx", "miny", "maxx", "maxy")}
+    located = (crs[i] != "") & (crs[i] == crs[j]) & ~np.isnan(b["minx"][i]) & ~np.isnan(b["minx"][j])
+    overlap = ((b["minx"][i] < b["maxx"][j]) & (b["minx"][j] < b["maxx"][i])
+               & (b["miny"][i] < b["maxy"][j]) & (b["miny"][j] < b["maxy"][i]))
+    return located, overlap
+
+
 def near_pair_ok(cands: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """The guards every near pair (row positions i, j) must pass; see the module docstring."""
     src, scene = cands["source"].to_numpy(), cands["scene"].to_numpy()
     same_scene = (src[i] == src[j]) & (scene[i] == scene[j])
-    crs = cands["crs"].fillna("").to_numpy()
-    b = {c: cands[c].to_numpy(np.float64) for c in ("minx", "miny", "maxx", "maxy")}
-    located = (crs[i] != "") & (crs[i] == crs[j]) & ~np.isnan(b["minx"][i]) & ~np.isnan(b["minx"][j])
-    overlap = ((b["minx"][i] < b["maxx"][j]) & (b["minx"][j] < b["maxx"][i])
-               & (b["miny"][i] < b["maxy"][j]) & (b["miny"][j] < b["maxy"][i]))
+    located, overlap = footprints(cands, i, j)
     nodata = cands["nodata_fraction"].to_numpy()
     partial = (nodata[i] > NEAR_NODATA_CONFIRM) | (nodata[j] > NEAR_NODATA_CONFIRM)
     return ~same_scene & ~(located & ~overlap) & ~(partial & ~(located & overlap))
@@ -165,8 +171,11 @@ def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scene_matches(table: pd.DataFrame, radius: int) -> pd.DataFrame:
+    """Matching scene pairs, less those georeferenced in one CRS with disjoint footprints (other places)."""
     pairs = matching_scenes(table, radius) if radius > 0 and len(table) > 1 else Pairs(*([np.zeros(0, np.int64)] * 3))
-    return pd.DataFrame({"i": pairs.i, "j": pairs.j, "dist": pairs.dist.astype(np.int64)})
+    located, overlap = footprints(table, pairs.i, pairs.j)
+    ok = ~(located & ~overlap)
+    return pd.DataFrame({"i": pairs.i[ok], "j": pairs.j[ok], "dist": pairs.dist[ok].astype(np.int64)})
 
 
 def scene_leaks(cands: pd.DataFrame, table: pd.DataFrame, matches: pd.DataFrame, train: np.ndarray,
@@ -198,9 +207,11 @@ def scene_duplicates(cands: pd.DataFrame, table: pd.DataFrame, matches: pd.DataF
         return _dup_rows(cands.iloc[:0], cands.iloc[:0], "scene", 0)
     rank = keep_rank(table, priority, area=table["width"] * table["height"])
     drops = select_kept(rank, Pairs(m["i"].to_numpy(), m["j"].to_numpy(), np.maximum(m["dist"].to_numpy(), 1)))
+    scene_hash = table["phash"].to_numpy(np.uint64)
+    distances = np.bitwise_count(scene_hash[drops.dropped] ^ scene_hash[drops.kept])
     groups = {key: g for key, g in alive.groupby(["source", "scene"], sort=False)}
     parts = []
-    for d, k, dist in zip(drops.dropped, drops.kept, drops.dist, strict=True):
+    for d, k, dist in zip(drops.dropped, drops.kept, distances, strict=True):
         drop_scene, keep_scene = table.iloc[d], table.iloc[k]
         dropped = groups[(drop_scene["source"], drop_scene["scene"])]
         kept = groups[(keep_scene["source"], keep_scene["scene"])]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -161,9 +162,14 @@ def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]
 def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
     """One row per planned scene that has a whole-scene signature (scene_hash), for scene-level matching."""
     signed = [p for ps in plans.values() for p in ps if p.signature is not None]
+    nan = (float("nan"),) * 4
+    footprints = np.array([p.bounds or nan for p in signed], np.float64).reshape(-1, 4)
     return pd.DataFrame({
-        "source": [p.scene.source for p in signed], "scene": [p.scene.scene for p in signed],
+        "source": pd.Series([p.scene.source for p in signed], dtype=object),
+        "scene": pd.Series([p.scene.scene for p in signed], dtype=object),
         "width": [p.width for p in signed], "height": [p.height for p in signed],
+        "crs": pd.Series([p.crs for p in signed], dtype=object),
+        **{c: footprints[:, k] for k, c in enumerate(("minx", "miny", "maxx", "maxy"))},
         **signature_columns([p.signature for p in signed if p.signature is not None]),
     })
 

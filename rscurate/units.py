@@ -44,6 +44,8 @@ class ScenePlan:
     reason: str | None = None  # too_small | unreadable
     detail: str = ""
     signature: SceneSignature | None = None  # whole-scene hashes, for scenes cut into several tiles
+    crs: str = ""
+    bounds: tuple[float, float, float, float] | None = None  # footprint (minx, miny, maxx, maxy) in crs
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
         # A scene kept as one tile is compared by its tile hash; larger ones also as a whole (scene copies).
         whole = windows == ((0, 0, reader.width, reader.height),)
         signature = None if whole else scene_signature(reader, [b.name for b in reader.data_bands])
-        return ScenePlan(scene, windows, reader.width, reader.height, signature=signature)
+        return ScenePlan(scene, windows, reader.width, reader.height, signature=signature, crs=reader.crs,
+                         bounds=reader.bounds(0, 0, reader.width, reader.height))
     except Exception as err:
         return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
     finally:

@@ -27,7 +27,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i in range(24):
         copy_of_first = i % 6 == 0  # scenes 0, 6, 12, 18 hold the same pixels
         data = textured(np.random.default_rng(0) if copy_of_first else rng, 3, 256, 256, "uint8")
-        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3000 * i, 4014080.0))
+        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3200 * i, 4014080.0))
     return write_manifest(root / "manifests" / "scenes.yaml", """\
         name: scenes
         license: CC0-1.0

@@ -177,7 +177,8 @@ def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
         row("c0", "copy", "c.tif", 0, 0x0F0F_0000_0000_0000), row("k0", "kept", "k.tif", 0, 0x00FF_00FF_00FF_00FF),
         row("w0", "winner", "w.tif", 0, 0x00FF_00FF_00FF_00FE),
     ])
-    sig = {"phash": 0x1234_5678_9ABC_DEF0, "q0": 1, "q1": 2, "q2": 3, "q3": 4, "texture": 30.0, "aspect": 1.0}
+    sig = {"phash": 0x1234_5678_9ABC_DEF0, "q0": 1, "q1": 2, "q2": 3, "q3": 4, "texture": 30.0, "aspect": 1.0,
+           "crs": "", "minx": np.nan, "miny": np.nan, "maxx": np.nan, "maxy": np.nan}
     scenes = pd.DataFrame([{"source": "copy", "scene": "c.tif", "width": 64, "height": 64, **sig},
                            {"source": "kept", "scene": "k.tif", "width": 128, "height": 128, **sig}])
     for c in ("phash", "q0", "q1", "q2", "q3"):
@@ -185,5 +186,6 @@ def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
     d = decide(cands, scenes, {"winner": 2, "kept": 1}, set())
     dups = d.duplicates.set_index("id")
     assert dups.loc["c0", "kind"] == "scene" and dups.loc["k0", "kind"] == "near"
+    assert dups.loc["c0", "distance"] == 0 and dups.loc["k0", "distance"] == 1
     assert dups.loc["c0", "kept_id"] == "w0" and dups.loc["c0", "kept_source"] == "winner"
     assert d.keep.tolist() == [False, False, True]
