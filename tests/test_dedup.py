@@ -146,8 +146,9 @@ def test_flat_tiles_and_different_places_are_not_merged(tmp_path: Path, rng: np.
     for k in range(4):
         water = (60 + k * 7 + rng.integers(0, 3, size=(3, 128, 128))).astype(np.uint8)
         _write_plain(tmp_path / "data" / f"water{k}.tif", water)
-    # one texture at two places 50 km apart, with a little noise: the same-CRS footprints are disjoint
-    land = textured(rng, 3, 128, 128)
+    # one scene at two places 50 km apart, with a little noise: the same-CRS footprints are disjoint, so
+    # neither its scene signature nor its tiles make it a copy
+    land = textured(rng, 3, 256, 256)
     for k in range(2):
         noisy = (land.astype(np.int32) + rng.integers(-2, 3, size=land.shape)).astype(np.uint16)
         write_tif(tmp_path / "data" / f"land{k}.tif", noisy, origin=(491520.0 + 51200 * k, 4096000.0))
@@ -162,7 +163,7 @@ def test_flat_tiles_and_different_places_are_not_merged(tmp_path: Path, rng: np.
     out = tmp_path / "corpus"
     run_build([m], out)
     index, dups, _ = _tables(out)
-    assert len(index) == 6 and len(dups) == 0
+    assert len(index) == 4 + 2 * 4 and len(dups) == 0
     assert (index[index["scene"].str.startswith("water")]["texture"] < 2.0).all()
 
 
