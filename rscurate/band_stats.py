@@ -12,25 +12,45 @@ A percentile is the smallest value whose cumulative count reaches p% of the pixe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
+from PIL import Image
 
 FLOAT16 = "float16"
 _F16_VALUES = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
 
 
+# Cached: called per band of every tile, and np.iinfo is slow next to a 256-bin histogram.
+@cache
 def _offset(kind: str) -> int:
     return 0 if kind == FLOAT16 else -int(np.iinfo(np.dtype(kind)).min)
 
 
+@cache
 def _nbins(kind: str) -> int:
     return 65536 if kind == FLOAT16 else int(np.iinfo(np.dtype(kind)).max) + _offset(kind) + 1
 
 
+@cache
 def _bin_values(kind: str) -> np.ndarray:
-    if kind == FLOAT16:
-        return _F16_VALUES
-    return np.arange(_nbins(kind), dtype=np.float64) - _offset(kind)
+    """The value of each bin (read-only: shared by all callers)."""
+    values = _F16_VALUES if kind == FLOAT16 else np.arange(_nbins(kind), dtype=np.float64) - _offset(kind)
+    values.flags.writeable = False
+    return values
+
+
+def _dense_counts(values: np.ndarray, kind: str) -> np.ndarray:
+    """Pixel count of every bin (bin = value + offset) of an integer band of at most 16 bits, as np.bincount gives.
+
+    8-bit data is counted by PIL's histogram, which reads the bytes in place: about twice as fast as
+    np.bincount, which first copies them to a 64-bit index array."""
+    offset = _offset(kind)
+    if values.itemsize == 1:
+        raw = np.ascontiguousarray(values).view(np.uint8)
+        dense = np.array(Image.frombuffer("L", (raw.size, 1), raw, "raw", "L", 0, 1).histogram(), dtype=np.intp)
+        return np.roll(dense, offset) if offset else dense  # int8: byte b holds b - 256 when b >= 128
+    return np.bincount(values.astype(np.int32) + offset if offset else values, minlength=_nbins(kind))
 
 
 @dataclass
@@ -51,11 +71,11 @@ def band_tile_stats(values: np.ndarray) -> BandTileStats:
     """Moments and histogram of one band's valid pixels (1-D, non-empty)."""
     dtype = values.dtype
     if dtype.kind in "ui" and dtype.itemsize <= 2:
-        kind, offset = dtype.name, _offset(dtype.name)
-        dense = np.bincount(values.astype(np.int32) + offset if offset else values, minlength=_nbins(kind))
-        keys = np.flatnonzero(dense)
+        kind = dtype.name
+        dense = _dense_counts(values, kind)
+        keys = np.flatnonzero(dense != 0)  # same keys as flatnonzero(dense), ~6x faster on 65536 int64 bins
         counts = dense[keys]
-        v = keys.astype(np.float64) - offset
+        v = _bin_values(kind)[keys]
         n = int(counts.sum())
         mean = float((v * counts).sum() / n)
         var = float(((v - mean) ** 2 * counts).sum() / n)

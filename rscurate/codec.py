@@ -12,22 +12,41 @@ Two encodings exist, named in each row's `encoding` column:
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import zstandard
 
 NPY_ZSTD = "npy.zst"
 ORIGINAL_ENCODINGS = ("png", "jpeg", "tiff")
-_ZSTD_LEVEL = 1  # level 1: within ~5 % of level 3 in size on imagery, about twice as fast
+# Level 1 (within ~5 % of level 3 in size on imagery, about twice as fast) with the 7-byte minimum match that
+# zstd's level 1 uses for inputs over 256 KB and a 4096-entry hash table: on real 8-bit Landsat tiles ~20 %
+# faster than plain level 1 for ~1 % more bytes (16-bit tiles: ~15 % faster, +0.2 %).
+_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(1, hash_log=12, min_match=7)
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    """This thread's compressor: a new one per tile re-allocates its context, and one compressor must not be
+    used by two threads at once. One-shot compress() resets it, so each frame is as from a fresh compressor."""
+    compressor = getattr(_local, "zstd", None)
+    if compressor is None:
+        compressor = _local.zstd = zstandard.ZstdCompressor(compression_params=_ZSTD_PARAMS)
+    return compressor
 
 
 def encode_array(tile: np.ndarray) -> bytes:
     """Encode a (C, H, W) array losslessly as zstd-compressed .npy bytes."""
     if tile.ndim != 3:
         raise ValueError(f"tiles are (C, H, W) arrays, got shape {tile.shape}")
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(tile), allow_pickle=False)
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(buf.getvalue())
+    arr = np.ascontiguousarray(tile)
+    if arr.dtype.hasobject:
+        raise ValueError("object arrays cannot be stored as .npy without pickle")
+    # The bytes np.save writes (a version 1.0 header, as np.save picks for numeric dtypes, then the C-order
+    # data), with one copy of the pixels where np.save makes several.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
+    return _compressor().compress(header.getvalue() + arr.data)
 
 
 def decode(data: bytes, encoding: str) -> np.ndarray:

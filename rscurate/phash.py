@@ -96,20 +96,20 @@ def canonical_view(
         if valid.shape != (height, width):
             raise ValueError(f"valid mask shape {valid.shape} does not match tile {(height, width)}")
     rgb = _rgb_indices(bands, n_bands, arr.dtype)
-    used = arr[list(rgb)] if rgb is not None else arr
 
     if arr.dtype == np.uint8:
         if rgb is not None:
-            r, g, b = (used[i].astype(np.uint32) for i in range(3))
-            # PIL's fixed-point form of L = R*299/1000 + G*587/1000 + B*114/1000 (libImaging/Convert.c).
-            gray = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+            # PIL's convert('L') itself, on planes it reads in place: about twice as fast as its fixed-point
+            # formula (libImaging/Convert.c) in numpy uint32 arithmetic.
+            planes = [Image.frombuffer("L", (width, height), np.ascontiguousarray(arr[i]), "raw", "L", 0, 1)
+                      for i in rgb]
+            gray = np.array(Image.merge("RGB", planes).convert("L"))
         else:
-            total = used.astype(np.uint32).sum(axis=0)
+            total = arr.astype(np.uint32).sum(axis=0)
             gray = ((total + n_bands // 2) // n_bands).astype(np.uint8)
-        if valid is not None:
-            gray = np.where(valid, gray, np.uint8(0))
-        return np.ascontiguousarray(gray)
+        return gray * valid if valid is not None else gray
 
+    used = arr[list(rgb)] if rgb is not None else arr
     data = used.astype(np.float64)
     ok = np.all(np.isfinite(data), axis=0)
     if valid is not None:

@@ -35,12 +35,13 @@ class TileStats:
 
 
 def tile_stats(data: np.ndarray, valid: np.ndarray) -> TileStats:
-    n = int(valid.sum())
+    n = int(np.count_nonzero(valid))  # valid.sum() casts the mask to integers first: ~10x slower
     frac = 1.0 - n / valid.size
     if n == 0:
         return TileStats(0, frac, [])
-    flat = data[:, valid] if n < valid.size else data.reshape(data.shape[0], -1)
-    return TileStats(n, frac, [band_tile_stats(band) for band in flat])
+    # A 1-D mask per band selects the pixels of data[:, valid], whose 2-D mask indexing is ~8x slower.
+    mask = valid.reshape(-1) if n < valid.size else slice(None)
+    return TileStats(n, frac, [band_tile_stats(band[mask]) for band in data.reshape(data.shape[0], -1)])
 
 
 def min_std_for(quality: Quality, dtype: str) -> float:

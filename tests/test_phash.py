@@ -277,3 +277,34 @@ def test_hamming_vectorised() -> None:
     assert hamming(a, np.uint64(0)).tolist() == [0, 64, 3]
     assert hamming(a[:, None], a[None, :]).shape == (3, 3)
     assert int(hamming(0x8000000000000000, 0)) == 1
+
+
+def _luma_formula(tile: np.ndarray, rgb: tuple[int, int, int], valid: np.ndarray | None) -> np.ndarray:
+    """PIL's fixed-point ITU-R 601-2 luma (libImaging/Convert.c) in numpy: what canonical_view must give."""
+    r, g, b = (tile[i].astype(np.uint32) for i in rgb)
+    gray = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+    return gray if valid is None else np.where(valid, gray, np.uint8(0))
+
+
+def test_uint8_rgb_view_equals_the_luma_formula() -> None:
+    rng = np.random.default_rng(8)
+    tiles = [rng.integers(0, 256, (3, h, w), dtype=np.uint8) for h, w in ((64, 80), (1, 1), (7, 300), (0, 5))]
+    tiles.append(rng.integers(0, 256, (3, 90, 90), dtype=np.uint8)[:, ::2, 1::3])  # bands not contiguous
+    for tile in tiles:
+        valid = rng.random(tile.shape[1:]) > 0.3
+        for mask in (None, valid):
+            view = canonical_view(tile, valid=mask)
+            assert view.dtype == np.uint8 and view.flags.c_contiguous and view.flags.writeable
+            assert np.array_equal(view, _luma_formula(tile, (0, 1, 2), mask))
+        nir_first = np.concatenate([tile[:1], tile[::-1]])  # (nir, blue, green, red)
+        names = ["nir", "blue", "green", "red"]
+        assert np.array_equal(canonical_view(nir_first, names, valid), _luma_formula(tile, (0, 1, 2), valid))
+
+
+@needs_real
+def test_real_uint8_rgb_views_equal_the_luma_formula() -> None:
+    tiles = [t for t, _ in real_tiles() if t.dtype == np.uint8 and t.shape[0] == 3]
+    masks = [t.any(axis=0) for t in tiles]  # black fill as nodata, as a reader with nodata=0 gives
+    assert len(tiles) > 50 and not all(m.all() for m in masks)
+    for tile, valid in zip(tiles, masks, strict=True):
+        assert np.array_equal(canonical_view(tile, valid=valid), _luma_formula(tile, (0, 1, 2), valid))
