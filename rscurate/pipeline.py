@@ -85,7 +85,9 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
     # threshold at 128 KiB: every tile allocates a few arrays of 100s of KiB, each then an
     # mmap/munmap with page faults (20-30 % of a tile's cost). Large thresholds keep them on the heap.
     environ = "distributed.nanny.pre-spawn-environ"
-    malloc = {f"{environ}.MALLOC_TRIM_THRESHOLD_": 64 * 2**20, f"{environ}.MALLOC_MMAP_THRESHOLD_": 32 * 2**20}
+    malloc = {f"{environ}.MALLOC_TRIM_THRESHOLD_": 64 * 2**20, f"{environ}.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
+              # one single-threaded worker per core: a BLAS thread pool per worker only contends for the cores
+              f"{environ}.OPENBLAS_NUM_THREADS": 1, f"{environ}.OMP_NUM_THREADS": 1}
     with dask.config.set(malloc), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                               dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
