@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import yaml
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -32,6 +30,7 @@ from rasterio.errors import CRSError
 from rasterio.warp import transform
 
 from rscurate.codec import decode
+from rscurate.parquet_io import read_rows
 from rscurate.schema import EXCLUDE_REASONS
 
 CARD_DIR = "card"
@@ -412,7 +411,7 @@ def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
     if not picks:
         return False
     meta = index.take(picks).select(["source", "bands", "wavelengths_um", "encoding", "shard", "row"]).to_pylist()
-    images = [r["image"] for r in _read_rows(corpus_dir, [(m["shard"], m["row"]) for m in meta], ["image"])]
+    images = [r["image"] for r in read_rows(corpus_dir, [(m["shard"], m["row"]) for m in meta], ["image"])]
     cols = math.ceil(math.sqrt(len(meta)))
     rows = math.ceil(len(meta) / cols)
     cell, gap, label = MOSAIC_CELL, 4, 14
@@ -451,9 +450,9 @@ def _pairs_figure(corpus_dir: Path, index: pa.Table, duplicates: pa.Table, dropp
     position = pd.Series(np.arange(index.num_rows), index=index["id"].to_pandas())
     kept_meta = index.take(position.loc[pairs["kept_id"]].to_numpy()).to_pylist()
     cols = ["image", "encoding", "bands", "wavelengths_um"]
-    kept = _read_rows(corpus_dir, [(m["shard"], m["row"]) for m in kept_meta], cols)
+    kept = read_rows(corpus_dir, [(m["shard"], m["row"]) for m in kept_meta], cols)
     where = dropped_at.loc[pairs["id"]]
-    dropped = _read_rows(corpus_dir, list(zip(where["file"], where["row"].astype(int), strict=True)), cols)
+    dropped = read_rows(corpus_dir, list(zip(where["file"], where["row"].astype(int), strict=True)), cols)
     cell, gap, label = MOSAIC_CELL, 4, 26
     canvas = np.ones((len(pairs) * (cell + gap + label), 2 * cell + 3 * gap, 3))
     for k, (d, kp) in enumerate(zip(dropped, kept, strict=True)):
@@ -508,22 +507,6 @@ def _spread(n: int, k: int) -> np.ndarray:
     """k distinct positions evenly spread over range(n)."""
     k = min(n, k)
     return np.arange(k) * n // k if k else np.zeros(0, dtype=int)
-
-
-def _read_rows(corpus_dir: Path, where: list[tuple[str, int]], columns: list[str]) -> list[dict[str, Any]]:
-    """Columns of the rows at (parquet file relative to the corpus, row) positions, reading only the row
-    groups that hold them (shards, or the staged units that still hold dropped tiles during a build)."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    for shard in sorted({s for s, _ in where}):
-        pf = pq.ParquetFile(corpus_dir / shard)
-        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
-        groups: dict[int, pa.Table] = {}
-        for row in [r for s, r in where if s == shard]:
-            g = bisect_right(starts, row) - 1
-            if g not in groups:
-                groups[g] = pf.read_row_group(g, columns=columns)
-            out[(shard, row)] = groups[g].slice(row - starts[g], 1).to_pylist()[0]
-    return [out[w] for w in where]
 
 
 def to_rgb(tile: np.ndarray, bands: Sequence[str], wavelengths_um: Sequence[float | None] = ()) -> np.ndarray:

@@ -12,7 +12,9 @@ whole, not tile by tile), then id. Order of the steps and why (docs/dedup.md):
 A near pair must pass the guards: tiles of one scene never dedup each other (overlap there is the tiling's
 choice); flat tiles (texture below the threshold) are not searched; two tiles georeferenced in one CRS whose
 footprints are disjoint are different places; a tile with more than NEAR_NODATA_CONFIRM nodata matches only a
-tile whose footprint overlaps it, because its hash mostly encodes the shape of its nodata border.
+tile whose footprint overlaps it, because its hash mostly encodes the shape of its nodata border; and a
+partial tile on the same ground as another (footprint IoU >= 0.9) is also compared over the pixels valid in
+both (masked_hash), which pHash of the whole tile cannot do.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, explicit_pairs, find_pairs, query_pairs, select_kept
+from rscurate.masked_hash import colocated_pairs
 from rscurate.phash import LOW_TEXTURE_STD
 from rscurate.scene_hash import matching_scenes
 
@@ -31,6 +34,7 @@ NEAR_NODATA_CONFIRM = 0.1
 """Above this nodata fraction a tile's near match must be confirmed by overlapping footprints."""
 
 PairSearch = Callable[[np.ndarray, int], Pairs]
+JointDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]  # candidate row positions i, j -> distances
 
 
 @dataclass(frozen=True)
@@ -147,18 +151,34 @@ def exact_duplicates(cands: pd.DataFrame, eligible: np.ndarray, rank: np.ndarray
 
 
 def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, rank: np.ndarray, settings: DedupSettings,
-                    search: PairSearch) -> pd.DataFrame:
-    """Near duplicates among the pool's tiles: guarded pairs, then the no-chaining keep rule."""
+                    search: PairSearch, joint: JointDistance | None = None) -> pd.DataFrame:
+    """Near duplicates among the pool's tiles: guarded pHash pairs, plus co-located partial tiles whose
+    joint-mask distance (masked_hash, when `joint` is given) is within the radius; then the no-chaining rule."""
     idx = np.flatnonzero(pool)
-    h = cands["phash"].to_numpy(np.uint64)[idx]
-    pairs = explicit_pairs(h, search(h, settings.radius))
+    h_all = cands["phash"].to_numpy(np.uint64)
+    pairs = explicit_pairs(h_all[idx], search(h_all[idx], settings.radius))
     ok = near_pair_ok(cands, idx[pairs.i], idx[pairs.j])
+    pi, pj, dist = idx[pairs.i][ok], idx[pairs.j][ok], pairs.dist[ok].astype(np.int64)
+    measured: dict[tuple[int, int], int] = {}
+    if joint is not None:
+        partial = pool & (cands["nodata_fraction"].to_numpy() > NEAR_NODATA_CONFIRM)
+        ci, cj = colocated_pairs(cands, pool, partial)
+        far = np.bitwise_count(h_all[ci] ^ h_all[cj]) > settings.radius  # the rest are pairs already
+        ci, cj = ci[far], cj[far]
+        if len(ci):
+            d = np.asarray(joint(ci, cj), np.int64)
+            close = d <= settings.radius
+            measured = {(int(a), int(b)): int(x) for a, b, x in zip(ci[close], cj[close], d[close], strict=True)}
+            pi, pj, dist = np.concatenate((pi, ci[close])), np.concatenate((pj, cj[close])), np.concatenate(
+                (dist, d[close]))
     # Identical hashes count as distance 1 here: select_kept merges distance-0 groups outright, which
     # would join two tiles of one scene through a third; true distances are reported below.
-    guarded = Pairs(pairs.i[ok], pairs.j[ok], np.maximum(pairs.dist[ok], 1))
-    drops = select_kept(rank[idx], guarded)
+    local = Pairs(np.searchsorted(idx, pi), np.searchsorted(idx, pj), np.maximum(dist, 1))
+    drops = select_kept(rank[idx], local)
     dropped, kept = idx[drops.dropped], idx[drops.kept]
-    distance = np.bitwise_count(h[drops.dropped] ^ h[drops.kept]).astype(np.int64)
+    distance = np.bitwise_count(h_all[dropped] ^ h_all[kept]).astype(np.int64)
+    for k, (a, b) in enumerate(zip(dropped, kept, strict=True)):
+        distance[k] = measured.get((min(a, b), max(a, b)), distance[k])
     return _dup_rows(cands.iloc[dropped], cands.iloc[kept], "near", distance)
 
 
@@ -242,11 +262,13 @@ def _resolve_kept(dups: pd.DataFrame) -> pd.DataFrame:
 
 
 def decide(cands: pd.DataFrame, scenes: pd.DataFrame, priority: dict[str, int], eval_sources: set[str],
-           settings: DedupSettings = DedupSettings(), search: PairSearch = find_pairs) -> Decisions:
+           settings: DedupSettings = DedupSettings(), search: PairSearch = find_pairs,
+           joint: JointDistance | None = None) -> Decisions:
     """Which candidates are kept, and every drop's record (see the module docstring for the order).
 
-    `scenes`: one row per planned scene with a signature (source, scene, width, height and the columns of
-    scene_hash.signature_columns). `search` finds near pairs (hamming_search.find_pairs or its Dask form)."""
+    `scenes`: one row per planned scene with a signature (source, scene, width, height, crs, footprint and the
+    columns of scene_hash.signature_columns). `search` finds near pairs (hamming_search.find_pairs or its Dask
+    form); `joint` measures co-located partial tiles over their joint valid pixels (masked_hash)."""
     n = len(cands)
     is_eval = cands["source"].isin(eval_sources).to_numpy()
     searchable = _searchable(cands, settings)
@@ -266,7 +288,7 @@ def decide(cands: pd.DataFrame, scenes: pd.DataFrame, priority: dict[str, int], 
     dups.append(scene_duplicates(cands, table, matches, left, priority, eval_sources))
     left &= ~cands.index.isin(dups[-1].index)
     if settings.radius > 0 and (left & searchable).sum() > 1:
-        dups.append(near_duplicates(cands, left & searchable, rank, settings, search))
+        dups.append(near_duplicates(cands, left & searchable, rank, settings, search, joint))
         left &= ~cands.index.isin(dups[-1].index)
     duplicates = _resolve_kept(pd.concat(dups)) if n else dups[0]
     return Decisions(keep=left, duplicates=duplicates.reset_index(drop=True),

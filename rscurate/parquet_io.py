@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -41,3 +43,19 @@ def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None)
     """Write a whole table so that a killed write never leaves a half file behind."""
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size, **writer_options(table.schema))
+
+
+def read_rows(root: Path, where: list[tuple[str, int]], columns: list[str]) -> list[dict[str, Any]]:
+    """Columns of the rows at (parquet file relative to root, row) positions, in order, reading only the row
+    groups that hold them (a shard, or a build's staged unit that still holds its dropped tiles)."""
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for name in sorted({f for f, _ in where}):
+        pf = pq.ParquetFile(root / name)
+        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
+        groups: dict[int, pa.Table] = {}
+        for row in [r for f, r in where if f == name]:
+            g = bisect_right(starts, row) - 1
+            if g not in groups:
+                groups[g] = pf.read_row_group(g, columns=columns)
+            out[(name, row)] = groups[g].slice(row - starts[g], 1).to_pylist()[0]
+    return [out[w] for w in where]

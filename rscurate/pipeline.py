@@ -34,6 +34,7 @@ from rscurate.dedup import DedupSettings, decide
 from rscurate.discover import Discovery, discover
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
+from rscurate.masked_hash import joint_distances
 from rscurate.parquet_io import write_atomic
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import signature_columns
@@ -42,7 +43,9 @@ from rscurate.units import SLIM, ScenePlan, Unit, plan_scenes, run_unit, unit_ke
 
 log = logging.getLogger("rscurate")
 
-PLAN_BATCH = 64  # scenes whose headers one planning task opens
+PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
+WORK = "_work"  # staged units and shard parts, inside the corpus folder until the build ends
+JOINT_BATCH = 256  # co-located tile pairs one task decodes and compares
 
 
 @dataclass
@@ -161,6 +164,24 @@ def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]
                                             ("files", pa.list_(pa.string())), ("tiles_planned", pa.int64())]))
 
 
+def _staged(unit: str) -> str:
+    """A unit's staged candidates (shard schema, with bytes), relative to the corpus folder."""
+    return f"{WORK}/units/{unit}.parquet"
+
+
+def _joint_distances(client: Client, out: Path, cands: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """masked_hash.joint_distances of candidate pairs, in Dask tasks that read the staged units."""
+    units, rows = cands["unit"].to_numpy(), cands["unit_row"].to_numpy()
+
+    def where(k: int) -> tuple[str, int]:
+        return _staged(units[k]), int(rows[k])
+
+    pairs = [(where(a), where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+    futures = [client.submit(joint_distances, str(out), pairs[k : k + JOINT_BATCH], pure=False)
+               for k in range(0, len(pairs), JOINT_BATCH)]
+    return np.array([d for part in client.gather(futures) for d in part], np.int64)
+
+
 def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
     """One row per planned scene that has a whole-scene signature (scene_hash), for scene-level matching."""
     signed = [p for ps in plans.values() for p in ps if p.signature is not None]
@@ -206,14 +227,15 @@ def build(opts: BuildOptions) -> BuildReport:
     if not present:
         raise ManifestError("no source has data on disk; see the messages above for where to get each")
 
-    out, work = opts.out, opts.out / "_work"
+    out, work = opts.out, opts.out / WORK
     work.mkdir(parents=True, exist_ok=True)
     with dask_client(opts.scheduler, opts.workers, opts.quiet, opts.processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
         plan_futs, plan_owner = [], []
         for d in present:
-            for i in range(0, len(d.scenes), PLAN_BATCH):
-                plan_futs.append(client.submit(plan_scenes, d.manifest, d.scenes[i : i + PLAN_BATCH], pure=False))
+            batch = max(1, min(PLAN_BATCH, -(-len(d.scenes) // (2 * n_workers))))  # every worker gets some
+            for i in range(0, len(d.scenes), batch):
+                plan_futs.append(client.submit(plan_scenes, d.manifest, d.scenes[i : i + batch], pure=False))
                 plan_owner.append(d.manifest.name)
         plans: dict[str, list[ScenePlan]] = defaultdict(list)
         for owner, result in zip(plan_owner, _gather(client, plan_futs, "planning", opts.quiet), strict=True):
@@ -232,7 +254,8 @@ def build(opts: BuildOptions) -> BuildReport:
         eval_sources = {m.name for m in manifests if m.role == "eval"}
         t_dedup = time.perf_counter()
         decisions = decide(cands, _scene_signatures(plans), priority, eval_sources, DedupSettings(opts.radius),
-                           search=lambda h, r: find_pairs_dask(h, r, client))
+                           search=lambda h, r: find_pairs_dask(h, r, client),
+                           joint=lambda i, j: _joint_distances(client, out, cands, i, j))
         log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
 
         kept = cands[decisions.keep]
@@ -269,7 +292,7 @@ def build(opts: BuildOptions) -> BuildReport:
     from rscurate.card import write_card
 
     dropped = cands[cands["id"].isin(decisions.duplicates["id"])]
-    dropped_at = pd.DataFrame({"file": [f"_work/units/{u}.parquet" for u in dropped["unit"]],
+    dropped_at = pd.DataFrame({"file": [_staged(u) for u in dropped["unit"]],
                                "row": dropped["unit_row"].to_numpy()}, index=dropped["id"].to_numpy())
     write_card(out, stats, index, excluded, duplicates, dropped_at)
     if not opts.keep_work:

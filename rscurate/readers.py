@@ -42,6 +42,16 @@ class ReadResult:
     qa: dict[str, np.ndarray]  # QA band name -> (h, w)
 
 
+def valid_from_nodata(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(H, W) mask of pixels with data in at least one band: not all-NaN, not all equal to `nodata`."""
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if np.issubdtype(data.dtype, np.floating):
+        valid &= ~np.all(np.isnan(data), axis=0)
+    if nodata is not None:
+        valid &= ~np.all(data == np.asarray(nodata).astype(data.dtype), axis=0)
+    return valid
+
+
 class SceneReader:
     """Base reader; subclasses fill the attributes in __init__ and implement _read."""
 
@@ -110,12 +120,7 @@ class SceneReader:
         return np.result_type(*[d for d, b in zip(dtypes, self.bands, strict=True) if not b.qa]).name
 
     def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
-        valid = np.ones(data.shape[1:], dtype=bool)
-        if np.issubdtype(data.dtype, np.floating):
-            valid &= ~np.all(np.isnan(data), axis=0)
-        if self.nodata is not None:
-            valid &= ~np.all(data == np.asarray(self.nodata).astype(data.dtype), axis=0)
-        return valid
+        return valid_from_nodata(data, self.nodata)
 
     def bounds(self, x: int, y: int, w: int, h: int) -> tuple[float, float, float, float] | None:
         if self.transform is None or not self.crs:
