@@ -190,3 +190,39 @@ def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
     assert dups.loc["c0", "distance"] == 0 and dups.loc["k0", "distance"] == 1
     assert dups.loc["c0", "kept_id"] == "w0" and dups.loc["c0", "kept_source"] == "winner"
     assert d.keep.tolist() == [False, False, True]
+
+
+def test_joint_mask_matches_a_tile_with_a_nodata_corner(sample_dir: Path) -> None:
+    """A real Landsat tile against itself with a third blanked (a scene border): far by pHash, equal over the
+    joint valid pixels; another place stays far."""
+    from rscurate.codec import NPY_ZSTD, encode_array
+    from rscurate.masked_hash import joint_distance
+    from rscurate.phash import tile_phash
+
+    with rasterio.open(sample_dir / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF") as ds:
+        full = ds.read(window=((600, 856), (600, 856)))
+        other = ds.read(window=((1000, 1256), (1200, 1456)))
+    corner = full.copy()
+    corner[:, np.add.outer(np.arange(256), np.arange(256)) < 220] = 0  # a third of the tile
+
+    def row(a: np.ndarray) -> dict:
+        return {"image": encode_array(a), "encoding": NPY_ZSTD, "bands": ["blue", "green", "red"], "nodata": 0.0}
+
+    names = ["blue", "green", "red"]
+    assert (tile_phash(full, names) ^ tile_phash(corner, names, corner.any(axis=0))).bit_count() > DEFAULT_RADIUS
+    assert joint_distance(row(full), row(corner)) == 0
+    assert joint_distance(row(other), row(corner)) > 2 * DEFAULT_RADIUS
+
+
+def test_colocated_pairs_need_one_ground_and_two_scenes() -> None:
+    from rscurate.masked_hash import colocated_pairs
+
+    def tile(source: str, scene: str, x0: float) -> dict:
+        return {"source": source, "scene": scene, "width": 256, "crs": "EPSG:32621",
+                "minx": x0, "miny": 0.0, "maxx": x0 + 7680.0, "maxy": 7680.0}
+
+    cands = pd.DataFrame([tile("a", "s1", 0.0), tile("b", "s2", 30.0), tile("b", "s2", 3000.0),
+                          tile("a", "s1", 30.0)])
+    pool = np.ones(4, bool)
+    i, j = colocated_pairs(cands, pool, np.array([True, False, False, False]))
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]  # 2 is 40 % off; 3 is the same scene
