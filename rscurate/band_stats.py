@@ -11,6 +11,7 @@ A percentile is the smallest value whose cumulative count reaches p% of the pixe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -151,6 +152,17 @@ class BandAccumulator:
             "p99": self.percentile(99),
             "dtype": ",".join(sorted(self.dtypes)),
         }
+
+
+def accumulate(sources: Sequence[str], bands: Sequence[Sequence[str]], dtypes: Sequence[str],
+               per_tile: Sequence[Sequence[BandTileStats]]) -> dict[tuple[str, str], BandAccumulator]:
+    """Per (source, band name) accumulators of some tiles, given each tile's source, band names, dtype and
+    per-band statistics."""
+    acc: dict[tuple[str, str], BandAccumulator] = {}
+    for source, names, dtype, stats in zip(sources, bands, dtypes, per_tile, strict=True):
+        for name, band in zip(names, stats, strict=True):
+            acc.setdefault((source, name), BandAccumulator()).add(band, dtype)
+    return acc
 
 
 def summarise(parts: dict[tuple[str, str], BandAccumulator]) -> tuple[dict[str, dict], dict[str, dict]]:

@@ -38,7 +38,7 @@ from rscurate.masked_hash import joint_distances
 from rscurate.parquet_io import write_atomic
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import signature_columns
-from rscurate.shards import read_index_part, write_shard
+from rscurate.shards import link_shard, read_index_part, write_shard
 from rscurate.units import SLIM, ScenePlan, Unit, plan_scenes, run_unit, unit_key
 
 log = logging.getLogger("rscurate")
@@ -248,7 +248,7 @@ def build(opts: BuildOptions) -> BuildReport:
         scene_excl = [_scene_rows(r, 0, 0, reason, detail) for d in present for r, reason, detail in d.left_out]
         scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
                        for ps in plans.values() for p in ps if p.reason]
-        cands = pa.concat_tables([r[0] for r in unit_results]).to_pandas() if unit_results else pd.DataFrame(
+        cands = pa.concat_tables([r.slim for r in unit_results]).to_pandas() if unit_results else pd.DataFrame(
             columns=[*SLIM, "unit", "unit_row"])
         priority = {m.name: m.priority for m in manifests}
         eval_sources = {m.name for m in manifests if m.role == "eval"}
@@ -260,15 +260,20 @@ def build(opts: BuildOptions) -> BuildReport:
 
         kept = cands[decisions.keep]
         per_unit = kept.groupby("unit", sort=False)["unit_row"].apply(list)  # unit order is kept
+        by_key = {u.key: r for u, r in zip(units, unit_results, strict=True)}
+        whole = [len(rows) == len(by_key[key].slim) for key, rows in per_unit.items()]
         shard_futs = [client.submit(write_shard, k, key, rows, str(work), str(out), pure=False)
-                      for k, (key, rows) in enumerate(per_unit.items())]
-        band_parts = _gather(client, shard_futs, "shards", opts.quiet)
+                      for k, ((key, rows), w) in enumerate(zip(per_unit.items(), whole, strict=True)) if not w]
+        linked = {k: link_shard(k, key, work, out)
+                  for k, (key, w) in enumerate(zip(per_unit.index, whole, strict=True)) if w}
+        band_parts = [by_key[key].bands for key, w in zip(per_unit.index, whole, strict=True) if w]
+        band_parts += _gather(client, shard_futs, "shards", opts.quiet)
 
-    n_shards = len(shard_futs)
+    n_shards = len(per_unit)
     _remove_stale_shards(out, n_shards)
-    index = (pa.concat_tables([read_index_part(work, k) for k in range(n_shards)]) if n_shards
-             else schema.INDEX.empty_table())
-    train_excl = [t for t, d in zip((r[1] for r in unit_results), units, strict=True) if d.manifest.role == "train"]
+    index = (pa.concat_tables([linked[k] if k in linked else read_index_part(work, k) for k in range(n_shards)])
+             if n_shards else schema.INDEX.empty_table())
+    train_excl = [r.excluded for r, u in zip(unit_results, units, strict=True) if u.manifest.role == "train"]
     excluded = pa.concat_tables([
         *train_excl,
         pa.Table.from_pylist(scene_excl, schema=schema.EXCLUDED),

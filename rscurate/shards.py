@@ -1,9 +1,10 @@
 """Shards: one per work unit that kept tiles, numbered in unit order.
 
 A staged unit already has the shard schema and row groups, so a unit that lost no tile to
-deduplication becomes its shard by a hard link (no copy); only units with dropped duplicates are
-rewritten, streaming one row group at a time. Each shard task also writes its index part and merges
-the kept tiles' band statistics, and leaves a marker so a resumed build skips it.
+deduplication becomes its shard by a hard link (no copy), its staged meta is its index part and its
+statistics came back with the unit; the client does that itself. Only units with dropped duplicates are
+rewritten in Dask tasks, streaming one row group at a time; each such task writes its index part,
+merges the kept tiles' band statistics and leaves a marker so a resumed build skips it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rscurate import schema
-from rscurate.band_stats import BandAccumulator
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic, writer_options
-from rscurate.units import StagedUnit
-
-BandParts = dict[tuple[str, str], BandAccumulator]
+from rscurate.units import BandParts, StagedUnit, unit_band_parts
 
 
 def shard_name(number: int) -> str:
@@ -34,8 +32,27 @@ def _index_part(work: Path, number: int) -> Path:
     return work / "shards" / f"part-{number:05d}.index.parquet"
 
 
+def shard_index(meta: pa.Table, rows: list[int], number: int) -> pa.Table:
+    """Index rows of shard `number`: the kept rows of a unit's meta, with where each is stored."""
+    index = meta.take(pa.array(rows, pa.int64()))
+    index = index.append_column("shard", pa.array([shard_name(number)] * len(index), pa.string()))
+    index = index.append_column("row", pa.array(range(len(index)), pa.int64()))
+    return index.cast(schema.INDEX)
+
+
+def link_shard(number: int, key: str, work_dir: Path, out_dir: Path) -> pa.Table:
+    """Shard `number` from a unit that lost no tile: its staged file, hard-linked; returns the index part.
+    Cheap (a link and a small read), so the client does it without a task."""
+    staged = StagedUnit.of(work_dir, key)
+    with atomic_path(out_dir / shard_name(number)) as tmp:
+        _link_or_copy(staged.kept, tmp)
+    meta = pq.read_table(staged.meta)
+    return shard_index(meta, list(range(len(meta))), number)
+
+
 def write_shard(number: int, key: str, rows: list[int], work_dir: str, out_dir: str) -> BandParts:
-    """Make shard `number` from the kept `rows` (ascending) of staged unit `key`; return its band statistics."""
+    """Make shard `number` from the kept `rows` (ascending) of staged unit `key`, which lost some tiles to
+    deduplication; write its index part and return its band statistics."""
     work, out = Path(work_dir), Path(out_dir)
     staged = StagedUnit.of(work, key)
     digest = hashlib.sha256(f"{key}:{rows}".encode()).hexdigest()[:16]
@@ -44,23 +61,11 @@ def write_shard(number: int, key: str, rows: list[int], work_dir: str, out_dir: 
     if marker.exists() and dest.exists():
         return pickle.loads(marker.read_bytes())
 
-    meta = pq.read_table(staged.kept, columns=schema.INDEX.names[:-2])
     with atomic_path(dest) as tmp:
-        if len(rows) == len(meta):
-            _link_or_copy(staged.kept, tmp)
-        else:
-            _write_rows(staged.kept, rows, tmp)
-    index = meta.take(pa.array(rows, pa.int64()))
-    index = index.append_column("shard", pa.array([shard_name(number)] * len(index), pa.string()))
-    index = index.append_column("row", pa.array(range(len(index)), pa.int64()))
-    write_atomic(index.cast(schema.INDEX), _index_part(work, number))
-
-    acc: BandParts = {}
-    per_row = pickle.loads(staged.band_stats.read_bytes())
-    for r, source, bands, dtype in zip(rows, *(index[c].to_pylist() for c in ("source", "bands", "dtype")),
-                                       strict=True):
-        for name, band in zip(bands, per_row[r], strict=True):
-            acc.setdefault((source, name), BandAccumulator()).add(band, dtype)
+        _write_rows(staged.kept, rows, tmp)
+    meta = pq.read_table(staged.meta)
+    write_atomic(shard_index(meta, rows, number), _index_part(work, number))
+    acc = unit_band_parts(meta, pickle.loads(staged.band_stats.read_bytes()), rows)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_bytes(pickle.dumps(acc))
     return acc

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import rasterio
 
 from rscurate import codec, quality, schema
-from rscurate.band_stats import BandTileStats
+from rscurate.band_stats import BandAccumulator, BandTileStats, accumulate
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import canonical_view, signatures_batch
@@ -27,7 +27,7 @@ from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
 from rscurate.scene_hash import SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20}  # bytes (rasterio passes an int through as bytes)
@@ -201,16 +201,39 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
 @dataclass(frozen=True)
 class StagedUnit:
     """A finished unit's files. `kept` has the shard schema and row groups, so an unchanged unit
-    becomes a shard by a hard link; `band_stats` holds each kept row's per-band statistics."""
+    becomes a shard by a hard link; `meta` is the same rows without bytes (the unit's index part);
+    `band_stats` holds each kept row's per-band statistics."""
 
     kept: Path
+    meta: Path
     excluded: Path
     band_stats: Path
 
     @classmethod
     def of(cls, work_dir: Path, key: str) -> StagedUnit:
         base = work_dir / "units"
-        return cls(base / f"{key}.parquet", base / f"{key}.excluded.parquet", base / f"{key}.stats.pkl")
+        return cls(base / f"{key}.parquet", base / f"{key}.meta.parquet", base / f"{key}.excluded.parquet",
+                   base / f"{key}.stats.pkl")
+
+
+BandParts = dict[tuple[str, str], BandAccumulator]
+META = [f.name for f in schema.TILE_META]
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What the client gets back: slim candidate rows, exclusions, and the statistics of all candidates
+    (exact for the unit's shard when deduplication drops none of its tiles)."""
+
+    slim: pa.Table
+    excluded: pa.Table
+    bands: BandParts
+
+
+def unit_band_parts(meta: pa.Table, per_row: list[list[BandTileStats]], rows: list[int]) -> BandParts:
+    """Band accumulators of the given rows of a unit."""
+    taken = meta.take(pa.array(rows, pa.int64())).select(["source", "bands", "dtype"]).to_pydict()
+    return accumulate(taken["source"], taken["bands"], taken["dtype"], [per_row[r] for r in rows])
 
 
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.
@@ -224,18 +247,23 @@ def _slim(kept: pa.Table, key: str) -> pa.Table:
     return slim.append_column("unit_row", pa.array(np.arange(len(kept), dtype=np.int64)))
 
 
-def run_unit(unit: Unit, work_dir: str) -> tuple[pa.Table, pa.Table]:
-    """Process a unit (or reuse its staged result); return slim candidate rows and exclusions."""
+def run_unit(unit: Unit, work_dir: str) -> UnitResult:
+    """Process a unit (or reuse its staged result)."""
     staged = StagedUnit.of(Path(work_dir), unit.key)
     if staged.kept.exists():  # written last: the unit is complete
-        return _slim(pq.read_table(staged.kept, columns=SLIM), unit.key), pq.read_table(staged.excluded)
+        meta = pq.read_table(staged.meta)
+        per_row = pickle.loads(staged.band_stats.read_bytes())
+        return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
+                          unit_band_parts(meta, per_row, list(range(len(meta)))))
     out = _Collector()
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
             _process_scene(unit, scene, windows, out)
     kept, excluded = out.tables()
+    meta = kept.select(META)
     write_atomic(excluded, staged.excluded)
+    write_atomic(meta, staged.meta)
     with atomic_path(staged.band_stats) as tmp:
         tmp.write_bytes(pickle.dumps(out.band_stats, protocol=pickle.HIGHEST_PROTOCOL))
     write_atomic(kept, staged.kept, row_group_size=ROW_GROUP_ROWS)
-    return _slim(kept, unit.key), excluded
+    return UnitResult(_slim(kept, unit.key), excluded, unit_band_parts(meta, out.band_stats, list(range(len(meta)))))
