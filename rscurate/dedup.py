@@ -28,7 +28,7 @@ import pandas as pd
 from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, explicit_pairs, find_pairs, query_pairs, select_kept
 from rscurate.masked_hash import colocated_pairs
 from rscurate.phash import LOW_TEXTURE_STD
-from rscurate.scene_hash import matching_scenes
+from rscurate.scene_hash import MAX_ASPECT_DIFFERENCE
 
 NEAR_NODATA_CONFIRM = 0.1
 """Above this nodata fraction a tile's near match must be confirmed by overlapping footprints."""
@@ -188,6 +188,24 @@ def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
         return scenes.assign(gsd_m=pd.Series(dtype=np.float64))
     gsd = cands.groupby(["source", "scene"], sort=False)["gsd_m"].first().rename("gsd_m").reset_index()
     return scenes.merge(gsd, on=["source", "scene"], how="inner").reset_index(drop=True)
+
+
+def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
+    """Every pair of scenes (row positions i < j) whose signatures match, with the whole-scene distance.
+
+    Flat scenes (texture below LOW_TEXTURE_STD: open sea, cloud deck, fill) never match: their hashes
+    collide by shape alone."""
+    textured = np.flatnonzero(scenes["texture"].to_numpy() >= LOW_TEXTURE_STD)
+    h = scenes["phash"].to_numpy(np.uint64)[textured]
+    pairs = explicit_pairs(h, find_pairs(h, radius))
+    i, j = textured[pairs.i], textured[pairs.j]
+    ok = np.ones(len(i), bool)
+    for k in range(4):
+        q = scenes[f"q{k}"].to_numpy(np.uint64)
+        ok &= np.bitwise_count(q[i] ^ q[j]) <= radius
+    aspect = scenes["aspect"].to_numpy()
+    ok &= np.abs(aspect[i] / aspect[j] - 1.0) <= MAX_ASPECT_DIFFERENCE
+    return Pairs(i[ok], j[ok], pairs.dist[ok])
 
 
 def _scene_matches(table: pd.DataFrame, radius: int) -> pd.DataFrame:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.fftpack
 from PIL import Image
 
 HASH_SIZE = 8
@@ -151,6 +150,14 @@ def _pack_bits(bits: np.ndarray) -> np.ndarray:
     return packed.view(">u8").reshape(-1).astype(_U64)
 
 
+def _reference_dct(img: np.ndarray) -> np.ndarray:
+    """The 2-D DCT exactly as imagehash computes it (scipy's FFT-based DCT). Imported on first use: it is
+    needed only for near-ties (flat tiles) and would add a quarter second to every worker's start-up."""
+    import scipy.fftpack
+
+    return scipy.fftpack.dct(scipy.fftpack.dct(img, axis=0), axis=1)
+
+
 def _hash_resized(small: np.ndarray) -> np.ndarray:
     """pHash bits of (B, 32, 32) resized images: DCT as two matrix products, exact fallback on ties."""
     low = np.matmul(np.matmul(_DCT, small), _DCT.T)  # (B, 8, 8): rows = axis 0, cols = axis 1
@@ -161,8 +168,7 @@ def _hash_resized(small: np.ndarray) -> np.ndarray:
     # flat tile, whose AC terms are all ~0): recompute those few exactly as imagehash does.
     tied = np.flatnonzero(np.min(np.abs(flat - med), axis=1) <= _TIE_TOL)
     for k in tied:
-        ref = scipy.fftpack.dct(scipy.fftpack.dct(small[k].astype(np.uint8), axis=0), axis=1)
-        block = ref[:HASH_SIZE, :HASH_SIZE]
+        block = _reference_dct(small[k].astype(np.uint8))[:HASH_SIZE, :HASH_SIZE]
         bits[k] = (block > np.median(block)).reshape(-1)
     return _pack_bits(bits)
 

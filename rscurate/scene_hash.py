@@ -5,7 +5,8 @@ image: its tiles cover other ground or carry other pixels. So each scene that is
 also hashed whole, from a decimated (averaged) read of at most SCENE_VIEW_SIDE pixels a side, which washes
 out resampling and compression noise. A match needs the whole-scene pHash AND each quadrant's pHash within
 the radius, and the same aspect ratio: five 64-bit hashes agreeing is strong evidence, where one hash of a
-whole scene alone is too coarse to tell two landscapes apart. See docs/dedup.md.
+whole scene alone is too coarse to tell two landscapes apart (the matching is dedup.matching_scenes; this
+module is what workers import, kept free of the client's search code). See docs/dedup.md.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
-from rscurate.hamming_search import Pairs, explicit_pairs, find_pairs
-from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
+from rscurate.phash import canonical_view, signatures_batch
 from rscurate.readers import SceneReader
 
 SCENE_VIEW_SIDE = 256
@@ -57,21 +56,3 @@ def signature_columns(signatures: list[SceneSignature]) -> dict[str, np.ndarray]
     for k in range(4):
         cols[f"q{k}"] = np.array([s.quadrants[k] for s in signatures], np.uint64)
     return cols
-
-
-def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
-    """Every pair of scenes (row positions i < j) whose signatures match, with the whole-scene distance.
-
-    Flat scenes (texture below LOW_TEXTURE_STD: open sea, cloud deck, fill) never match: their hashes
-    collide by shape alone."""
-    textured = np.flatnonzero(scenes["texture"].to_numpy() >= LOW_TEXTURE_STD)
-    h = scenes["phash"].to_numpy(np.uint64)[textured]
-    pairs = explicit_pairs(h, find_pairs(h, radius))
-    i, j = textured[pairs.i], textured[pairs.j]
-    ok = np.ones(len(i), bool)
-    for k in range(4):
-        q = scenes[f"q{k}"].to_numpy(np.uint64)
-        ok &= np.bitwise_count(q[i] ^ q[j]) <= radius
-    aspect = scenes["aspect"].to_numpy()
-    ok &= np.abs(aspect[i] / aspect[j] - 1.0) <= MAX_ASPECT_DIFFERENCE
-    return Pairs(i[ok], j[ok], pairs.dist[ok])
