@@ -308,3 +308,28 @@ def test_real_uint8_rgb_views_equal_the_luma_formula() -> None:
     assert len(tiles) > 50 and not all(m.all() for m in masks)
     for tile, valid in zip(tiles, masks, strict=True):
         assert np.array_equal(canonical_view(tile, valid=valid), _luma_formula(tile, (0, 1, 2), valid))
+
+
+def test_low_texture_on_the_sample_scenes(sample_dir: Path) -> None:
+    """Real tiles of the PyPI sample: nodata-filled windows of the rotated Landsat scene are flat and share
+    one hash; every fully valid 64 px window of the sample's scenes is textured (lowest score measured: 7)."""
+    import rasterio
+
+    names = {"LC08_L1TP_224078_20200518_20200518_01_RT.TIF": ["blue", "green", "red"],
+             "rgbn.tif": ["red", "green", "blue", "nir"]}
+    flat_hashes, textured = set(), []
+    for name, bands in names.items():
+        with rasterio.open(sample_dir / name) as ds:
+            scene = ds.read()
+        for y in range(0, scene.shape[1] - 63, 64):
+            for x in range(0, scene.shape[2] - 63, 64):
+                tile = scene[:, y : y + 64, x : x + 64]
+                valid = tile.any(axis=0)
+                view = canonical_view(tile, bands, valid)
+                if not valid.any():
+                    assert is_low_texture(view)
+                    flat_hashes.add(phash_gray(view))
+                elif valid.all():
+                    textured.append(texture_score(view))
+    assert len(flat_hashes) == 1 and len(textured) > 500
+    assert min(textured) > 2 * 2.0
