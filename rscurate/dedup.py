@@ -190,22 +190,55 @@ def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
     return scenes.merge(gsd, on=["source", "scene"], how="inner").reset_index(drop=True)
 
 
-def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
-    """Every pair of scenes (row positions i < j) whose signatures match, with the whole-scene distance.
-
-    Flat scenes (texture below LOW_TEXTURE_STD: open sea, cloud deck, fill) never match: their hashes
-    collide by shape alone."""
-    textured = np.flatnonzero(scenes["texture"].to_numpy() >= LOW_TEXTURE_STD)
-    h = scenes["phash"].to_numpy(np.uint64)[textured]
+def _matching_views(views: pd.DataFrame, radius: int) -> Pairs:
+    """Pairs of rows of `views` (columns scene: row position of the scene, phash, q0..q3, texture, aspect) whose
+    whole view and four quarters are all within the radius, with the same aspect ratio. Flat views (texture
+    below LOW_TEXTURE_STD: open sea, cloud deck, fill) never match: their hashes collide by shape alone."""
+    textured = np.flatnonzero(views["texture"].to_numpy() >= LOW_TEXTURE_STD)
+    h = views["phash"].to_numpy(np.uint64)[textured]
     pairs = explicit_pairs(h, find_pairs(h, radius))
     i, j = textured[pairs.i], textured[pairs.j]
     ok = np.ones(len(i), bool)
     for k in range(4):
-        q = scenes[f"q{k}"].to_numpy(np.uint64)
+        q = views[f"q{k}"].to_numpy(np.uint64)
         ok &= np.bitwise_count(q[i] ^ q[j]) <= radius
-    aspect = scenes["aspect"].to_numpy()
+    aspect = views["aspect"].to_numpy()
     ok &= np.abs(aspect[i] / aspect[j] - 1.0) <= MAX_ASPECT_DIFFERENCE
-    return Pairs(i[ok], j[ok], pairs.dist[ok])
+    scene = views["scene"].to_numpy()
+    return Pairs(scene[i[ok]], scene[j[ok]], pairs.dist[ok])
+
+
+def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
+    """Every pair of scenes (row positions i < j) whose signatures match, with the smallest distance.
+
+    Scenes are compared by their canonical views (all bands, as tiles are hashed); scenes with different
+    band sets are also compared band by band on the bands they share (a single-band or RGB delivery of a
+    multispectral scene has another canonical view)."""
+    canonical = scenes[["phash", "q0", "q1", "q2", "q3", "texture", "aspect"]].assign(scene=np.arange(len(scenes)))
+    found = [_matching_views(canonical, radius)]
+    if "band_views" in scenes:
+        long = scenes[["band_views", "aspect"]].assign(scene=np.arange(len(scenes))).explode("band_views")
+        long = long.dropna(subset=["band_views"])
+        if len(long):
+            parts = pd.DataFrame(long["band_views"].tolist(), columns=["band", "phash", "q0", "q1", "q2", "q3",
+                                                                      "texture"], index=long.index)
+            long = pd.concat([long[["scene", "aspect"]], parts], axis=1)
+            for c in ("phash", "q0", "q1", "q2", "q3"):
+                long[c] = long[c].astype(np.uint64)
+            band_sets = [frozenset(v[0] for v in views) for views in scenes["band_views"]]
+            for _, group in long.groupby("band", sort=True):
+                p = _matching_views(group.reset_index(drop=True), radius)
+                other = np.array([band_sets[a] != band_sets[b] for a, b in zip(p.i, p.j, strict=True)], bool)
+                found.append(Pairs(p.i[other], p.j[other], p.dist[other]))
+    i = np.concatenate([p.i for p in found]).astype(np.int64)
+    j = np.concatenate([p.j for p in found]).astype(np.int64)
+    d = np.concatenate([p.dist for p in found]).astype(np.int64)
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    order = np.lexsort((d, hi, lo))
+    lo, hi, d = lo[order], hi[order], d[order]
+    first = np.ones(len(lo), bool)
+    first[1:] = (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])
+    return Pairs(lo[first], hi[first], d[first].astype(np.uint8))
 
 
 def _scene_matches(table: pd.DataFrame, radius: int) -> pd.DataFrame:
@@ -245,8 +278,8 @@ def scene_duplicates(cands: pd.DataFrame, table: pd.DataFrame, matches: pd.DataF
         return _dup_rows(cands.iloc[:0], cands.iloc[:0], "scene", 0)
     rank = keep_rank(table, priority, area=table["width"] * table["height"])
     drops = select_kept(rank, Pairs(m["i"].to_numpy(), m["j"].to_numpy(), np.maximum(m["dist"].to_numpy(), 1)))
-    scene_hash = table["phash"].to_numpy(np.uint64)
-    distances = np.bitwise_count(scene_hash[drops.dropped] ^ scene_hash[drops.kept])
+    matched = {(min(a, b), max(a, b)): d for a, b, d in zip(m["i"], m["j"], m["dist"], strict=True)}
+    distances = [matched[(min(a, b), max(a, b))] for a, b in zip(drops.dropped, drops.kept, strict=True)]
     groups = {key: g for key, g in alive.groupby(["source", "scene"], sort=False)}
     parts = []
     for d, k, dist in zip(drops.dropped, drops.kept, distances, strict=True):

@@ -26,33 +26,49 @@ _MIN_SIDE = 16  # a view smaller than this has too few pixels per quadrant to ha
 
 
 @dataclass(frozen=True)
-class SceneSignature:
+class ViewHashes:
+    """pHash of a whole decimated view, of each of its quarters, and its texture score."""
+
     phash: int
-    quadrants: tuple[int, int, int, int]  # pHash of the top-left, top-right, bottom-left, bottom-right quarter
-    texture: float  # texture score of the whole view (phash.texture_score)
+    quadrants: tuple[int, int, int, int]  # top-left, top-right, bottom-left, bottom-right
+    texture: float  # phash.texture_score of the whole view
+
+
+@dataclass(frozen=True)
+class SceneSignature:
+    view: ViewHashes  # the canonical view (all bands, as tiles are hashed)
+    bands: tuple[tuple[str, ViewHashes], ...]  # each data band alone: compares scenes with other band sets
     aspect: float  # width / height
+
+
+def _view_hashes(gray: np.ndarray) -> ViewHashes:
+    h, w = gray.shape
+    quads = [gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2], gray[h // 2 :, w // 2 :]]
+    hashes, textures = signatures_batch([gray, *quads])
+    q = tuple(int(v) for v in hashes[1:])
+    return ViewHashes(int(hashes[0]), (q[0], q[1], q[2], q[3]), float(textures[0]))
 
 
 def scene_signature(reader: SceneReader, band_names: list[str]) -> SceneSignature | None:
     """Signature of the whole scene from its decimated view; None when the view is too small to hash."""
     view = reader.overview(SCENE_VIEW_SIDE)
-    gray = canonical_view(view.data, band_names, view.valid)
-    h, w = gray.shape
-    if min(h, w) < _MIN_SIDE:
+    if min(view.data.shape[1:]) < _MIN_SIDE:
         return None
-    quads = [gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2], gray[h // 2 :, w // 2 :]]
-    hashes, textures = signatures_batch([gray, *quads])
-    q = tuple(int(v) for v in hashes[1:])
-    return SceneSignature(int(hashes[0]), (q[0], q[1], q[2], q[3]), float(textures[0]), reader.width / reader.height)
+    whole = _view_hashes(canonical_view(view.data, band_names, view.valid))
+    bands = tuple((name, _view_hashes(canonical_view(view.data[k : k + 1], [name], view.valid)))
+                  for k, name in enumerate(band_names))
+    return SceneSignature(whole, bands, reader.width / reader.height)
 
 
-def signature_columns(signatures: list[SceneSignature]) -> dict[str, np.ndarray]:
-    """Column arrays (phash, q0..q3, texture, aspect) of a list of signatures, for a table of scenes."""
-    cols: dict[str, np.ndarray] = {
-        "phash": np.array([s.phash for s in signatures], np.uint64),
-        "texture": np.array([s.texture for s in signatures], np.float64),
+def signature_columns(signatures: list[SceneSignature]) -> dict[str, object]:
+    """Columns of a table of scenes: the canonical view's phash, q0..q3 and texture, the aspect ratio, and
+    `band_views`: per scene, a list of (band name, phash, q0, q1, q2, q3, texture)."""
+    cols: dict[str, object] = {
+        "phash": np.array([s.view.phash for s in signatures], np.uint64),
+        "texture": np.array([s.view.texture for s in signatures], np.float64),
         "aspect": np.array([s.aspect for s in signatures], np.float64),
+        "band_views": [[(n, v.phash, *v.quadrants, v.texture) for n, v in s.bands] for s in signatures],
     }
     for k in range(4):
-        cols[f"q{k}"] = np.array([s.quadrants[k] for s in signatures], np.uint64)
+        cols[f"q{k}"] = np.array([s.view.quadrants[k] for s in signatures], np.uint64)
     return cols

@@ -101,7 +101,7 @@ def test_resume_after_kill_finishes_without_duplicates_or_gaps(scenes: Path, tmp
     assert not (out / "index.parquet").exists()
     # a unit is finished once its kept file exists (written last); a half-finished one is redone
     staged = {p: p.stat().st_mtime_ns for p in units.glob("*.parquet")
-              if not p.name.startswith(".") and not p.name.endswith(".excluded.parquet")}
+              if not p.name.startswith(".") and p.name.count(".") == 1}  # <key>.parquet, not .meta/.excluded
     assert 0 < len(staged) < 24 * 16 // 4, "some units, not all, were staged before the kill"
 
     resumed = _rscurate(*args)

@@ -78,6 +78,22 @@ def test_resampled_copy_of_a_scene_is_a_scene_duplicate(tmp_path: Path, sample_d
     assert (out / "card" / "duplicates.png").stat().st_size > 10_000
 
 
+def test_single_band_copy_is_matched_on_the_band_it_shares(tmp_path: Path, sample_dir: Path) -> None:
+    """A half-resolution delivery of only the near-infrared band: its canonical view (NIR) is 18 bits from the
+    4-band scene's (RGB luma), so the scenes are also compared band by band on the bands they share."""
+    data = _rgbn(sample_dir)
+    _write_plain(tmp_path / "data" / "orig.tif", data)
+    _write_plain(tmp_path / "data" / "nir.tif", _half(data)[3:4])
+    m1 = _source(tmp_path, "orig", "orig.tif", extra=RGBN_BANDS)
+    m2 = _source(tmp_path, "nir", "nir.tif", extra="bands:\n  - {name: nir}\n")
+    out = tmp_path / "corpus"
+    run_build([m1, m2], out)
+    index, dups, _ = _tables(out)
+    assert set(index["source"]) == {"orig"}
+    nir = dups[dups["source"] == "nir"]
+    assert set(nir["kind"]) == {"scene"} and (nir["distance"] <= 4).all()
+
+
 def test_copy_of_an_eval_scene_leaks_whole(tmp_path: Path, sample_dir: Path) -> None:
     data = _rgbn(sample_dir)
     _write_plain(tmp_path / "data" / "train.tif", data)
