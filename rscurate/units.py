@@ -80,15 +80,21 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
         if not windows:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
             return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
-        # A scene kept as one tile is compared by its tile hash; larger ones also as a whole (scene copies).
-        whole = windows == ((0, 0, reader.width, reader.height),)
-        signature = None if whole else scene_signature(reader, [b.name for b in reader.data_bands])
-        return ScenePlan(scene, windows, reader.width, reader.height, signature=signature, crs=reader.crs,
-                         bounds=reader.bounds(0, 0, reader.width, reader.height))
-    except Exception as err:
-        return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
+        return ScenePlan(scene, windows, reader.width, reader.height, signature=_signature(reader, windows),
+                         crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height))
     finally:
         reader.close()
+
+
+def _signature(reader: SceneReader, windows: tuple[Window, ...]) -> SceneSignature | None:
+    """The whole-scene signature of a scene cut into several tiles (one kept whole is compared by its tile
+    hash). A damaged scene goes unsigned rather than lost: its unreadable windows are recorded tile by tile."""
+    if windows == ((0, 0, reader.width, reader.height),):
+        return None
+    try:
+        return scene_signature(reader, [b.name for b in reader.data_bands])
+    except Exception:  # the tile reads record the error text with each window they cannot read
+        return None
 
 
 def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:

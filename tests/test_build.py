@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import rasterio
 import zstandard
 
 from rscurate import open_corpus
@@ -173,3 +174,30 @@ def test_huge_declared_scene_is_read_window_by_window(tmp_path: Path) -> None:
     index = pd.read_parquet(tmp_path / "c" / "index.parquet")
     assert report.kept == 1 and (index["x"].iloc[0], index["y"].iloc[0]) == (4096, 8192)
     assert report.excluded == 9 * 9 - 1  # every other full window reads as nodata
+
+
+def test_a_damaged_block_loses_its_tiles_not_the_scene(tmp_path: Path, rng: np.random.Generator) -> None:
+    """One corrupt compressed block: the windows over it are `unreadable` with GDAL's error text, the rest
+    of the scene is kept (its whole-scene signature, which reads every block, is simply skipped)."""
+    path = write_tif(tmp_path / "data" / "damaged.tif", textured(rng, 3, 512, 512, "uint8"), tiled=True,
+                     blockxsize=256, blockysize=256, compress="deflate", interleave="band")
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * 64)
+    m = write_manifest(tmp_path / "m.yaml", """\
+        name: m
+        license: CC0-1.0
+        root: data
+        include: ["*.tif"]
+        tile: {size: 256}
+        """)
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index = pd.read_parquet(out / "index.parquet")
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
+    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
+    assert excluded["detail"].iloc[0]
+    verify(out)
