@@ -159,7 +159,6 @@ def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, rank: np.ndarray, set
     pairs = explicit_pairs(h_all[idx], search(h_all[idx], settings.radius))
     ok = near_pair_ok(cands, idx[pairs.i], idx[pairs.j])
     pi, pj, dist = idx[pairs.i][ok], idx[pairs.j][ok], pairs.dist[ok].astype(np.int64)
-    measured: dict[tuple[int, int], int] = {}
     if joint is not None:
         partial = pool & (cands["nodata_fraction"].to_numpy() > NEAR_NODATA_CONFIRM)
         ci, cj = colocated_pairs(cands, pool, partial)
@@ -168,17 +167,14 @@ def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, rank: np.ndarray, set
         if len(ci):
             d = np.asarray(joint(ci, cj), np.int64)
             close = d <= settings.radius
-            measured = {(int(a), int(b)): int(x) for a, b, x in zip(ci[close], cj[close], d[close], strict=True)}
             pi, pj, dist = np.concatenate((pi, ci[close])), np.concatenate((pj, cj[close])), np.concatenate(
                 (dist, d[close]))
-    # Identical hashes count as distance 1 here: select_kept merges distance-0 groups outright, which
-    # would join two tiles of one scene through a third; true distances are reported below.
-    local = Pairs(np.searchsorted(idx, pi), np.searchsorted(idx, pj), np.maximum(dist, 1))
-    drops = select_kept(rank[idx], local)
+    # Guarded pairs are not transitive at distance 0 (two tiles of one scene may both equal a third): no
+    # identical-hash grouping. A dropped tile's distance is its pair's, joint-mask ones included.
+    local = Pairs(np.searchsorted(idx, pi), np.searchsorted(idx, pj), dist)
+    drops = select_kept(rank[idx], local, identical_groups=False)
     dropped, kept = idx[drops.dropped], idx[drops.kept]
-    distance = np.bitwise_count(h_all[dropped] ^ h_all[kept]).astype(np.int64)
-    for k, (a, b) in enumerate(zip(dropped, kept, strict=True)):
-        distance[k] = measured.get((min(a, b), max(a, b)), distance[k])
+    distance = drops.dist.astype(np.int64)
     return _dup_rows(cands.iloc[dropped], cands.iloc[kept], "near", distance)
 
 
@@ -277,9 +273,9 @@ def scene_duplicates(cands: pd.DataFrame, table: pd.DataFrame, matches: pd.DataF
     if m.empty:
         return _dup_rows(cands.iloc[:0], cands.iloc[:0], "scene", 0)
     rank = keep_rank(table, priority, area=table["width"] * table["height"])
-    drops = select_kept(rank, Pairs(m["i"].to_numpy(), m["j"].to_numpy(), np.maximum(m["dist"].to_numpy(), 1)))
-    matched = {(min(a, b), max(a, b)): d for a, b, d in zip(m["i"], m["j"], m["dist"], strict=True)}
-    distances = [matched[(min(a, b), max(a, b))] for a, b in zip(drops.dropped, drops.kept, strict=True)]
+    drops = select_kept(rank, Pairs(m["i"].to_numpy(), m["j"].to_numpy(), m["dist"].to_numpy()),
+                        identical_groups=False)
+    distances = drops.dist.astype(np.int64)
     groups = {key: g for key, g in alive.groupby(["source", "scene"], sort=False)}
     parts = []
     for d, k, dist in zip(drops.dropped, drops.kept, distances, strict=True):

@@ -579,15 +579,18 @@ def _greedy_keep(n_comp: int, ca: np.ndarray, cb: np.ndarray, indptr: np.ndarray
     return kept
 
 
-def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
+def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs, identical_groups: bool = True) -> Drops:
     """Greedy, deterministic keep rule WITHOUT chaining.
 
     Tiles are visited in keep-priority order (``order_key`` ascending: lower wins; ties by index). A tile
     is dropped only if it is within the radius of a tile already KEPT; otherwise it is kept. A dropped tile
     points at its nearest kept tile (smaller distance, then better priority). So with A~B, B~C and A kept,
     B is dropped for A, and C is kept unless C is itself near A: similarity never propagates through a dropped
-    tile. ``pairs`` is :func:`find_pairs` output (or any symmetric pair list: distance-0 edges are read as
-    identical hashes). Returns ``Drops(dropped, kept, dist)`` sorted by dropped index; all others are kept.
+    tile. ``pairs`` is :func:`find_pairs` output (or any symmetric pair list): with ``identical_groups``,
+    distance-0 edges are read as identical hashes, whose connected groups act as one tile (find_pairs lists a
+    group as a star); pass False for a filtered explicit pair list, where two tiles at distance 0 from a third
+    need not be paired themselves, so every edge is an ordinary one. Returns ``Drops(dropped, kept, dist)``
+    sorted by dropped index; all others are kept.
     """
     key = np.asarray(order_key)
     n = len(key)
@@ -604,7 +607,7 @@ def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs) -> Drops:
     li, lj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
     m = len(nodes)
     # Identical-hash groups: components of the distance-0 edges.
-    zero = d == 0
+    zero = d == 0 if identical_groups else np.zeros(len(d), bool)
     graph = coo_matrix((np.ones(int(zero.sum()), np.int8), (li[zero], lj[zero])), shape=(m, m))
     n_comp, comp = connected_components(graph, directed=False)
     node_rank = rank[nodes]

@@ -278,6 +278,16 @@ def test_select_kept_identical_groups_and_nearest_kept() -> None:
     assert got == {0: (4, 1), 1: (4, 0), 2: (4, 0)}  # 3 is 2 bits from all: kept at radius 1
 
 
+def test_select_kept_without_identical_groups_reads_every_edge_alone() -> None:
+    """A filtered pair list: A and C both equal B but are not paired (e.g. one scene). Grouping would drop
+    C with A; edge by edge, B is dropped for A and C is kept, as the no-chaining rule says."""
+    pairs = Pairs(np.array([0, 1]), np.array([1, 2]), np.array([0, 0], np.uint8))  # A-B, B-C at distance 0
+    grouped = select_kept(np.array([0, 1, 2]), pairs)
+    assert grouped.dropped.tolist() == [1, 2]
+    alone = select_kept(np.array([0, 1, 2]), pairs, identical_groups=False)
+    assert alone.dropped.tolist() == [1] and alone.kept.tolist() == [0] and alone.dist.tolist() == [0]
+
+
 def test_select_kept_equals_definition_on_random_instances() -> None:
     rng = np.random.default_rng(7)
     for trial in range(5):
