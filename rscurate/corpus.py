@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rscurate import codec
+from rscurate.parquet_io import row_group_starts
 
 
 class Corpus:
@@ -39,8 +40,7 @@ class Corpus:
     def _shard(self, name: str) -> tuple[pq.ParquetFile, list[int]]:
         if name not in self._files:
             pf = pq.ParquetFile(self.root / name)
-            starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
-            self._files[name] = (pf, starts.tolist())
+            self._files[name] = (pf, row_group_starts(pf))
         return self._files[name]
 
     def tile(self, key: int | str) -> tuple[np.ndarray, dict[str, Any]]:

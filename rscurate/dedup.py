@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, explicit_pairs, find_pairs, query_pairs, select_kept
-from rscurate.masked_hash import colocated_pairs
+from rscurate.masked_hash import colocated_pairs, footprint_iou
 from rscurate.phash import LOW_TEXTURE_STD
 from rscurate.scene_hash import MAX_ASPECT_DIFFERENCE
 
@@ -102,11 +102,9 @@ def exact_leaks(cands: pd.DataFrame, is_eval: np.ndarray) -> pd.DataFrame:
 def footprints(rows: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(located, overlap) per pair: both footprints known in one CRS, and whether they intersect."""
     crs = rows["crs"].fillna("").to_numpy()
-    b = {c: rows[c].to_numpy(np.float64) for c in ("minx", "miny", "maxx", "maxy")}
-    located = (crs[i] != "") & (crs[i] == crs[j]) & ~np.isnan(b["minx"][i]) & ~np.isnan(b["minx"][j])
-    overlap = ((b["minx"][i] < b["maxx"][j]) & (b["minx"][j] < b["maxx"][i])
-               & (b["miny"][i] < b["maxy"][j]) & (b["miny"][j] < b["maxy"][i]))
-    return located, overlap
+    minx = rows["minx"].to_numpy(np.float64)
+    located = (crs[i] != "") & (crs[i] == crs[j]) & ~np.isnan(minx[i]) & ~np.isnan(minx[j])
+    return located, footprint_iou(rows, i, j) > 0
 
 
 def near_pair_ok(cands: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:

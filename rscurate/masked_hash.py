@@ -49,19 +49,21 @@ def colocated_pairs(cands: pd.DataFrame, pool: np.ndarray, partial: np.ndarray) 
     pairs = pd.concat(found)
     i, j = pairs["pos_i"].to_numpy(), pairs["pos_j"].to_numpy()
     src, scene = cands["source"].to_numpy(), cands["scene"].to_numpy()
-    keep = ((src[i] != src[j]) | (scene[i] != scene[j])) & (_iou(cands, i, j) >= COLOCATED_IOU)
+    keep = ((src[i] != src[j]) | (scene[i] != scene[j])) & (footprint_iou(cands, i, j) >= COLOCATED_IOU)
     lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
     codes = np.unique(lo.astype(np.int64) * len(cands) + hi)
     return codes // len(cands), codes % len(cands)
 
 
-def _iou(cands: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    b = {c: cands[c].to_numpy(np.float64) for c in ("minx", "miny", "maxx", "maxy")}
+def footprint_iou(rows: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Intersection over union of the footprints (minx..maxy columns) of rows i and j; 0 when disjoint or
+    unknown (NaN bounds). Says nothing about CRS: callers compare only rows in one CRS."""
+    b = {c: rows[c].to_numpy(np.float64) for c in ("minx", "miny", "maxx", "maxy")}
     ix = np.clip(np.minimum(b["maxx"][i], b["maxx"][j]) - np.maximum(b["minx"][i], b["minx"][j]), 0, None)
     iy = np.clip(np.minimum(b["maxy"][i], b["maxy"][j]) - np.maximum(b["miny"][i], b["miny"][j]), 0, None)
     area = (b["maxx"] - b["minx"]) * (b["maxy"] - b["miny"])
-    inter = ix * iy
-    return inter / np.maximum(area[i] + area[j] - inter, 1e-12)
+    inter = np.nan_to_num(ix * iy)
+    return inter / np.maximum(np.nan_to_num(area[i] + area[j] - inter), 1e-12)
 
 
 def joint_distance(a: dict, b: dict) -> int:

@@ -45,13 +45,18 @@ def write_atomic(table: pa.Table, path: Path, row_group_size: int | None = None)
         pq.write_table(table, tmp, row_group_size=row_group_size, **writer_options(table.schema))
 
 
+def row_group_starts(pf: pq.ParquetFile) -> list[int]:
+    """First row of each row group, plus the row count: row r is in group bisect_right(starts, r) - 1."""
+    return np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]).tolist()
+
+
 def read_rows(root: Path, where: list[tuple[str, int]], columns: list[str]) -> list[dict[str, Any]]:
     """Columns of the rows at (parquet file relative to root, row) positions, in order, reading only the row
     groups that hold them (a shard, or a build's staged unit that still holds its dropped tiles)."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for name in sorted({f for f, _ in where}):
         pf = pq.ParquetFile(root / name)
-        starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]).tolist()
+        starts = row_group_starts(pf)
         groups: dict[int, pa.Table] = {}
         for row in [r for f, r in where if f == name]:
             g = bisect_right(starts, row) - 1

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rscurate import schema
-from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic, writer_options
+from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, row_group_starts, write_atomic, writer_options
 from rscurate.units import BandParts, StagedUnit, unit_band_parts
 
 
@@ -82,7 +82,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 def _write_rows(src: Path, rows: list[int], dst: Path) -> None:
     """Copy the given rows, streaming one staged row group at a time."""
     pf = pq.ParquetFile(src)
-    starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    starts = np.asarray(row_group_starts(pf))
     groups = np.searchsorted(starts, rows, side="right") - 1
     with pq.ParquetWriter(dst, schema.SHARD, **writer_options(schema.SHARD)) as writer:
         for g in np.unique(groups):
