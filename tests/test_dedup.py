@@ -14,7 +14,10 @@ import pandas as pd
 import rasterio
 
 from rscurate.dedup import decide
+from rscurate.discover import discover
 from rscurate.hamming_search import DEFAULT_RADIUS
+from rscurate.manifest import load_manifest
+from rscurate.units import plan_scenes
 from tests.conftest import run_build, textured, write_manifest, write_tif
 
 RGBN_BANDS = """bands:
@@ -79,13 +82,18 @@ def test_resampled_copy_of_a_scene_is_a_scene_duplicate(tmp_path: Path, sample_d
 
 
 def test_single_band_copy_is_matched_on_the_band_it_shares(tmp_path: Path, sample_dir: Path) -> None:
-    """A half-resolution delivery of only the near-infrared band: its canonical view (NIR) is 18 bits from the
+    """A half-resolution delivery of only the near-infrared band: its canonical view (NIR) is far from the
     4-band scene's (RGB luma), so the scenes are also compared band by band on the bands they share."""
     data = _rgbn(sample_dir)
     _write_plain(tmp_path / "data" / "orig.tif", data)
     _write_plain(tmp_path / "data" / "nir.tif", _half(data)[3:4])
     m1 = _source(tmp_path, "orig", "orig.tif", extra=RGBN_BANDS)
     m2 = _source(tmp_path, "nir", "nir.tif", extra="bands:\n  - {name: nir}\n")
+    plans = {n: plan_scenes(load_manifest(m), discover(load_manifest(m)).scenes)[0] for n, m in
+             (("orig", m1), ("nir", m2))}
+    a, b = (plans[n].signature for n in ("orig", "nir"))
+    assert a is not None and b is not None
+    assert (a.view.phash ^ b.view.phash).bit_count() > DEFAULT_RADIUS, "canonical views alone do not match"
     out = tmp_path / "corpus"
     run_build([m1, m2], out)
     index, dups, _ = _tables(out)
@@ -242,3 +250,27 @@ def test_colocated_pairs_need_one_ground_and_two_scenes() -> None:
     pool = np.ones(4, bool)
     i, j = colocated_pairs(cands, pool, np.array([True, False, False, False]))
     assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]  # 2 is 40 % off; 3 is the same scene
+
+
+def test_sample_scene_signatures(sample_dir: Path) -> None:
+    """What docs/dedup.md section 7 reports of the sample: the stacked and band-per-file copies of row 078
+    match on every hash; rows 077 and 078 do not; the 60 m blue-band copy of 077 is beyond the radius by
+    canonical views and matches on the blue band."""
+    samples = Path(__file__).resolve().parent.parent / "manifests" / "samples"
+    sig = {}
+    for name in ("landsat8_l1tp_stack", "landsat8_l1tp_bands", "landsat8_b2_60m"):
+        m = load_manifest(samples / f"{name}.yaml")
+        for plan in plan_scenes(m, discover(m).scenes):
+            sig[(name, plan.scene.scene[:16])] = plan.signature
+
+    def dist(a: tuple[str, str], b: tuple[str, str], band: str | None = None) -> list[int]:
+        x = dict(sig[a].bands)[band] if band else sig[a].view
+        y = dict(sig[b].bands)[band] if band else sig[b].view
+        return [(p ^ q).bit_count() for p, q in zip((x.phash, *x.quadrants), (y.phash, *y.quadrants), strict=True)]
+
+    stack, bands78 = ("landsat8_l1tp_stack", "LC08_L1TP_224078"), ("landsat8_l1tp_bands", "LC08_L1TP_224078")
+    bands77, blue60 = ("landsat8_l1tp_bands", "LC08_L1TP_224077"), ("landsat8_b2_60m", "LC08_L1TP_224077")
+    assert dist(stack, bands78) == [0] * 5
+    assert min(dist(bands77, bands78)) > 2 * DEFAULT_RADIUS
+    assert dist(blue60, bands77)[0] > DEFAULT_RADIUS
+    assert max(dist(blue60, bands77, "blue")) <= DEFAULT_RADIUS
