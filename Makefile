@@ -35,7 +35,9 @@ bench: sample-data
 	$(PY) bench/build_throughput.py
 	$(PY) bench/build_memory.py
 	$(PY) bench/dedup_search.py --n 1000000 --radius 8
+	$(PY) bench/dedup_decide.py --n 1000000
 	$(PY) bench/phash_throughput.py
+	$(PY) bench/tile_costs.py
 	$(PY) bench/dedup_quality.py --brief
 	OMP_NUM_THREADS=1 $(PY) bench/selective_vs_mae.py --bands 3 --batch 8 --steps 5 --decoder-depth 8
 	OMP_NUM_THREADS=1 $(PY) bench/selective_vs_mae.py --bands 14 --batch 8 --steps 5 --decoder-depth 8

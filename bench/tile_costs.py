@@ -1,0 +1,92 @@
+"""Where a tile's time goes in a worker: ms per tile of each stage of a work unit, and of the whole unit.
+
+Input: the first scene build_throughput.py writes (the sample's Landsat 8 row 224/078 as an 8-bit RGB
+GeoTIFF), cut into 256 x 256 tiles at stride 64 as that benchmark does; the --tiles windows in the middle
+of the scene's window list are timed (whole_unit: run_unit over them, per planned tile). Each stage runs over
+the same tiles, in one process, best of --repeat passes (the machine is shared; the minimum is the least
+disturbed).
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import rasterio
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from build_throughput import make_inputs  # noqa: E402
+
+from rscurate import codec, quality  # noqa: E402
+from rscurate.manifest import load_manifest  # noqa: E402
+from rscurate.phash import canonical_view, signatures_batch  # noqa: E402
+from rscurate.pipeline import make_units  # noqa: E402
+from rscurate.readers import RGB_NAMES, SceneRef, open_scene  # noqa: E402
+from rscurate.units import GDAL_ENV, content_sha256, plan_scenes, run_unit  # noqa: E402
+
+
+def best_ms(fn: Callable[[], object], n: int, repeat: int) -> float:
+    """Fastest of `repeat` passes of fn, in ms per tile."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return round(best / n * 1000, 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiles", type=int, default=256, help="tiles timed (one work unit by default)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, rasterio.Env(**GDAL_ENV):
+        folder = Path(tmp) / "scenes"
+        folder.mkdir()
+        path = make_inputs(folder)[0]
+        manifest_path = Path(tmp) / "bench.yaml"
+        manifest_path.write_text(f"name: bench\nlicense: public domain\nroot: {folder}\ninclude: ['{path.name}']\n"
+                                 "bands: rgb\ntile: {size: 256, stride: 64}\n")
+        manifest = load_manifest(manifest_path)
+        ref = SceneRef("bench", path.name, (str(path),), "geotiff")
+        plan = plan_scenes(manifest, [ref])[0]
+        middle = max(0, (len(plan.windows) - args.tiles) // 2)  # the scene's interior: mostly full tiles
+        windows = plan.windows[middle : middle + args.tiles]
+        plan = replace(plan, windows=windows)
+        reader = open_scene(ref, manifest.band_list(), None)
+        reads = [reader.read(*w) for w in windows]
+        kept = [r for r in reads if r.valid.all()]
+        grays = [canonical_view(r.data, RGB_NAMES, r.valid) for r in kept]
+        n, k = len(reads), len(kept)
+        stages = {
+            "read": best_ms(lambda: [reader.read(*w) for w in windows], n, args.repeat),
+            "band_stats": best_ms(lambda: [quality.tile_stats(r.data, r.valid) for r in reads], n, args.repeat),
+            "grey_view": best_ms(lambda: [canonical_view(r.data, RGB_NAMES, r.valid) for r in kept], k, args.repeat),
+            "phash_resize_dct": best_ms(lambda: signatures_batch(grays), k, args.repeat),
+            "zstd_encode": best_ms(lambda: [codec.encode_array(r.data) for r in kept], k, args.repeat),
+            "sha256": best_ms(lambda: [content_sha256(r.data) for r in kept], k, args.repeat),
+        }
+        reader.close()
+        unit = make_units(manifest, [plan], len(windows))[0]
+
+        def whole_unit() -> None:
+            with tempfile.TemporaryDirectory() as work:
+                (Path(work) / "units").mkdir()
+                run_unit(unit, work)
+
+        stages["whole_unit"] = best_ms(whole_unit, unit.tiles, args.repeat)
+    print(json.dumps({"what": "ms per tile", "tiles": n, "tiles_kept": k, **stages}))
+
+
+if __name__ == "__main__":
+    main()
