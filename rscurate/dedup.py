@@ -1,40 +1,66 @@
 """Global decisions over all candidate tiles: eval-set leakage first, then exact, scene and near duplicates.
 
-Runs on slim rows (ids, hashes, windows, footprints; no bytes) and on the scene signatures of the plan
-phase. The keep rule is deterministic and independent of worker count: manifest priority (higher first),
-then finer GSD, then the larger tile (or scene), then source and scene name (so copies of a scene lose
-whole, not tile by tile), then id. Order of the steps and why (docs/dedup.md):
-1. eval leakage: a training tile whose pixels equal an eval tile's, whose scene matches an eval scene, or
-   whose pHash is within the radius of an eval tile's is excluded as `eval_leak`, naming the eval item;
+Runs on slim rows (ids, hashes, windows, footprints; no bytes) and on the scene signatures of the plan phase;
+every candidate a hash or a footprint proposes is then checked on its pixels (pixel_check, through a
+PixelOracle that runs where the pixels are): hashes propose, pixels decide. The keep rule (keep_rank) keeps the
+most informative copy and is independent of worker count. Order of the steps and why (docs/dedup.md):
+1. eval leakage: a training tile whose pixels equal an eval tile's, whose scene matches an eval scene, whose pHash
+   is within the radius of an eval tile's, or that holds an eval chip found at any offset and modest rescaling
+   (probe_leaks) is excluded as `eval_leak`, naming the eval item;
 2. exact duplicates (same decoded pixels): the most precise kind, so byte copies are reported as `exact`;
 3. scene duplicates: every remaining tile of a scene that is a resampled/re-encoded copy of a better scene;
-4. near duplicates: pHash within the radius, kept by the no-chaining rule of hamming_search.select_kept.
-A near pair must pass the guards: tiles of one scene never dedup each other (overlap there is the tiling's
+4. near duplicates: pHash pairs within the radius and tiles of other scenes on the same ground (footprints), kept
+   by the no-chaining rule of hamming_search.select_kept.
+A pHash pair must pass the guards: tiles of one scene never dedup each other (overlap there is the tiling's
 choice); flat tiles (texture below the threshold) are not searched; two tiles georeferenced in one CRS whose
 footprints are disjoint are different places; a tile with more than NEAR_NODATA_CONFIRM nodata matches only a
-tile whose footprint overlaps it, because its hash mostly encodes the shape of its nodata border; and a
-partial tile on the same ground as another (footprint IoU >= 0.9) is also compared over the pixels valid in
-both (masked_hash), which pHash of the whole tile cannot do.
+tile whose footprint overlaps it, because its hash mostly encodes the shape of its nodata border.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from rscurate.footprints import footprint_iou, overlap_pairs
 from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, explicit_pairs, find_pairs, query_pairs, select_kept
-from rscurate.masked_hash import colocated_pairs, footprint_iou
 from rscurate.phash import LOW_TEXTURE_STD
+from rscurate.pixel_check import Similarity
+from rscurate.probe_leaks import Probes, probe_leaks
 from rscurate.scene_hash import MAX_ASPECT_DIFFERENCE
 
 NEAR_NODATA_CONFIRM = 0.1
 """Above this nodata fraction a tile's near match must be confirmed by overlapping footprints."""
 
 PairSearch = Callable[[np.ndarray, int], Pairs]
-JointDistance = Callable[[np.ndarray, np.ndarray], np.ndarray]  # candidate row positions i, j -> distances
+MIN_COVERED = 0.5
+"""A tile is dropped for another only if at least this share of its valid pixels lies on the other's."""
+
+
+class PixelOracle(Protocol):
+    """Pixel checks of candidates (pixel_check), run where the pixels are (the build's Dask tasks)."""
+
+    def tiles(self, i: np.ndarray, j: np.ndarray) -> list[Similarity]:
+        """Candidate tiles at row positions i[k], j[k], compared (pixel_check.compare)."""
+
+    def scenes(self, a: list[tuple[str, str]], b: list[tuple[str, str]]) -> list[Similarity]:
+        """Scenes a[k], b[k] (source, scene), compared on their decimated views."""
+
+    def placed(self, chip: np.ndarray, tile: np.ndarray, x: np.ndarray, y: np.ndarray,
+               scale: np.ndarray) -> list[Similarity]:
+        """Eval chips placed in training tiles (pixel_check.placed)."""
+
+
+@dataclass(frozen=True)
+class ProbeSets:
+    """Probe hashes of training and eval candidates, for the eval-leak search at any alignment."""
+
+    train: Probes
+    evals: Probes
 
 
 @dataclass(frozen=True)
@@ -50,19 +76,31 @@ class Decisions:
     leaks: pd.DataFrame  # rows of schema.EXCLUDED with reason eval_leak
 
 
-def keep_rank(cands: pd.DataFrame, priority: dict[str, int], area: pd.Series | None = None) -> np.ndarray:
-    """Position of each row in keep order (0 = kept first among equals)."""
+def keep_rank(rows: pd.DataFrame, priority: dict[str, int], area: pd.Series | None = None) -> np.ndarray:
+    """Position of each row in keep order (0 = kept first among equals): the most informative copy wins.
+
+    Manifest priority (higher first), then more bands, fewer nodata pixels, finer GSD, higher bit depth, larger
+    extent (`area`: the tile's pixels by default; the scene's for scene-level matches), then the scene's extent,
+    then source, scene and id, so copies of a scene lose whole, not tile by tile. A band subset or a partial copy
+    of a tile therefore never displaces it (docs/dedup.md, "Keep rule")."""
+    n = len(rows)
+
+    def column(name: str, default: float) -> np.ndarray:
+        return rows[name].fillna(default).to_numpy(np.float64) if name in rows else np.full(n, default)
+
+    bits = rows["dtype"].map(lambda d: np.dtype(d).itemsize if isinstance(d, str) else 0).to_numpy(np.float64) \
+        if "dtype" in rows else np.zeros(n)
+    tile_area = (area if area is not None else rows["width"] * rows["height"]).to_numpy(np.float64)
     order = pd.DataFrame({
-        "p": -cands["source"].map(priority).fillna(0).to_numpy(),
-        "g": cands["gsd_m"].fillna(np.inf).to_numpy(),
-        "a": -(area if area is not None else cands["width"] * cands["height"]).to_numpy(),
-        "s": cands["source"].to_numpy(),
-        "sc": cands["scene"].to_numpy(),
-        "id": cands["id"].to_numpy() if "id" in cands else np.zeros(len(cands)),
+        "p": -rows["source"].map(priority).fillna(0).to_numpy(),
+        "c": -column("channels", 0), "n": column("nodata_fraction", 0), "g": column("gsd_m", np.inf),
+        "b": -bits, "a": -tile_area, "sa": -column("scene_pixels", 0),
+        "s": rows["source"].to_numpy(), "sc": rows["scene"].to_numpy(),
+        "id": rows["id"].to_numpy() if "id" in rows else np.zeros(n),
     })
-    sorted_idx = order.sort_values(["p", "g", "a", "s", "sc", "id"], kind="stable").index.to_numpy()
-    rank = np.empty(len(cands), dtype=np.int64)
-    rank[sorted_idx] = np.arange(len(cands))
+    sorted_idx = order.sort_values(list(order.columns), kind="stable").index.to_numpy()
+    rank = np.empty(n, dtype=np.int64)
+    rank[sorted_idx] = np.arange(n)
     return rank
 
 
@@ -121,8 +159,20 @@ def _searchable(cands: pd.DataFrame, settings: DedupSettings) -> np.ndarray:
     return (cands["texture"].to_numpy() >= settings.min_texture) & (settings.radius > 0)
 
 
-def near_leaks(cands: pd.DataFrame, train: np.ndarray, evals: np.ndarray, settings: DedupSettings) -> pd.DataFrame:
-    """Training tiles within the radius of an eval tile (guards applied), naming the nearest eval tile."""
+def _confirmed(sims: list[Similarity], lower: np.ndarray | None = None) -> np.ndarray:
+    """Pixel verdicts: same content, and (with `lower`, 0 or 1 per pair: which side would be dropped) enough of
+    that tile's valid pixels on the other's."""
+    same = np.array([s.same_content for s in sims], bool)
+    if lower is None:
+        covered = np.array([max(s.covered) for s in sims])
+    else:
+        covered = np.array([s.covered[k] for s, k in zip(sims, lower, strict=True)])
+    return same & (covered >= MIN_COVERED) if len(sims) else np.zeros(0, bool)
+
+
+def near_leaks(cands: pd.DataFrame, train: np.ndarray, evals: np.ndarray, settings: DedupSettings,
+               pixels: PixelOracle | None = None) -> pd.DataFrame:
+    """Training tiles within the radius of an eval tile (guards applied, pixels confirming), naming the nearest."""
     ti, ei = np.flatnonzero(train), np.flatnonzero(evals)
     if not len(ti) or not len(ei):
         return _leak_rows(cands.iloc[:0], [])
@@ -131,6 +181,9 @@ def near_leaks(cands: pd.DataFrame, train: np.ndarray, evals: np.ndarray, settin
     a, b, d = ti[q.index], ei[q.query], q.dist
     ok = near_pair_ok(cands, a, b)
     a, b, d = a[ok], b[ok], d[ok]
+    if pixels is not None and len(a):
+        ok = _confirmed(pixels.tiles(a, b))
+        a, b, d = a[ok], b[ok], d[ok]
     order = np.lexsort((b, d, a))  # nearest eval tile first for each training tile
     a, b, d = a[order], b[order], d[order]
     first = np.ones(len(a), bool)
@@ -138,6 +191,16 @@ def near_leaks(cands: pd.DataFrame, train: np.ndarray, evals: np.ndarray, settin
     a, b, d = a[first], b[first], d[first]
     detail = [f"near eval tile {w} (pHash distance {int(x)})" for w, x in zip(_where(cands.iloc[b]), d, strict=True)]
     return _leak_rows(cands.iloc[a], detail)
+
+
+def alignment_free_leaks(cands: pd.DataFrame, alive: np.ndarray, probes: ProbeSets, settings: DedupSettings,
+                         pixels: PixelOracle | None) -> pd.DataFrame:
+    """Training tiles that hold an eval chip found at any offset and modest rescaling (probe_leaks)."""
+    if settings.radius == 0:
+        return _leak_rows(cands.iloc[:0], [])
+    pos, detail = probe_leaks(cands, alive, probes.train, probes.evals, settings.radius,
+                              pixels.placed if pixels is not None else None)
+    return _leak_rows(cands.iloc[pos], detail)
 
 
 def exact_duplicates(cands: pd.DataFrame, eligible: np.ndarray, rank: np.ndarray) -> pd.DataFrame:
@@ -148,40 +211,46 @@ def exact_duplicates(cands: pd.DataFrame, eligible: np.ndarray, rank: np.ndarray
     return _dup_rows(dropped, kept, "exact", 0)
 
 
-def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, rank: np.ndarray, settings: DedupSettings,
-                    search: PairSearch, joint: JointDistance | None = None) -> pd.DataFrame:
-    """Near duplicates among the pool's tiles: guarded pHash pairs, plus co-located partial tiles whose
-    joint-mask distance (masked_hash, when `joint` is given) is within the radius; then the no-chaining rule."""
-    idx = np.flatnonzero(pool)
+def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, searchable: np.ndarray, rank: np.ndarray,
+                    settings: DedupSettings, search: PairSearch, pixels: PixelOracle | None = None) -> pd.DataFrame:
+    """Near duplicates among the pool's tiles. Candidates: guarded pHash pairs of textured tiles, and tiles of
+    different scenes sharing ground in one CRS (footprints.overlap_pairs, on any grid). The pixels decide each
+    (pixel_check, when `pixels` is given): same content, and at least MIN_COVERED of the tile that would be dropped
+    on the other. Then the no-chaining keep rule; a drop's distance is its pair's pHash distance."""
     h_all = cands["phash"].to_numpy(np.uint64)
-    pairs = explicit_pairs(h_all[idx], search(h_all[idx], settings.radius))
-    ok = near_pair_ok(cands, idx[pairs.i], idx[pairs.j])
-    pi, pj, dist = idx[pairs.i][ok], idx[pairs.j][ok], pairs.dist[ok].astype(np.int64)
-    if joint is not None:
-        partial = pool & (cands["nodata_fraction"].to_numpy() > NEAR_NODATA_CONFIRM)
-        ci, cj = colocated_pairs(cands, pool, partial)
-        far = np.bitwise_count(h_all[ci] ^ h_all[cj]) > settings.radius  # the rest are pairs already
-        ci, cj = ci[far], cj[far]
-        if len(ci):
-            d = np.asarray(joint(ci, cj), np.int64)
-            close = d <= settings.radius
-            pi, pj, dist = np.concatenate((pi, ci[close])), np.concatenate((pj, cj[close])), np.concatenate(
-                (dist, d[close]))
-    # Guarded pairs are not transitive at distance 0 (two tiles of one scene may both equal a third): no
-    # identical-hash grouping. A dropped tile's distance is its pair's, joint-mask ones included.
-    local = Pairs(np.searchsorted(idx, pi), np.searchsorted(idx, pj), dist)
-    drops = select_kept(rank[idx], local, identical_groups=False)
-    dropped, kept = idx[drops.dropped], idx[drops.kept]
-    distance = drops.dist.astype(np.int64)
-    return _dup_rows(cands.iloc[dropped], cands.iloc[kept], "near", distance)
+    idx = np.flatnonzero(pool & searchable)
+    if len(idx) > 1:
+        pairs = explicit_pairs(h_all[idx], search(h_all[idx], settings.radius))
+        ok = near_pair_ok(cands, idx[pairs.i], idx[pairs.j])
+        pi, pj = idx[pairs.i][ok], idx[pairs.j][ok]
+    else:
+        pi = pj = np.zeros(0, np.int64)
+    oi, oj = overlap_pairs(cands, pool) if pixels is not None else (pi[:0], pj[:0])
+    codes = np.unique(np.concatenate((np.minimum(pi, pj) * len(cands) + np.maximum(pi, pj),
+                                      np.minimum(oi, oj) * len(cands) + np.maximum(oi, oj))).astype(np.int64))
+    pi, pj = codes // max(len(cands), 1), codes % max(len(cands), 1)
+    if pixels is not None and len(pi):
+        ok = _confirmed(pixels.tiles(pi, pj), lower=(rank[pj] > rank[pi]).astype(int))
+        pi, pj = pi[ok], pj[ok]
+    dist = np.bitwise_count(h_all[pi] ^ h_all[pj]).astype(np.int64)
+    members = np.unique(np.concatenate((pi, pj)))
+    # Verified pairs are not transitive at distance 0 (two tiles of one scene may both equal a third): no
+    # identical-hash grouping.
+    local = Pairs(np.searchsorted(members, pi), np.searchsorted(members, pj), dist)
+    drops = select_kept(rank[members], local, identical_groups=False)
+    dropped, kept = members[drops.dropped], members[drops.kept]
+    return _dup_rows(cands.iloc[dropped], cands.iloc[kept], "near", drops.dist.astype(np.int64))
 
 
 def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
-    """Scenes with a signature and at least one candidate tile, with their GSD from the tiles."""
+    """Scenes with a signature and at least one candidate tile, with what the keep rule reads from their tiles
+    (GSD, band count, dtype, mean nodata fraction)."""
+    facts = ["gsd_m", "channels", "dtype", "nodata_fraction"]
     if scenes.empty:
-        return scenes.assign(gsd_m=pd.Series(dtype=np.float64))
-    gsd = cands.groupby(["source", "scene"], sort=False)["gsd_m"].first().rename("gsd_m").reset_index()
-    return scenes.merge(gsd, on=["source", "scene"], how="inner").reset_index(drop=True)
+        return scenes.assign(**{c: pd.Series(dtype=object) for c in facts})
+    grouped = cands.groupby(["source", "scene"], sort=False)
+    per_scene = grouped[[c for c in facts[:3] if c in cands]].first().join(grouped["nodata_fraction"].mean())
+    return scenes.merge(per_scene.reset_index(), on=["source", "scene"], how="inner").reset_index(drop=True)
 
 
 def _matching_views(views: pd.DataFrame, radius: int) -> Pairs:
@@ -235,12 +304,18 @@ def matching_scenes(scenes: pd.DataFrame, radius: int) -> Pairs:
     return Pairs(lo[first], hi[first], d[first].astype(np.uint8))
 
 
-def _scene_matches(table: pd.DataFrame, radius: int) -> pd.DataFrame:
-    """Matching scene pairs, less those georeferenced in one CRS with disjoint footprints (other places)."""
+def _scene_matches(table: pd.DataFrame, radius: int, pixels: PixelOracle | None = None) -> pd.DataFrame:
+    """Matching scene pairs, less those georeferenced in one CRS with disjoint footprints (other places) and, with
+    `pixels`, those whose decimated views differ (another acquisition of the same place)."""
     pairs = matching_scenes(table, radius) if radius > 0 and len(table) > 1 else Pairs(*([np.zeros(0, np.int64)] * 3))
     located, overlap = footprints(table, pairs.i, pairs.j)
     ok = ~(located & ~overlap)
-    return pd.DataFrame({"i": pairs.i[ok], "j": pairs.j[ok], "dist": pairs.dist[ok].astype(np.int64)})
+    i, j, d = pairs.i[ok].astype(np.int64), pairs.j[ok].astype(np.int64), pairs.dist[ok].astype(np.int64)
+    if pixels is not None and len(i):
+        keys = list(zip(table["source"], table["scene"], strict=True))
+        ok = _confirmed(pixels.scenes([keys[k] for k in i], [keys[k] for k in j]))
+        i, j, d = i[ok], j[ok], d[ok]
+    return pd.DataFrame({"i": i, "j": j, "dist": d})
 
 
 def scene_leaks(cands: pd.DataFrame, table: pd.DataFrame, matches: pd.DataFrame, train: np.ndarray,
@@ -308,32 +383,36 @@ def _resolve_kept(dups: pd.DataFrame) -> pd.DataFrame:
 
 def decide(cands: pd.DataFrame, scenes: pd.DataFrame, priority: dict[str, int], eval_sources: set[str],
            settings: DedupSettings = DedupSettings(), search: PairSearch = find_pairs,
-           joint: JointDistance | None = None) -> Decisions:
+           pixels: PixelOracle | None = None, probes: ProbeSets | None = None) -> Decisions:
     """Which candidates are kept, and every drop's record (see the module docstring for the order).
 
     `scenes`: one row per planned scene with a signature (source, scene, width, height, crs, footprint and the
     columns of scene_hash.signature_columns). `search` finds near pairs (hamming_search.find_pairs or its Dask
-    form); `joint` measures co-located partial tiles over their joint valid pixels (masked_hash)."""
+    form); `pixels` checks every hash- or footprint-proposed candidate on its pixels (without it hashes decide
+    alone); `probes` enables the eval-leak search at any alignment."""
     n = len(cands)
     is_eval = cands["source"].isin(eval_sources).to_numpy()
     searchable = _searchable(cands, settings)
     table = _scene_table(cands, scenes)
-    matches = _scene_matches(table, settings.radius)
+    matches = _scene_matches(table, settings.radius, pixels)
 
     leaks = [exact_leaks(cands, is_eval)]
     left = ~is_eval & ~cands.index.isin(leaks[0].index)
     leaks.append(scene_leaks(cands, table, matches, left, eval_sources))
     left &= ~cands.index.isin(leaks[-1].index)
-    leaks.append(near_leaks(cands, left & searchable, is_eval & searchable, settings))
+    leaks.append(near_leaks(cands, left & searchable, is_eval & searchable, settings, pixels))
     left &= ~cands.index.isin(leaks[-1].index)
+    if probes is not None:
+        leaks.append(alignment_free_leaks(cands, left, probes, settings, pixels))
+        left &= ~cands.index.isin(leaks[-1].index)
 
     rank = keep_rank(cands, priority)
     dups = [exact_duplicates(cands, left, rank)]
     left &= ~cands.index.isin(dups[-1].index)
     dups.append(scene_duplicates(cands, table, matches, left, priority, eval_sources))
     left &= ~cands.index.isin(dups[-1].index)
-    if settings.radius > 0 and (left & searchable).sum() > 1:
-        dups.append(near_duplicates(cands, left & searchable, rank, settings, search, joint))
+    if settings.radius > 0:
+        dups.append(near_duplicates(cands, left, searchable, rank, settings, search, pixels))
         left &= ~cands.index.isin(dups[-1].index)
     duplicates = _resolve_kept(pd.concat(dups)) if n else dups[0]
     return Decisions(keep=left, duplicates=duplicates.reset_index(drop=True),

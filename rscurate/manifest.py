@@ -73,7 +73,8 @@ class Tile(_Strict):
     count: int | None = Field(default=None, gt=0, description="random crops per scene")
     seed: int = 0
     anchor: Literal["crs", "scene"] = Field(
-        default="crs", description="grid origin: the CRS pixel lattice (georeferenced scenes) or the scene's corner")
+        default="scene",
+        description="grid origin: the scene's top-left pixel (as solaris and TorchGeo cut), or the CRS pixel lattice")
 
     @model_validator(mode="after")
     def _random_needs_sizes(self) -> Tile:

@@ -35,7 +35,7 @@ RGB_NAMES: dict[str, frozenset[str]] = {
 # Type-II DCT matrix with scipy.fftpack's default (unnormalised) scaling:
 # y[k] = 2 * sum_n x[n] * cos(pi * k * (2n + 1) / (2N)); only the first HASH_SIZE rows are needed.
 _N = np.arange(IMG_SIZE)
-_DCT = 2.0 * np.cos(np.pi * np.arange(HASH_SIZE)[:, None] * (2 * _N[None, :] + 1) / (2 * IMG_SIZE))
+DCT_LOW = 2.0 * np.cos(np.pi * np.arange(HASH_SIZE)[:, None] * (2 * _N[None, :] + 1) / (2 * IMG_SIZE))
 # Float differences between the matrix product and scipy's FFT-based DCT are ~1e-9 at most for 8-bit input
 # (values up to ~1e6); a coefficient closer than this to the median is recomputed with scipy itself.
 _TIE_TOL = 1e-6
@@ -144,7 +144,7 @@ def resize_batch(grays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     return out
 
 
-def _pack_bits(bits: np.ndarray) -> np.ndarray:
+def pack_bits(bits: np.ndarray) -> np.ndarray:
     """(B, 64) bool -> uint64, first bit most significant (the order of imagehash's hex string)."""
     packed = np.packbits(bits.reshape(len(bits), 64), axis=1)  # (B, 8) big-endian bytes
     return packed.view(">u8").reshape(-1).astype(_U64)
@@ -160,7 +160,7 @@ def _reference_dct(img: np.ndarray) -> np.ndarray:
 
 def _hash_resized(small: np.ndarray) -> np.ndarray:
     """pHash bits of (B, 32, 32) resized images: DCT as two matrix products, exact fallback on ties."""
-    low = np.matmul(np.matmul(_DCT, small), _DCT.T)  # (B, 8, 8): rows = axis 0, cols = axis 1
+    low = np.matmul(np.matmul(DCT_LOW, small), DCT_LOW.T)  # (B, 8, 8): rows = axis 0, cols = axis 1
     flat = low.reshape(len(low), -1)
     med = np.median(flat, axis=1, keepdims=True)
     bits = flat > med
@@ -170,7 +170,7 @@ def _hash_resized(small: np.ndarray) -> np.ndarray:
     for k in tied:
         block = _reference_dct(small[k].astype(np.uint8))[:HASH_SIZE, :HASH_SIZE]
         bits[k] = (block > np.median(block)).reshape(-1)
-    return _pack_bits(bits)
+    return pack_bits(bits)
 
 
 def phash_batch(grays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -25,27 +25,30 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rscurate import schema
 from rscurate.band_stats import BandAccumulator, summarise
-from rscurate.dedup import DedupSettings, decide
+from rscurate.dedup import DedupSettings, ProbeSets, decide
 from rscurate.discover import Discovery, discover
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
-from rscurate.masked_hash import joint_distances
 from rscurate.parquet_io import write_atomic
+from rscurate.pixel_check import Similarity, check_placements, check_tiles
+from rscurate.probe_leaks import Probes
+from rscurate.probes import probe_sides
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import signature_columns
 from rscurate.shards import link_shard, read_index_part, write_shard
-from rscurate.units import SLIM, ScenePlan, Unit, plan_scenes, run_unit, unit_key
+from rscurate.units import SLIM, ScenePlan, StagedUnit, Unit, check_scenes, plan_scenes, run_unit, unit_key
 
 log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
 WORK = "_work"  # staged units and shard parts, inside the corpus folder until the build ends
-JOINT_BATCH = 256  # co-located tile pairs one task decodes and compares
+CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
 
 
 @dataclass
@@ -119,8 +122,11 @@ def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]
     return results
 
 
-def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int) -> list[Unit]:
-    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units."""
+def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int,
+               probe_sides: tuple[int, ...] = ()) -> list[Unit]:
+    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units. Eval units
+    carry the sides of their dense probes (from the training tile sizes)."""
+    sides = probe_sides if manifest.role == "eval" else ()
     units: list[Unit] = []
     batch: list[tuple[SceneRef, tuple]] = []
     size = 0
@@ -129,7 +135,7 @@ def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int) -> l
         nonlocal batch, size
         if batch:
             items = tuple(batch)
-            units.append(Unit(unit_key(manifest, items), manifest, items))
+            units.append(Unit(unit_key(manifest, items, sides), manifest, items, sides))
         batch, size = [], 0
 
     for plan in plans:
@@ -169,17 +175,51 @@ def _staged(unit: str) -> str:
     return f"{WORK}/units/{unit}.parquet"
 
 
-def _joint_distances(client: Client, out: Path, cands: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """masked_hash.joint_distances of candidate pairs, in Dask tasks that read the staged units."""
-    units, rows = cands["unit"].to_numpy(), cands["unit_row"].to_numpy()
+@dataclass
+class DaskPixels:
+    """dedup.PixelOracle over the build's cluster: tasks decode the staged tiles (or re-read decimated scenes) of
+    candidate pairs and compare them (pixel_check)."""
 
-    def where(k: int) -> tuple[str, int]:
-        return _staged(units[k]), int(rows[k])
+    client: Client
+    out: Path
+    cands: pd.DataFrame
+    scene_refs: dict[tuple[str, str], tuple[Manifest, SceneRef]]  # (source, scene) -> how to open it
 
-    pairs = [(where(a), where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
-    futures = [client.submit(joint_distances, str(out), pairs[k : k + JOINT_BATCH], pure=False)
-               for k in range(0, len(pairs), JOINT_BATCH)]
-    return np.array([d for part in client.gather(futures) for d in part], np.int64)
+    def _where(self, k: int) -> tuple[str, int]:
+        return _staged(self.cands["unit"].iat[k]), int(self.cands["unit_row"].iat[k])
+
+    def _run(self, func: Any, items: list, *args: Any) -> list:
+        futures = [self.client.submit(func, *args, items[k : k + CHECK_BATCH], pure=False)
+                   for k in range(0, len(items), CHECK_BATCH)]
+        return [r for part in self.client.gather(futures) for r in part]
+
+    def tiles(self, i: np.ndarray, j: np.ndarray) -> list[Similarity]:
+        pairs = [(self._where(a), self._where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+        return self._run(check_tiles, pairs, str(self.out))
+
+    def placed(self, chip: np.ndarray, tile: np.ndarray, x: np.ndarray, y: np.ndarray,
+               scale: np.ndarray) -> list[Similarity]:
+        items = [(self._where(c), self._where(t), float(a), float(b), float(f))
+                 for c, t, a, b, f in zip(chip.tolist(), tile.tolist(), x, y, scale, strict=True)]
+        return self._run(check_placements, items, str(self.out))
+
+    def scenes(self, a: list[tuple[str, str]], b: list[tuple[str, str]]) -> list[Similarity]:
+        pairs = [(self.scene_refs[x], self.scene_refs[y]) for x, y in zip(a, b, strict=True)]
+        return self._run(check_scenes, pairs)
+
+
+def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSets:
+    """The staged probes of every candidate, keyed by candidate row position (read on the client: only builds
+    with an eval source need them)."""
+    position = pd.Series(np.arange(len(cands)), index=pd.MultiIndex.from_arrays([cands["unit"], cands["unit_row"]]))
+    parts = []
+    for key in pd.unique(cands["unit"]):
+        table = pq.read_table(StagedUnit.of(work, key).probes).to_pandas()
+        table["cand"] = position.loc[key].reindex(table["row"]).to_numpy()
+        parts.append(table)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cand", *"xywh", "phash"])
+    evals = is_eval[frame["cand"].to_numpy(np.int64)]
+    return ProbeSets(train=Probes.of(frame[~evals]), evals=Probes.of(frame[evals]))
 
 
 def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
@@ -241,7 +281,9 @@ def build(opts: BuildOptions) -> BuildReport:
         for owner, result in zip(plan_owner, _gather(client, plan_futs, "planning", opts.quiet), strict=True):
             plans[owner] += result
 
-        units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles)]
+        sides = probe_sides(w[2] for d in present if d.manifest.role == "train"
+                            for p in plans[d.manifest.name] for w in p.windows)
+        units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides)]
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         unit_results = _gather(client, unit_futs, "tiles", opts.quiet)
 
@@ -252,10 +294,17 @@ def build(opts: BuildOptions) -> BuildReport:
             columns=[*SLIM, "unit", "unit_row"])
         priority = {m.name: m.priority for m in manifests}
         eval_sources = {m.name for m in manifests if m.role == "eval"}
+        scene_size = {(p.scene.source, p.scene.scene): p.width * p.height for ps in plans.values() for p in ps}
+        cands["scene_pixels"] = [scene_size.get(k, 0) for k in zip(cands["source"], cands["scene"], strict=True)]
+        by_name = {m.name: m for m in manifests}
+        refs = {(p.scene.source, p.scene.scene): (by_name[p.scene.source], p.scene)
+                for ps in plans.values() for p in ps}
         t_dedup = time.perf_counter()
+        is_eval = cands["source"].isin(eval_sources).to_numpy()
+        probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
         decisions = decide(cands, _scene_signatures(plans), priority, eval_sources, DedupSettings(opts.radius),
                            search=lambda h, r: find_pairs_dask(h, r, client),
-                           joint=lambda i, j: _joint_distances(client, out, cands, i, j))
+                           pixels=DaskPixels(client, out, cands, refs), probes=probes)
         log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
 
         kept = cands[decisions.keep]

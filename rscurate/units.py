@@ -22,12 +22,14 @@ from rscurate import codec, quality, schema
 from rscurate.band_stats import BandAccumulator, BandTileStats, accumulate
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
-from rscurate.phash import canonical_view, signatures_batch
+from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
+from rscurate.pixel_check import Pixels, Similarity, compare
+from rscurate.probes import chip_probes, probe_table, tile_probes
 from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
-from rscurate.scene_hash import SceneSignature, scene_signature
+from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "3"
+FORMAT_VERSION = "4"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20}  # bytes (rasterio passes an int through as bytes)
@@ -53,6 +55,7 @@ class Unit:
     key: str
     manifest: Manifest
     items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]
+    probe_sides: tuple[int, ...] = ()  # eval units: window sides of their dense probes (probes.probe_sides)
 
     @property
     def tiles(self) -> int:
@@ -97,8 +100,10 @@ def _signature(reader: SceneReader, windows: tuple[Window, ...]) -> SceneSignatu
         return None
 
 
-def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:
+def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...],
+             probe_sides: tuple[int, ...] = ()) -> str:
     h = hashlib.sha256(FORMAT_VERSION.encode())
+    h.update(repr(probe_sides).encode())
     h.update(manifest.model_dump_json(exclude={"description", "citation", "homepage", "download"}).encode())
     for scene, windows in items:
         for p in scene.paths:
@@ -132,7 +137,8 @@ def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, wi
 class _Collector:
     """Column buffers for one unit's kept candidates and exclusions, and each kept tile's band statistics."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe_sides: tuple[int, ...] | None) -> None:
+        self.probe_sides = probe_sides  # None: training tiles (25 probes each); else an eval unit's dense sides
         self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
         self.band_stats: list[list[BandTileStats]] = []
@@ -156,10 +162,23 @@ class _Collector:
         return (pa.Table.from_pydict(self.kept, schema=schema.SHARD),
                 pa.Table.from_pydict(self.excluded, schema=schema.EXCLUDED))
 
+    def probes(self) -> pa.Table:
+        """Probe hashes of every kept candidate (textured windows only): what the eval-leak search matches."""
+        rows, hashes, windows = [], [], []
+        for row, gray in enumerate(self.grays):
+            if self.probe_sides is None:
+                h, tex, win = tile_probes(gray)
+                h, win = h[tex >= LOW_TEXTURE_STD], win[tex >= LOW_TEXTURE_STD]
+            else:
+                h, win = chip_probes(gray, self.probe_sides)
+            rows.append(np.full(len(h), row, np.int32))
+            hashes.append(h)
+            windows.append(win)
+        return probe_table(rows, hashes, windows)
+
 
 def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out: _Collector) -> None:
     manifest = unit.manifest
-    store = manifest.role == "train"
     try:
         reader = _open(manifest, scene)
     except Exception as err:
@@ -183,8 +202,9 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 out.exclude(scene, window, *verdict)
                 continue
             sha = content_sha256(res.data)
-            image, encoding = (_original_bytes(manifest, scene, reader, window) if store else (b"", ""))
-            if store and not encoding:
+            # eval tiles are staged with their bytes too (never written to shards): leak checks read their pixels
+            image, encoding = _original_bytes(manifest, scene, reader, window)
+            if not encoding:
                 image, encoding = codec.encode_array(res.data), codec.NPY_ZSTD
             bounds = reader.bounds(*window)
             minx, miny, maxx, maxy = bounds if bounds else (None, None, None, None)
@@ -198,7 +218,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "nodata": reader.nodata,
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
-                "band_max": stats.column("max"), "label": scene.label, "image": image if store else None,
+                "band_max": stats.column("max"), "label": scene.label, "image": image,
             }, stats.bands, canonical_view(res.data, names, res.valid))
     finally:
         reader.close()
@@ -214,12 +234,13 @@ class StagedUnit:
     meta: Path
     excluded: Path
     band_stats: Path
+    probes: Path  # probe hashes of the kept candidates (probes.tile_probes / chip_probes), for eval-leak search
 
     @classmethod
     def of(cls, work_dir: Path, key: str) -> StagedUnit:
         base = work_dir / "units"
         return cls(base / f"{key}.parquet", base / f"{key}.meta.parquet", base / f"{key}.excluded.parquet",
-                   base / f"{key}.stats.pkl")
+                   base / f"{key}.stats.pkl", base / f"{key}.probes.parquet")
 
 
 BandParts = dict[tuple[str, str], BandAccumulator]
@@ -244,7 +265,7 @@ def unit_band_parts(meta: pa.Table, per_row: list[list[BandTileStats]], rows: li
 
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.
 SLIM = ["id", "source", "scene", "x", "y", "width", "height", "crs", "minx", "miny", "maxx", "maxy", "gsd_m",
-        "sha256", "phash", "texture", "nodata_fraction"]
+        "channels", "dtype", "sha256", "phash", "texture", "nodata_fraction"]
 
 
 def _slim(kept: pa.Table, key: str) -> pa.Table:
@@ -261,15 +282,33 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
         per_row = pickle.loads(staged.band_stats.read_bytes())
         return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
                           unit_band_parts(meta, per_row, list(range(len(meta)))))
-    out = _Collector()
+    out = _Collector(unit.probe_sides if unit.manifest.role == "eval" else None)
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
             _process_scene(unit, scene, windows, out)
     kept, excluded = out.tables()
     meta = kept.select(META)
     write_atomic(excluded, staged.excluded)
+    write_atomic(out.probes(), staged.probes)
     write_atomic(meta, staged.meta)
     with atomic_path(staged.band_stats) as tmp:
         tmp.write_bytes(pickle.dumps(out.band_stats, protocol=pickle.HIGHEST_PROTOCOL))
     write_atomic(kept, staged.kept, row_group_size=ROW_GROUP_ROWS)
     return UnitResult(_slim(kept, unit.key), excluded, unit_band_parts(meta, out.band_stats, list(range(len(meta)))))
+
+
+def scene_pixels(manifest: Manifest, scene: SceneRef) -> Pixels:
+    """A scene's decimated whole view (what its signature was hashed from), with its footprint."""
+    with rasterio.Env(**GDAL_ENV):
+        reader = _open(manifest, scene)
+        try:
+            view = reader.overview(SCENE_VIEW_SIDE)
+            return Pixels(view.data, view.valid, [b.name for b in reader.data_bands], reader.crs,
+                          reader.bounds(0, 0, reader.width, reader.height))
+        finally:
+            reader.close()
+
+
+def check_scenes(pairs: list[tuple[tuple[Manifest, SceneRef], tuple[Manifest, SceneRef]]]) -> list[Similarity]:
+    """pixel_check.compare of pairs of scenes on their decimated views (a Dask task; candidates only)."""
+    return [compare(scene_pixels(*a), scene_pixels(*b)) for a, b in pairs]

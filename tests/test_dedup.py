@@ -196,7 +196,8 @@ def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
     def row(i: str, source: str, scene: str, x: int, h: int) -> dict:
         return {"id": i, "source": source, "scene": scene, "x": x, "y": 0, "width": 64, "height": 64, "crs": "",
                 "minx": np.nan, "miny": np.nan, "maxx": np.nan, "maxy": np.nan, "gsd_m": np.nan,
-                "sha256": i, "phash": np.uint64(h), "texture": 30.0, "nodata_fraction": 0.0}
+                "channels": 3, "dtype": "uint8", "sha256": i, "phash": np.uint64(h), "texture": 30.0,
+                "nodata_fraction": 0.0}
 
     cands = pd.DataFrame([
         row("c0", "copy", "c.tif", 0, 0x0F0F_0000_0000_0000), row("k0", "kept", "k.tif", 0, 0x00FF_00FF_00FF_00FF),
@@ -216,40 +217,42 @@ def test_decide_points_scene_copies_at_tiles_that_stay() -> None:
     assert d.keep.tolist() == [False, False, True]
 
 
-def test_joint_mask_matches_a_tile_with_a_nodata_corner(sample_dir: Path) -> None:
-    """A real Landsat tile against itself with a third blanked (a scene border): far by pHash, equal over the
-    joint valid pixels; another place stays far."""
-    from rscurate.codec import NPY_ZSTD, encode_array
-    from rscurate.masked_hash import joint_distance
+def test_georegistered_check_sees_through_a_nodata_corner(sample_dir: Path) -> None:
+    """A real Landsat tile against itself with a third blanked (a scene border): far by pHash, the same content
+    over the joint valid pixels (all of the partial tile lies on the full one); another place is not."""
     from rscurate.phash import tile_phash
+    from rscurate.pixel_check import Pixels, georegistered
 
     with rasterio.open(sample_dir / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF") as ds:
         full = ds.read(window=((600, 856), (600, 856)))
         other = ds.read(window=((1000, 1256), (1200, 1456)))
     corner = full.copy()
     corner[:, np.add.outer(np.arange(256), np.arange(256)) < 220] = 0  # a third of the tile
-
-    def row(a: np.ndarray) -> dict:
-        return {"image": encode_array(a), "encoding": NPY_ZSTD, "bands": ["blue", "green", "red"], "nodata": 0.0}
-
     names = ["blue", "green", "red"]
+    box = (0.0, 0.0, 7680.0, 7680.0)
+
+    def pixels(a: np.ndarray) -> Pixels:
+        return Pixels(a, a.any(axis=0), names, "EPSG:32621", box)
+
     assert (tile_phash(full, names) ^ tile_phash(corner, names, corner.any(axis=0))).bit_count() > DEFAULT_RADIUS
-    assert joint_distance(row(full), row(corner)) == 0
-    assert joint_distance(row(other), row(corner)) > 2 * DEFAULT_RADIUS
+    sim = georegistered(pixels(full), pixels(corner))
+    assert sim.same_content and sim.correlation > 0.99 and sim.change is not None and sim.change < 0.05
+    assert sim.covered[1] > 0.95 and 0.55 < sim.covered[0] < 0.75
+    assert not georegistered(pixels(other), pixels(corner)).same_content
 
 
-def test_colocated_pairs_need_one_ground_and_two_scenes() -> None:
-    from rscurate.masked_hash import colocated_pairs
+def test_overlap_pairs_need_shared_ground_and_two_scenes() -> None:
+    from rscurate.footprints import overlap_pairs
 
     def tile(source: str, scene: str, x0: float) -> dict:
         return {"source": source, "scene": scene, "width": 256, "crs": "EPSG:32621",
                 "minx": x0, "miny": 0.0, "maxx": x0 + 7680.0, "maxy": 7680.0}
 
-    cands = pd.DataFrame([tile("a", "s1", 0.0), tile("b", "s2", 30.0), tile("b", "s2", 3000.0),
+    cands = pd.DataFrame([tile("a", "s1", 0.0), tile("b", "s2", 30.0), tile("b", "s2", 4000.0),
                           tile("a", "s1", 30.0)])
-    pool = np.ones(4, bool)
-    i, j = colocated_pairs(cands, pool, np.array([True, False, False, False]))
-    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1)]  # 2 is 40 % off; 3 is the same scene
+    i, j = overlap_pairs(cands, np.ones(4, bool))
+    # 2 shares 48 % of its ground with 0 and 3 (under half); 0 and 3 are one scene, as are 1 and 2
+    assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1), (1, 3)]
 
 
 def test_sample_scene_signatures(sample_dir: Path) -> None:

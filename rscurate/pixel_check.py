@@ -1,0 +1,321 @@
+"""Pixels decide: the check every duplicate or leak candidate must pass after a hash or a footprint proposed it.
+
+pHash is tolerant by design: two acquisitions of one place weeks apart (seasonal change, new buildings) hash
+within the radius as easily as a re-encoded copy. So a candidate pair is compared on its pixels, over the ground
+both show, on a common grid of at most GRID cells a side (coarse enough that JPEG noise, resampling and a pixel of
+misregistration wash out, fine enough that real change shows):
+- structure: Pearson correlation of the two canonical grey views over cells valid in both (a re-encode, a resample
+  or an 8-bit rendering of the same acquisition keeps it near 1; different acquisitions lose it);
+- radiometry: where both tiles hold a band of the same name in the same dtype (the same units), the RMS difference
+  of that band over the pooled std; the median over shared bands is `change`. Two dates whose grey structure agrees
+  still differ here (vegetation growth raises near-infrared by 20 %; thresholds in docs/dedup.md, fitted on real
+  pairs by bench/pixel_check_fit.py).
+How the two tiles are put on one grid depends on what is known: their georeference (same CRS), a placement found
+by the eval-leak search (offset and scale), or nothing (whole views, with a small shift search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rscurate.codec import decode
+from rscurate.parquet_io import read_rows
+from rscurate.phash import canonical_view
+from rscurate.readers import valid_from_nodata
+
+GRID = 64
+"""Longer side (cells) of the common grid two tiles are compared on."""
+SHIFT_SEARCH = 2
+"""Cells of shift tried each way when two views are aligned by their content only."""
+MIN_CORRELATION = 0.9
+"""Structure: below this correlation of the grey views two tiles are different content."""
+MAX_CHANGE = 0.6
+"""Radiometry: above this median RMS difference / pooled std over shared bands (same units) they are different
+acquisitions (near-identical clear days score 0.2-0.5, a month of growth 0.8-1.2; docs/dedup.md)."""
+MIN_CELLS = 16
+"""Fewer joint valid cells than this cannot decide anything: the pair is not confirmed."""
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """A decoded tile and what is needed to put it on a grid with another one."""
+
+    data: np.ndarray  # (C, H, W), stored dtype
+    valid: np.ndarray  # (H, W) bool
+    bands: list[str]
+    crs: str = ""
+    bounds: tuple[float, float, float, float] | None = None  # minx, miny, maxx, maxy in crs
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[2])
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """How alike two tiles are over the ground both show."""
+
+    correlation: float  # of the canonical grey views; -1 when too few cells
+    change: float | None  # median RMS difference / pooled std over shared same-unit bands; None without any
+    cells: int  # joint valid cells on the common grid
+    covered: tuple[float, float]  # fraction of each tile's valid pixels that lie on the other's valid pixels
+
+    @property
+    def same_content(self) -> bool:
+        """True when the pixels confirm a copy: enough shared cells, same structure, no radiometric change."""
+        if self.cells < MIN_CELLS or self.correlation < MIN_CORRELATION:
+            return False
+        return self.change is None or self.change <= MAX_CHANGE
+
+
+NOT_COMPARABLE = Similarity(-1.0, None, 0, (0.0, 0.0))
+
+
+# --- resampling on a grid -------------------------------------------------------------------------------
+
+
+def _grid_shape(h: float, w: float) -> tuple[int, int]:
+    scale = min(1.0, GRID / max(h, w, 1.0))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _resample(layer: np.ndarray, valid: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Valid-weighted box average of an (h, w) layer onto `shape` (rows, cols); a cell is valid when at least
+    half of the pixels under it are."""
+    size = (shape[1], shape[0])
+    weight = np.asarray(Image.fromarray(valid.astype(np.float32), "F").resize(size, Image.Resampling.BOX))
+    masked = np.where(valid, layer, 0.0).astype(np.float32)
+    total = np.asarray(Image.fromarray(masked, "F").resize(size, Image.Resampling.BOX))
+    ok = weight >= 0.5
+    return np.where(ok, total / np.maximum(weight, 1e-6), 0.0), ok
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """One tile's part on the common grid: grey view, raw bands by name, validity."""
+
+    gray: np.ndarray
+    bands: dict[str, np.ndarray]
+    valid: np.ndarray
+    dtype: str
+
+
+def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int]) -> _Grid:
+    data, valid = p.data[:, rows, cols], p.valid[rows, cols]
+    gray, ok = _resample(canonical_view(data, p.bands, valid).astype(np.float32), valid, shape)
+    bands = {}
+    finite = np.all(np.isfinite(data), axis=0) & valid
+    for name, layer in zip(p.bands, data, strict=True):
+        bands[name], _ = _resample(np.nan_to_num(layer.astype(np.float64)), finite, shape)
+    return _Grid(gray, bands, ok, p.data.dtype.name)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    return r
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rank correlation: any monotonic rendering (a stretch, a gamma, clipping) of the same ground
+    keeps it near 1, where Pearson's drops wherever one rendering saturates."""
+    x, y = _ranks(x), _ranks(y)
+    x, y = x - x.mean(), y - y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else -1.0
+
+
+def _change(a: _Grid, b: _Grid, ok: np.ndarray) -> float | None:
+    if a.dtype != b.dtype:
+        return None  # other units (an 8-bit rendering of a 16-bit scene): structure alone decides
+    shared = [n for n in a.bands if n in b.bands]
+    values = []
+    for name in shared:
+        x, y = a.bands[name][ok], b.bands[name][ok]
+        spread = np.sqrt(0.5 * (x.var() + y.var()))
+        if spread > 0:
+            values.append(float(np.sqrt(np.mean((x - y) ** 2)) / spread))
+    return float(np.median(values)) if values else None
+
+
+def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> Similarity:
+    """Best similarity of two grids over shifts of up to `shift` cells each way (0: as registered)."""
+    best = NOT_COMPARABLE
+    h, w = a.valid.shape
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            ra, rb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
+            ca, cb = slice(max(dx, 0), w + min(dx, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+            ok = a.valid[ra, ca] & b.valid[rb, cb]
+            cells = int(ok.sum())
+            if cells < MIN_CELLS:
+                continue
+            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok])
+            if corr > best.correlation:
+                sub_a = _Grid(a.gray[ra, ca], {k: v[ra, ca] for k, v in a.bands.items()}, a.valid[ra, ca], a.dtype)
+                sub_b = _Grid(b.gray[rb, cb], {k: v[rb, cb] for k, v in b.bands.items()}, b.valid[rb, cb], b.dtype)
+                best = Similarity(corr, _change(sub_a, sub_b, ok), cells, covered)
+    return best
+
+
+def _covered(p: Pixels, part: tuple[slice, slice], joint_cells: int, grid_cells: int) -> float:
+    """Share of p's valid pixels that lie on joint valid cells (each cell stands for part-area / grid-cells
+    pixels of p)."""
+    total = int(p.valid.sum())
+    part_pixels = (part[0].stop - part[0].start) * (part[1].stop - part[1].start)
+    return min(1.0, joint_cells * part_pixels / grid_cells / total) if total else 0.0
+
+
+def _shared_bands(a: Pixels, b: Pixels) -> tuple[Pixels, Pixels]:
+    """Both tiles restricted to the bands they share by name, when their band sets differ but overlap (a band
+    subset is compared on its own bands, not on a grey view of bands it lacks)."""
+    shared = [n for n in a.bands if n in b.bands]
+    if not shared or (shared == a.bands and shared == b.bands):
+        return a, b
+
+    def take(p: Pixels) -> Pixels:
+        keep = [p.bands.index(n) for n in shared]
+        return Pixels(p.data[keep], p.valid, shared, p.crs, p.bounds)
+
+    return take(a), take(b)
+
+
+def _compare_parts(a: Pixels, ra: tuple[slice, slice], b: Pixels, rb: tuple[slice, slice], shape: tuple[int, int],
+                   shift: int) -> Similarity:
+    a, b = _shared_bands(a, b)
+    ga, gb = _on_grid(a, *ra, shape), _on_grid(b, *rb, shape)
+    joint, cells = int((ga.valid & gb.valid).sum()), shape[0] * shape[1]
+    return _score(ga, gb, (_covered(a, ra, joint, cells), _covered(b, rb, joint, cells)), shift)
+
+
+# --- the three ways of registering two tiles ---------------------------------------------------------------
+
+
+def _pixel_box(p: Pixels, box: tuple[float, float, float, float]) -> tuple[slice, slice] | None:
+    """Rows and columns of p under a CRS box (minx, miny, maxx, maxy), at least one pixel each way."""
+    assert p.bounds is not None
+    minx, miny, maxx, maxy = p.bounds
+    px, py = (maxx - minx) / p.width, (maxy - miny) / p.height
+    c0, c1 = round((box[0] - minx) / px), round((box[2] - minx) / px)
+    r0, r1 = round((maxy - box[3]) / py), round((maxy - box[1]) / py)
+    c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, p.width), min(r1, p.height)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+def georegistered(a: Pixels, b: Pixels) -> Similarity:
+    """Two tiles in one CRS, compared over the intersection of their footprints."""
+    if not a.crs or a.crs != b.crs or a.bounds is None or b.bounds is None:
+        return NOT_COMPARABLE
+    box = (max(a.bounds[0], b.bounds[0]), max(a.bounds[1], b.bounds[1]),
+           min(a.bounds[2], b.bounds[2]), min(a.bounds[3], b.bounds[3]))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return NOT_COMPARABLE
+    ra, rb = _pixel_box(a, box), _pixel_box(b, box)
+    if ra is None or rb is None:
+        return NOT_COMPARABLE
+    rows = min(ra[0].stop - ra[0].start, rb[0].stop - rb[0].start)
+    cols = min(ra[1].stop - ra[1].start, rb[1].stop - rb[1].start)
+    return _compare_parts(a, ra, b, rb, _grid_shape(rows, cols), shift=0)
+
+
+def whole_views(a: Pixels, b: Pixels) -> Similarity:
+    """Two tiles known only to look alike (no common georeference): whole views on one grid, small shifts."""
+    if abs(a.width / a.height - b.width / b.height) > 0.05 * (a.width / a.height):
+        return NOT_COMPARABLE
+    shape = _grid_shape(min(a.height, b.height), min(a.width, b.width))
+    full_a = (slice(0, a.height), slice(0, a.width))
+    full_b = (slice(0, b.height), slice(0, b.width))
+    return _compare_parts(a, full_a, b, full_b, shape, shift=SHIFT_SEARCH)
+
+
+START_SCALES = (0.92, 0.96, 1.0, 1.04, 1.08)
+"""Scale corrections scanned before hill climbing."""
+REFINE_STEPS = ((8.0, 1.04), (4.0, 1.02), (2.0, 1.01), (1.0, 1.005))
+"""Hill-climbing steps (tile pixels, scale ratio) that refine a placement found by probe votes: on textured
+imagery a 2 px or 4 % error already costs 0.1-0.3 of correlation."""
+
+
+def _placed_once(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Similarity:
+    c0, r0 = max(0.0, x), max(0.0, y)
+    c1, r1 = min(float(tile.width), x + chip.width * scale), min(float(tile.height), y + chip.height * scale)
+    if c1 - c0 < 4 or r1 - r0 < 4:
+        return NOT_COMPARABLE
+    rt = (slice(round(r0), round(r1)), slice(round(c0), round(c1)))
+    rc = (slice(round((r0 - y) / scale), round((r1 - y) / scale)),
+          slice(round((c0 - x) / scale), round((c1 - x) / scale)))
+    if rc[0].stop <= rc[0].start or rc[1].stop <= rc[1].start:
+        return NOT_COMPARABLE
+    return _compare_parts(chip, rc, tile, rt, _grid_shape(r1 - r0, c1 - c0), shift=0)
+
+
+def placed(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Similarity:
+    """A chip whose pixel (0, 0) lies at tile pixel (x, y), one chip pixel spanning `scale` tile pixels (the
+    placement the eval-leak search found), compared where they overlap, after refining the placement by hill
+    climbing over the chip's centre and scale (REFINE_STEPS)."""
+    cx, cy, f = x + chip.width * scale / 2, y + chip.height * scale / 2, scale
+
+    def at(cx: float, cy: float, f: float) -> Similarity:
+        return _placed_once(chip, tile, cx - chip.width * f / 2, cy - chip.height * f / 2, f)
+
+    best, f0 = NOT_COMPARABLE, f
+    for m in START_SCALES:  # the votes' scale can be several percent off: start from the best of a coarse scan
+        sim = at(cx, cy, f0 * m)
+        if sim.correlation > best.correlation:
+            best, f = sim, f0 * m
+    for step, ratio in REFINE_STEPS:
+        moved = True
+        while moved:
+            moved = False
+            for dx in (-step, 0.0, step):
+                for dy in (-step, 0.0, step):
+                    for m in (1 / ratio, 1.0, ratio):
+                        if dx == dy == 0.0 and m == 1.0:
+                            continue
+                        sim = at(cx + dx, cy + dy, f * m)
+                        if sim.correlation > best.correlation + 1e-4:
+                            best, cx, cy, f, moved = sim, cx + dx, cy + dy, f * m, True
+    return best
+
+
+def compare(a: Pixels, b: Pixels) -> Similarity:
+    """Georegistered when both tiles are in one CRS with overlapping footprints, else by whole views."""
+    if a.crs and a.crs == b.crs and a.bounds is not None and b.bounds is not None:
+        return georegistered(a, b)
+    return whole_views(a, b)
+
+
+# --- tasks over staged tiles (run on Dask workers) ---------------------------------------------------------
+
+STAGED_COLUMNS = ["image", "encoding", "bands", "nodata", "crs", "minx", "miny", "maxx", "maxy"]
+Where = tuple[str, int]  # (staged parquet file relative to the corpus folder, row)
+
+
+def staged_pixels(row: dict) -> Pixels:
+    """A staged tile (a row with STAGED_COLUMNS) as Pixels."""
+    data = decode(row["image"], row["encoding"])
+    bounds = None if row["minx"] is None else (row["minx"], row["miny"], row["maxx"], row["maxy"])
+    return Pixels(data, valid_from_nodata(data, row["nodata"]), list(row["bands"]), row["crs"] or "", bounds)
+
+
+def check_tiles(root: str, pairs: list[tuple[Where, Where]]) -> list[Similarity]:
+    """compare() of each pair of staged tiles under the corpus folder `root` (a Dask task)."""
+    rows = read_rows(Path(root), [w for pair in pairs for w in pair], STAGED_COLUMNS)
+    return [compare(staged_pixels(rows[2 * k]), staged_pixels(rows[2 * k + 1])) for k in range(len(pairs))]
+
+
+def check_placements(root: str, items: list[tuple[Where, Where, float, float, float]]) -> list[Similarity]:
+    """placed() of each (eval chip, training tile, x, y, scale) of staged tiles (a Dask task)."""
+    rows = read_rows(Path(root), [w for item in items for w in item[:2]], STAGED_COLUMNS)
+    return [placed(staged_pixels(rows[2 * k]), staged_pixels(rows[2 * k + 1]), *item[2:])
+            for k, item in enumerate(items)]
