@@ -11,6 +11,7 @@ import typer
 
 from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import ManifestError
+from rscurate.out_dir import OutDirError
 from rscurate.pipeline import BuildOptions, build
 from rscurate.verify import VerifyError, verify
 
@@ -27,6 +28,8 @@ def build_cmd(
     quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
     unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task, and at most per shard file")] = 256,
     keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="empty OUT first when it holds anything but a build of the same inputs")] = False,
     radius: Annotated[int, typer.Option(
         min=0, max=32, help="pHash Hamming radius for near/scene duplicates and eval leakage (0: exact only)")
     ] = DEFAULT_RADIUS,
@@ -34,11 +37,11 @@ def build_cmd(
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
-                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, radius=radius,
+                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, overwrite=overwrite, radius=radius,
                         command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)
-    except ManifestError as err:
+    except (ManifestError, OutDirError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"{out}: {report.kept} tiles kept in {report.shards} shards, {report.excluded} excluded, "
@@ -47,7 +50,7 @@ def build_cmd(
 
 @app.command("verify")
 def verify_cmd(corpus: Annotated[Path, typer.Argument(help="corpus folder")]) -> None:
-    """Check accounting and shard/index agreement; exit 1 with the first problem."""
+    """Check that the build finished, the accounting and shard/index agreement; exit 1 with the first problem."""
     try:
         checked = verify(corpus)
     except VerifyError as err:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4")
+DESCRIPTIVE = {"description", "citation", "homepage", "download"}  # card text: changes no tile
 
 
 class ManifestError(ValueError):
@@ -164,6 +165,10 @@ class Manifest(_Strict):
                 if name not in names:
                     raise ValueError(f"quality.cloud names band {name!r}, which is not among bands {names}")
         return self
+
+    def settings_json(self) -> str:
+        """The validated content that decides tiles, without the descriptive text only the card shows."""
+        return self.model_dump_json(exclude=DESCRIPTIVE)
 
     def band_list(self) -> list[Band]:
         if self.bands == "rgb":

@@ -99,7 +99,7 @@ def _signature(reader: SceneReader, windows: tuple[Window, ...]) -> SceneSignatu
 
 def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]) -> str:
     h = hashlib.sha256(FORMAT_VERSION.encode())
-    h.update(manifest.model_dump_json(exclude={"description", "citation", "homepage", "download"}).encode())
+    h.update(manifest.settings_json().encode())
     for scene, windows in items:
         for p in scene.paths:
             st = os.stat(p)
