@@ -3,23 +3,39 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rscurate.cli_options import SpreadListOptions, version_callback
 from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import ManifestError
+from rscurate.out_dir import OutDirError
 from rscurate.pipeline import BuildOptions, build
 from rscurate.verify import VerifyError, verify
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
 
+WIDE = 160  # `inspect` output columns when not on a terminal
+Sources = Annotated[list[Path], typer.Option(
+    "--sources", help="manifest files or folders: several after one flag (a shell glob) or the flag repeated")]
 
-@app.command("build")
+
+@app.callback()
+def main(
+    version: Annotated[bool | None, typer.Option(
+        "--version", callback=version_callback("rscurate"), is_eager=True, help="print the version and exit")
+    ] = None,
+) -> None:
+    """Curate remote-sensing imagery into a corpus."""
+
+
+@app.command("build", cls=SpreadListOptions)
 def build_cmd(
-    sources: Annotated[list[Path], typer.Option("--sources", help="manifest files or folders (repeatable)")],
+    sources: Sources,
     out: Annotated[Path, typer.Option("--out", help="corpus folder to write (resumes if it holds a killed build)")],
     scheduler: Annotated[str | None, typer.Option(help="address of an existing Dask scheduler")] = None,
     workers: Annotated[int | None, typer.Option(help="LocalCluster worker processes (default: CPU count)")] = None,
@@ -27,30 +43,63 @@ def build_cmd(
     quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
     unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task, and at most per shard file")] = 256,
     keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="empty OUT first when it holds anything but a build of the same inputs")] = False,
     radius: Annotated[int, typer.Option(
         min=0, max=32, help="pHash Hamming radius for near/scene duplicates and eval leakage (0: exact only)")
     ] = DEFAULT_RADIUS,
 ) -> None:
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
+    from rscurate.build_summary import unreadable_summary
+
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
-                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, radius=radius,
+                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, overwrite=overwrite, radius=radius,
                         command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)
-    except ManifestError as err:
+    except (ManifestError, OutDirError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"{out}: {report.kept} tiles kept in {report.shards} shards, {report.excluded} excluded, "
                f"{report.duplicates} duplicates, {len(report.absent)} sources absent ({report.seconds:.1f} s)")
+    for line in unreadable_summary(out):
+        typer.echo(line, err=True)
+
+
+@app.command("inspect", cls=SpreadListOptions)
+def inspect_cmd(
+    sources: Sources,
+    max_scenes: Annotated[int | None, typer.Option(
+        min=0, help="open and list at most this many scenes per manifest (default: all)")] = None,
+) -> None:
+    """Dry run without Dask: the files each manifest matches and, per scene, bands, dtype, size, CRS, nodata
+    and the tiles the build would cut."""
+    from rich.console import Console
+
+    from rscurate.inspect_sources import inspect_source, render
+    from rscurate.manifest import load_manifests
+
+    try:
+        manifests = load_manifests(sources)
+        reports = [inspect_source(m, max_scenes) for m in manifests]
+    except ManifestError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    # a pipe or file has no width: wide enough for the table rather than rich's 80 columns
+    render(reports, Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else WIDE))
 
 
 @app.command("verify")
 def verify_cmd(corpus: Annotated[Path, typer.Argument(help="corpus folder")]) -> None:
-    """Check accounting and shard/index agreement; exit 1 with the first problem."""
+    """Check that the build finished, the accounting and shard/index agreement; exit 1 with the first problem."""
     try:
         checked = verify(corpus)
     except VerifyError as err:
         typer.echo(f"verify failed: {err}", err=True)
         raise typer.Exit(1) from err
     typer.echo("ok: " + ", ".join(f"{v} {k}" for k, v in checked.items()))
+
+
+if __name__ == "__main__":
+    app()

@@ -6,15 +6,17 @@ turned into :class:`ManifestError` with that text rather than a pydantic traceba
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4")
+DESCRIPTIVE = {"description", "citation", "homepage", "download"}  # card text: changes no tile
 
 
 class ManifestError(ValueError):
@@ -166,6 +168,10 @@ class Manifest(_Strict):
                     raise ValueError(f"quality.cloud names band {name!r}, which is not among bands {names}")
         return self
 
+    def settings_json(self) -> str:
+        """The validated content that decides tiles, without the descriptive text only the card shows."""
+        return self.model_dump_json(exclude=DESCRIPTIVE)
+
     def band_list(self) -> list[Band]:
         if self.bands == "rgb":
             return [Band(name="red", wavelength_um=0.65), Band(name="green", wavelength_um=0.56),
@@ -218,14 +224,52 @@ def load_manifest(path: Path) -> Manifest:
 
 
 def _explain(path: Path, err: ValidationError) -> str:
-    lines = [f"{path}: invalid manifest"]
-    for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        fix = "remove it (unknown field; see docs/manifests.md)" if e["type"] == "extra_forbidden" else e["msg"]
-        if e["type"] == "missing":
+    fixes: dict[str, list[str]] = {}  # field as written -> what to do, in pydantic's order
+    located = [(e, *_locate(e["loc"], e["type"] == "extra_forbidden")) for e in err.errors()]
+    matched = {union for _, _, union, inside, _ in located if inside}
+    for e, field, union, inside, models in located:
+        if union is not None and not inside and union in matched:
+            continue  # the value has another member's shape (a bands list, not 'rgb'): that member's errors say why
+        if e["type"] == "extra_forbidden":
+            valid = [name for model in models for name, info in model.model_fields.items() if not info.exclude]
+            close = difflib.get_close_matches(str(e["loc"][-1]), valid, n=1)
+            fix = (f"unknown field; did you mean {close[0]!r}?" if close
+                   else "remove it (unknown field; see docs/manifests.md)")
+        elif e["type"] == "missing":
             fix = "add it (required; see docs/manifests.md)"
-        lines.append(f"  field '{field}': {fix}")
-    return "\n".join(lines)
+        else:
+            fix = e["msg"]
+        fixes.setdefault(field, []).append(fix)
+    # several fixes for one field are the members of a union (`bands: 5`): any one of them would do
+    lines = [f"  field '{field or '(top level)'}': {' or '.join(fix)}" for field, fix in fixes.items()]
+    return "\n".join([f"{path}: invalid manifest", *lines])
+
+
+def _locate(loc: tuple[int | str, ...], unknown: bool) -> tuple[str, str | None, bool, list[type[BaseModel]]]:
+    """(field as the user wrote it: `bands[0].wavelength_um`, the field holding a union when pydantic named one
+    of its members (`list[Band]`) in the location, whether the location goes on inside that member, and the
+    models whose fields were valid at the last step). An `unknown` key's last part is the user's own."""
+    models: list[type[BaseModel]] = [Manifest]
+    field, union, inside = "", None, False
+    for k, part in enumerate(loc):
+        fields = {name: info for model in models for name, info in model.model_fields.items()}
+        if isinstance(part, int):
+            field += f"[{part}]"
+        elif part in fields or (unknown and k == len(loc) - 1):
+            field += f".{part}" if field else part
+            models = _models_in(fields[part].annotation) if part in fields else models
+        else:  # a union member's name, not a key the user wrote
+            union = field
+            continue
+        inside = union is not None
+    return field, union, inside, models
+
+
+def _models_in(annotation: object) -> list[type[BaseModel]]:
+    """The manifest sections inside a field's type (Band in `list[Band] | Literal['rgb'] | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def find_manifest_files(sources: list[Path]) -> list[Path]:

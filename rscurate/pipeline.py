@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rscurate import schema
+from rscurate import out_dir, schema
 from rscurate.band_stats import BandAccumulator, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide
 from rscurate.discover import Discovery, discover
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
+from rscurate.out_dir import WORK
 from rscurate.parquet_io import write_atomic
 from rscurate.pixel_check import Similarity, check_placements, check_tiles
 from rscurate.probe_leaks import Probes
@@ -47,7 +48,6 @@ from rscurate.units import SLIM, ScenePlan, StagedUnit, Unit, check_scenes, plan
 log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
-WORK = "_work"  # staged units and shard parts, inside the corpus folder until the build ends
 CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
 
 
@@ -61,6 +61,7 @@ class BuildOptions:
     quiet: bool = False
     unit_tiles: int = 256  # tiles per work unit (and at most per shard): coarse tasks, bounded memory
     keep_work: bool = False
+    overwrite: bool = False  # empty a non-empty --out that holds another build (or anything else)
     radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
     processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
@@ -243,7 +244,7 @@ def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: 
     return {
         "command": opts.command,
         "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
-                     "strict": opts.strict, "radius": opts.radius,
+                     "strict": opts.strict, "radius": opts.radius, "keep_work": opts.keep_work,
                      "scheduler": opts.scheduler or "LocalCluster"},
         "rscurate_version": version("rsfm-toolkit"),
         "started": started.isoformat(timespec="seconds"),
@@ -257,6 +258,8 @@ def build(opts: BuildOptions) -> BuildReport:
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     manifests = load_manifests(opts.sources)
+    inputs_fp = out_dir.fingerprint(manifests, opts.radius, opts.unit_tiles)
+    out_dir.check(opts.out, inputs_fp, opts.overwrite)
     discoveries = [discover(m) for m in manifests]
     absent = [d.absent for d in discoveries if d.absent]
     for line in absent:
@@ -267,8 +270,7 @@ def build(opts: BuildOptions) -> BuildReport:
     if not present:
         raise ManifestError("no source has data on disk; see the messages above for where to get each")
 
-    out, work = opts.out, opts.out / WORK
-    work.mkdir(parents=True, exist_ok=True)
+    out, work = opts.out, out_dir.start(opts.out, inputs_fp, opts.overwrite)
     with dask_client(opts.scheduler, opts.workers, opts.quiet, opts.processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
         plan_futs, plan_owner = [], []
@@ -284,6 +286,8 @@ def build(opts: BuildOptions) -> BuildReport:
         sides = probe_sides(w[2] for d in present if d.manifest.role == "train"
                             for p in plans[d.manifest.name] for w in p.windows)
         units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides)]
+        if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
+            log.info("resuming: %d of %d units done", done, len(units))
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         unit_results = _gather(client, unit_futs, "tiles", opts.quiet)
 
@@ -351,6 +355,7 @@ def build(opts: BuildOptions) -> BuildReport:
     write_card(out, stats, index, excluded, duplicates, dropped_at)
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
+    out_dir.finish(out, _build_meta(opts, started, time.perf_counter() - t0, n_workers), inputs_fp)
     return BuildReport(len(index), len(excluded), len(duplicates), absent, n_shards, seconds)
 
 

@@ -104,7 +104,7 @@ def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]
              probe_sides: tuple[int, ...] = ()) -> str:
     h = hashlib.sha256(FORMAT_VERSION.encode())
     h.update(repr(probe_sides).encode())
-    h.update(manifest.model_dump_json(exclude={"description", "citation", "homepage", "download"}).encode())
+    h.update(manifest.settings_json().encode())
     for scene, windows in items:
         for p in scene.paths:
             st = os.stat(p)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from rscurate.out_dir import completion_problem
+
 
 class VerifyError(Exception):
     """The first problem found, with the file it concerns."""
@@ -15,6 +17,9 @@ class VerifyError(Exception):
 
 def verify(root: Path) -> dict[str, int]:
     """Check a corpus; raise VerifyError with the first problem, else return what was checked."""
+    problem = completion_problem(root)  # a half-written corpus must not pass for a finished one
+    if problem:
+        raise VerifyError(problem)
     for name in ("index.parquet", "excluded.parquet", "duplicates.parquet", "inputs.parquet", "stats.json"):
         if not (root / name).is_file():
             raise VerifyError(f"{root / name}: missing; rebuild with `rscurate build`")

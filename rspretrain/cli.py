@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from rscurate.cli_options import version_callback
 from rspretrain.config import load_config
 
 app = typer.Typer(
@@ -25,6 +26,18 @@ def model_overrides(name: str) -> list[str]:
             f"expected METHOD_vit_SIZE like mae_vit_base or selectivemae_vit_tiny, got {name!r}"
         )
     return [f"model.method={_METHODS[method]}", f"model.size={size}"]
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=version_callback("rspretrain"), is_eager=True, help="print the version and exit"
+        ),
+    ] = None,
+) -> None:
+    """Pretrain remote-sensing foundation models."""
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -50,10 +63,14 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue exactly from OUT's newest checkpoint")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="empty OUT first when it holds an earlier run")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ) -> None:
     """Pretrain from a corpus; under torchrun each process trains one rank."""
     from rspretrain.engine import NonFiniteLoss, train
+    from rspretrain.run_folder import RunFolderInUse, claim_run_folder
 
     _setup_logging(quiet)
     overrides = list(set_ or [])
@@ -70,8 +87,9 @@ def run(
             overrides.append(f"{key}={value}")
     try:
         cfg = load_config(config, overrides)
+        claim_run_folder(out, resume, overwrite)
         result = train(cfg, data, out, resume=resume, stop_at=stop_at)
-    except NonFiniteLoss as err:
+    except (NonFiniteLoss, RunFolderInUse) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     except (ValueError, FileNotFoundError, KeyError) as err:

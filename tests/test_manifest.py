@@ -40,6 +40,29 @@ def test_bad_manifest_names_file_field_and_fix(tmp_path: Path, body: str, field:
     assert str(path) in text and field in text and fix in text
 
 
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("tile: {size: 64, strde: 32}\n", "field 'tile.strde': unknown field; did you mean 'stride'?"),
+        ("bands: [{name: b1, wavelength_um: 0.5}, {name: b2, wavelenth_um: 0.6}]\n",
+         "field 'bands[1].wavelenth_um': unknown field; did you mean 'wavelength_um'?"),
+        ("bands: [{name: b1, wavelength_um: blue}]\n",
+         "field 'bands[0].wavelength_um': Input should be a valid number"),
+        ("quality: {cloud: {brightnes: 3000}}\n", "field 'quality.cloud.brightnes': unknown field; did you mean"),
+        ("bands: 4\n", "field 'bands': Input should be a valid list or Input should be 'rgb'"),
+    ],
+    ids=["typo in a section", "typo in a list item", "bad value in a list item", "typo two levels down", "union"],
+)
+def test_nested_fields_are_named_as_written_with_a_suggestion(tmp_path: Path, body: str, line: str) -> None:
+    path = write_manifest(tmp_path / "m.yaml", "name: a\nlicense: x\nroot: .\ninclude: ['*.tif']\n" + body)
+    with pytest.raises(ManifestError) as err:
+        load_manifest(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: invalid manifest"
+    assert any(text.strip().startswith(line) for text in lines[1:]), lines
+    assert len(lines) == 2, "a list of bands is not also told it should be 'rgb'"
+
+
 def test_unset_variable_and_bad_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RSCURATE_TEST_UNSET", raising=False)
     body = "name: a\nlicense: x\nroot: ${RSCURATE_TEST_UNSET}/x\ninclude: ['*']\n"

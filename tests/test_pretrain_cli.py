@@ -121,3 +121,27 @@ def test_every_shipped_preset_is_valid(preset):
     cfg = load_config(ROOT / "configs" / f"{preset}.yaml", ["model.depth=1", "model.decoder_depth=1"])
     model = build_model(cfg.model, cfg.data.channels())
     assert model.num_patches == (cfg.model.img_size // cfg.model.patch_size) ** 2
+
+
+def test_run_into_a_used_folder_needs_resume_or_overwrite(corpus, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "step_00000009.pt").write_bytes(b"older weights")
+    args = ["run", "--config", str(ROOT / "configs/mae_vit_tiny.yaml"), "--data", str(corpus), "--out", str(run),
+            *sets(), "--max-steps", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert str(run) in res.output and "step_00000009.pt" in res.output and "--resume" in res.output
+    assert (run / "checkpoints" / "step_00000009.pt").exists() and not (run / "log.jsonl").exists()
+    res = runner.invoke(app, [*args, "--resume", "--overwrite"])
+    assert res.exit_code == 2 and "one of them" in res.output
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000001.pt"], "older run deleted"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"rspretrain {version('rsfm-toolkit')}"
