@@ -432,6 +432,7 @@ def _files_section() -> str:
 - `excluded.parquet`: every input item or tile left out, with `reason` and `detail`.
 - `duplicates.parquet`: every dropped duplicate, with the tile kept in its place (`kept_id`), `kind` and
   `distance`.
+- `inputs.parquet`: every discovered scene with its files, tiles planned, and pixels read and in tiles.
 - `stats.json`: the counts, per-source and per-band statistics and build settings this card shows.
 - `card/`: the figures of this card."""
 
