@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, ScalarFormatter
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
@@ -35,10 +37,15 @@ from rscurate.codec import decode
 from rscurate.parquet_io import read_rows
 from rscurate.schema import EXCLUDE_REASONS
 
+log = logging.getLogger("rscurate")
+T = TypeVar("T")
+
 CARD_DIR = "card"
 FIGURES = ("mosaic.png", "counts.png", "footprints.png", "duplicates.png")
 MOSAIC_TILES = 36
 MAX_FOOTPRINTS = 50_000  # drawing millions of polygons takes minutes and shows nothing more
+MAX_PANELS = 6  # footprint panels; the smallest groups of sources share the last one
+PANEL_SPLIT = 0.25  # a clump of tiles gets its own footprint panel when it lies 4 sizes away from the rest
 DUPLICATE_EXAMPLES = 8
 PAIR_EXAMPLES = 2  # per kind of duplicate, in the side-by-side figure
 TAGS = ["remote-sensing", "earth-observation", "satellite-imagery", "self-supervised-pretraining"]
@@ -95,33 +102,51 @@ def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Tabl
     card_dir.mkdir(parents=True, exist_ok=True)
     sources = stats.get("sources", {})
 
+    def figure(name: str, draw: Callable[[Path], bool]) -> bool:
+        return _attempt(f"figure {CARD_DIR}/{name}", lambda: draw(card_dir / name), False)
+
     written = {
-        "mosaic.png": _mosaic_figure(corpus_dir, index, card_dir / "mosaic.png"),
-        "counts.png": _counts_figure(sources, card_dir / "counts.png"),
-        "duplicates.png": _pairs_figure(corpus_dir, index, duplicates, dropped_at, card_dir / "duplicates.png"),
+        "mosaic.png": figure("mosaic.png", lambda p: _mosaic_figure(corpus_dir, index, p)),
+        "counts.png": figure("counts.png", lambda p: _counts_figure(sources, p)),
+        "duplicates.png": figure("duplicates.png",
+                                 lambda p: _pairs_figure(corpus_dir, index, duplicates, dropped_at, p)),
     }
-    drawn, georeferenced = _footprints_figure(index, card_dir / "footprints.png")
-    written["footprints.png"] = drawn > 0
-    for name in FIGURES:  # a rebuilt card must not show a figure left over from an earlier build
+    footprints = _attempt(f"figure {CARD_DIR}/footprints.png",
+                          lambda: _footprints_figure(index, card_dir / "footprints.png"), None)
+    written["footprints.png"] = footprints is not None and footprints.drawn > 0
+    for name in FIGURES:  # a rebuilt card must not show a figure left over from an earlier build (or half drawn)
         if not written[name]:
             (card_dir / name).unlink(missing_ok=True)
 
     name = corpus_dir.resolve().name
-    sections = [
-        _front_matter(name, stats, index),
-        _overview(name, stats, index, excluded, duplicates, written["mosaic.png"]),
-        _sources_section(sources),
-        _bands_section(stats.get("bands", {})),
-        _dedup_section(duplicates, written["duplicates.png"]),
-        _footprints_section(index.num_rows, georeferenced, drawn),
-        _build_section(stats.get("build", {})),
-        _loading_section(name),
-        _files_section(),
-        _citations_section(sources),
+    sections: list[tuple[str, Callable[[], str]]] = [
+        ("front matter", lambda: _front_matter(name, stats, index)),
+        ("overview", lambda: _overview(name, stats, index, excluded, duplicates, written["mosaic.png"])),
+        ("sources", lambda: _sources_section(sources, written["counts.png"])),
+        ("pixels", lambda: _pixels_section(sources)),
+        ("band statistics", lambda: _bands_section(stats.get("bands", {}))),
+        ("deduplication", lambda: _dedup_section(duplicates, written["duplicates.png"])),
+        ("footprints", lambda: _footprints_section(index.num_rows, footprints)),
+        ("how it was built", lambda: _build_section(stats.get("build", {}))),
+        ("how to load", lambda: _loading_section(name)),
+        ("files", _files_section),
+        ("citations", lambda: _citations_section(sources)),
     ]
+    texts = [_attempt(f"section {what}", make, "") for what, make in sections]
     readme = corpus_dir / "README.md"
-    readme.write_text("\n\n".join(s.strip() for s in sections) + "\n", encoding="utf-8")
+    readme.write_text("\n\n".join(t.strip() for t in texts if t.strip()) + "\n", encoding="utf-8")
     return readme
+
+
+def _attempt(what: str, make: Callable[[], T], fallback: T) -> T:
+    """One figure or section of the card; one that fails is logged and left out, never the card: it is written
+    after all of a build's work, and an odd input (a CRS whose corners leave its projection's domain) must not
+    cost the build."""
+    try:
+        return make()
+    except Exception as err:  # anything: the rest of the card is still worth writing
+        log.warning("dataset card: skipped the %s: %s: %s", what, type(err).__name__, err)
+        return fallback
 
 
 # --- front matter -------------------------------------------------------------------------------------------
@@ -199,7 +224,7 @@ def _overview(
     return "\n".join(lines)
 
 
-def _sources_section(sources: dict[str, dict]) -> str:
+def _sources_section(sources: dict[str, dict], counts_figure: bool) -> str:
     if not sources:
         return "## Sources\n\nNo source was recorded."
     reasons = _ordered({r for s in sources.values() for r, n in s.get("excluded", {}).items() if n}, EXCLUDE_REASONS)
@@ -212,7 +237,25 @@ def _sources_section(sources: dict[str, dict]) -> str:
         for name, s in sorted(sources.items())
     ]
     text = "## Sources\n\n" + _table(header, rows, "ll" + "r" * (3 + len(reasons)) + "ll")
-    return text + "\n\n![kept, excluded and duplicate counts per source](card/counts.png)"
+    return text + ("\n\n![kept, excluded and duplicate counts per source](card/counts.png)" if counts_figure else "")
+
+
+def _pixels_section(sources: dict[str, dict]) -> str:
+    """Pixels read per source against pixels in tiles: what tiling left out is counted, not silently lost."""
+    counted = {n: s for n, s in sorted(sources.items()) if "pixels" in s}
+    if not counted:  # stats.json of a build before pixels were counted
+        return ""
+    rows = []
+    for name, s in counted.items():
+        read, tiled = s["pixels"], s.get("pixels_tiled", 0)
+        rows.append([name, read, tiled, read - tiled, f"{100 * (read - tiled) / read:.1f} %" if read else "-"])
+    return (
+        "## Pixels read and pixels in tiles\n\n"
+        "Grid tiling keeps only full tiles, so the strips along a scene's edges that do not fill a whole tile "
+        "(and all of a scene smaller than one tile) are in no tile: these margins are counted here, per scene "
+        "in `inputs.parquet` (`pixels`, `pixels_tiled`). Random crops cover only part of each scene.\n\n"
+        + _table(["source", "pixels read", "pixels in tiles", "in margins", "% in margins"], rows, "lrrrr")
+    )
 
 
 def _bands_section(bands: dict[str, dict]) -> str:
@@ -267,8 +310,11 @@ def _dedup_section(duplicates: pa.Table, figure: bool) -> str:
     )
 
 
-def _footprints_section(kept: int, georeferenced: int, drawn: int) -> str:
+def _footprints_section(kept: int, footprints: Footprints | None) -> str:
     head = "## Footprints\n\n"
+    if footprints is None:
+        return head + "The footprint map could not be drawn; the build's log names the error."
+    drawn, georeferenced, panels = footprints.drawn, footprints.georeferenced, footprints.panels
     if drawn == 0 and georeferenced:
         return head + (
             f"{georeferenced:,} tiles carry a `crs`, but none could be reprojected to EPSG:4326, "
@@ -277,9 +323,19 @@ def _footprints_section(kept: int, georeferenced: int, drawn: int) -> str:
     if drawn == 0:
         return head + "No kept tile is georeferenced (empty `crs`), so there is no footprint map."
     shown = f"{drawn:,} of them" if drawn < georeferenced else "all of them"
+    unplaced = footprints.considered - drawn
+    left_out = (
+        f" {_plural(unplaced, 'tile')} could not be placed (a corner outside its CRS's valid domain, such as "
+        f"the limb of a full-disk image, or an unreadable CRS) and {'is' if unplaced == 1 else 'are'} left out."
+        if unplaced else ""
+    )
+    where = (
+        "in one panel zoomed to their extent" if panels == 1
+        else f"in {panels} panels, each zoomed to the extent of the sources it names"
+    )
     return (
         head + f"{georeferenced:,} of {kept:,} tiles are georeferenced; {shown} are drawn in longitude/latitude "
-        "(EPSG:4326), coloured by source.\n\n![tile footprints](card/footprints.png)"
+        f"(EPSG:4326), coloured by source, {where}.{left_out}\n\n![tile footprints](card/footprints.png)"
     )
 
 
@@ -376,6 +432,7 @@ def _files_section() -> str:
 - `excluded.parquet`: every input item or tile left out, with `reason` and `detail`.
 - `duplicates.parquet`: every dropped duplicate, with the tile kept in its place (`kept_id`), `kind` and
   `distance`.
+- `inputs.parquet`: every discovered scene with its files, tiles planned, and pixels read and in tiles.
 - `stats.json`: the counts, per-source and per-band statistics and build settings this card shows.
 - `card/`: the figures of this card."""
 
@@ -591,60 +648,164 @@ def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
     return True
 
 
-def _footprints_figure(index: pa.Table, path: Path) -> tuple[int, int]:
-    """Tile outlines in lon/lat coloured by source; returns (drawn, georeferenced); none drawn, no file."""
+class Footprints(NamedTuple):
+    """What the footprint figure drew: tiles drawn, georeferenced tiles, those it tried (at most
+    MAX_FOOTPRINTS; the rest could not be placed on Earth) and panels."""
+
+    drawn: int
+    georeferenced: int
+    considered: int
+    panels: int
+
+
+def _footprints_figure(index: pa.Table, path: Path) -> Footprints:
+    """Tile outlines in lon/lat coloured by source, one panel per group of nearby sources zoomed to its tiles
+    (a world map would show a corpus of scenes as a few dots); none drawn, no file."""
     if index.num_rows == 0:
-        return 0, 0
+        return Footprints(0, 0, 0, 0)
     df = index.select(["source", "crs", "minx", "miny", "maxx", "maxy"]).to_pandas()
     bounds = df[["minx", "miny", "maxx", "maxy"]].to_numpy(dtype=float)
     df = df[df["crs"].fillna("").str.strip().ne("") & np.isfinite(bounds).all(axis=1)]
     georeferenced = len(df)
     if georeferenced > MAX_FOOTPRINTS:  # a seeded sample: a stride could alias with the index's ordering
         df = df.iloc[np.sort(np.random.default_rng(0).choice(georeferenced, MAX_FOOTPRINTS, replace=False))]
+    polys, srcs = _lonlat_quads(df)
+    if len(polys) == 0:
+        return Footprints(0, georeferenced, len(df), 0)
+    panel = _panels(polys)
+    n_panels = int(panel.max()) + 1
+
+    cols = n_panels if n_panels <= 3 else math.ceil(n_panels / 2)
+    rows = math.ceil(n_panels / cols)
+    fig = Figure(figsize=(4.4 * cols + 0.4, 3.9 * rows + 0.9), layout="constrained")
+    names = sorted(set(srcs))
+    colours = dict(zip(names, _colours("tab10" if len(names) <= 10 else "tab20", len(names)), strict=True))
+    for k in range(n_panels):
+        _footprint_panel(fig.add_subplot(rows, cols, k + 1), polys[panel == k], srcs[panel == k], colours)
+    handles = [Patch(color=colours[n], label=n) for n in names]
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(len(names), 4), frameon=False)
+    sampled = f" (a sample of {georeferenced:,})" if len(df) < georeferenced else ""
+    fig.suptitle(f"Footprints of {len(polys):,} georeferenced tiles{sampled}, EPSG:4326")
+    _save(fig, path)
+    return Footprints(len(polys), georeferenced, len(df), n_panels)
+
+
+def _lonlat_quads(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 4, 2) lon/lat corners of the tiles that can be placed on Earth, and their sources. A tile with an
+    unreadable or local CRS, or a corner that does not reproject, is left out. Each tile's longitudes are kept
+    within 180 degrees of its first corner, so a tile across the antimeridian stays one small quad."""
     quads, owners = [], []
     for crs, g in df.groupby("crs", sort=True):
-        x0, y0, x1, y1 = (g[c].to_numpy(dtype=float) for c in ("minx", "miny", "maxx", "maxy"))
-        xs = np.stack([x0, x1, x1, x0], axis=1).ravel()
-        ys = np.stack([y0, y0, y1, y1], axis=1).ravel()
         try:
             src = CRS.from_user_input(crs)
-        except CRSError:  # an unreadable CRS leaves its tiles off the map rather than failing the build's card
+        except CRSError:
             continue
         if not (src.is_geographic or src.is_projected):  # a local (engineering) CRS has no place on Earth
             continue
-        lon, lat = transform(src, "EPSG:4326", xs, ys)
-        corners = np.stack([lon, lat], axis=1).reshape(-1, 4, 2)
-        ok = np.isfinite(corners).all(axis=(1, 2))
+        x0, y0, x1, y1 = (g[c].to_numpy(dtype=float) for c in ("minx", "miny", "maxx", "maxy"))
+        points = np.stack([np.stack([x0, x1, x1, x0], axis=1).ravel(), np.stack([y0, y0, y1, y1], axis=1).ravel()])
+        unique, where = np.unique(points, axis=1, return_inverse=True)  # neighbouring grid tiles share corners
+        lon, lat = _to_lonlat(src, unique[0], unique[1])
+        corners = np.stack([lon[where.ravel()], lat[where.ravel()]], axis=1).reshape(-1, 4, 2)
+        ok = np.isfinite(corners).all(axis=(1, 2)) & (np.abs(corners[..., 1]) <= 90).all(axis=1)
         quads.append(corners[ok])
         owners.append(g["source"].to_numpy()[ok])
-    if not quads or sum(len(q) for q in quads) == 0:
-        return 0, georeferenced
-    polys, srcs = np.concatenate(quads), np.concatenate(owners)
+    if not quads:
+        return np.zeros((0, 4, 2)), np.zeros(0, dtype=object)
+    polys = np.concatenate(quads)
+    polys[..., 0] = _wrap(polys[..., 0], polys[:, :1, 0])
+    return polys, np.concatenate(owners)
 
-    fig = Figure(figsize=(8, 6), layout="constrained")
-    ax = fig.add_subplot()
-    names = sorted(set(srcs))
-    colours = dict(zip(names, _colours("tab10" if len(names) <= 10 else "tab20", len(names)), strict=True))
-    centres = polys.mean(axis=1)
+
+def _to_lonlat(src: CRS, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """EPSG:4326 longitudes and latitudes of points, NaN where a point does not transform. rasterio fails a
+    whole batch for one point outside the projection's domain (the space around a full-disk image), so a
+    failing batch is split in halves until its failing points are found: a few calls per such point."""
+    try:
+        lon, lat = transform(src, "EPSG:4326", xs, ys)
+        return np.asarray(lon, float), np.asarray(lat, float)
+    except Exception:  # rasterio raises its private CPLE_* errors here
+        if len(xs) <= 1:
+            return np.full(len(xs), np.nan), np.full(len(xs), np.nan)
+        half = len(xs) // 2
+        (lon_a, lat_a), (lon_b, lat_b) = _to_lonlat(src, xs[:half], ys[:half]), _to_lonlat(src, xs[half:], ys[half:])
+        return np.concatenate([lon_a, lon_b]), np.concatenate([lat_a, lat_b])
+
+
+def _wrap(lon: np.ndarray, ref: np.ndarray | float) -> np.ndarray:
+    """Longitudes shifted by whole turns to within 180 degrees of ref."""
+    return ref + (lon - ref + 180.0) % 360.0 - 180.0
+
+
+def _circular_mean(lon: np.ndarray) -> float:
+    rad = np.radians(lon)
+    return float(np.degrees(np.arctan2(np.sin(rad).mean(), np.cos(rad).mean())))
+
+
+def _panels(polys: np.ndarray) -> np.ndarray:
+    """A panel number per tile, largest panel first: clumps of tiles far apart (scenes on different
+    continents) get their own panels, at most MAX_PANELS, so each panel zooms to tiles a reader can see.
+
+    Farthest-point clustering of the tile centres (as unit vectors, so the antimeridian is no edge): each
+    next centre is the tile farthest from those chosen, and a split counts when it shrinks the panels' reach
+    (largest tile-to-centre distance plus a tile's half-diagonal) below PANEL_SPLIT of what it was: a far
+    clump does; splitting one contiguous area (about 0.5 or more) or a few neighbouring tiles does not."""
+    lon, lat = np.radians(polys[..., 0]), np.radians(polys[..., 1])
+    xyz = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)  # (n, 4, 3)
+    points = xyz.mean(axis=1)
+    half_tile = float(np.median(np.linalg.norm(xyz[:, 0] - xyz[:, 2], axis=1))) / 2
+    centres = [0]
+    nearest = np.linalg.norm(points - points[0], axis=1)
+    reach = [float(nearest.max()) + half_tile]  # reach[k]: with k + 1 centres
+    for _ in range(MAX_PANELS - 1):
+        far = int(np.argmax(nearest))
+        centres.append(far)
+        nearest = np.minimum(nearest, np.linalg.norm(points - points[far], axis=1))
+        reach.append(float(nearest.max()) + half_tile)
+    splits = [k for k in range(1, len(reach)) if reach[k] < PANEL_SPLIT * reach[k - 1]]
+    kept = points[centres[: (max(splits) + 1 if splits else 1)]]
+    label = np.argmin(np.linalg.norm(points[:, None, :] - kept[None, :, :], axis=2), axis=1)
+    order = np.argsort(-np.bincount(label, minlength=len(kept)), kind="stable")  # largest panel first
+    return np.argsort(order)[label]
+
+
+def _footprint_panel(ax: Any, polys: np.ndarray, srcs: np.ndarray, colours: dict[str, tuple[float, ...]]) -> None:
+    """One panel: its tiles, longitudes unwrapped around the panel's centre, zoomed to them."""
+    quads = polys.copy()
+    ref = _circular_mean(quads[:, 0, 0])
+    quads[..., 0] += (_wrap(quads[:, 0, 0], ref) - quads[:, 0, 0])[:, None]  # whole tiles move, never split
+    lo, hi = quads.reshape(-1, 2).min(axis=0), quads.reshape(-1, 2).max(axis=0)
+    tile_size = np.median(quads.max(axis=1) - quads.min(axis=1))
+    small = tile_size < 0.01 * max(hi - lo)  # tiles far apart: a dot keeps each one visible
+    names, counts = np.unique(srcs, return_counts=True)
     for name in names:
         mine = srcs == name
-        outline = PolyCollection(list(polys[mine]), facecolor=(*colours[name][:3], 0.35), edgecolor=colours[name])
-        ax.add_collection(outline)
-        # tiles are metres across and sources continents apart: a dot keeps each tile visible at any extent
-        ax.scatter(centres[mine, 0], centres[mine, 1], s=4, color=colours[name], linewidths=0)
-    lat_mid = float(np.median(centres[:, 1]))
+        ax.add_collection(PolyCollection(list(quads[mine]), facecolor=(*colours[name][:3], 0.35),
+                                         edgecolor=colours[name], linewidths=0.6))
+        if small:
+            centres = quads[mine].mean(axis=1)
+            ax.scatter(centres[:, 0], centres[:, 1], s=4, color=colours[name], linewidths=0)
+    ax.update_datalim(np.stack([lo, hi]))
+    ax.autoscale_view()
     ax.margins(0.08)
     # a degree of longitude is cos(lat) times as long as one of latitude; this keeps shapes true on the ground
-    ax.set_aspect(1 / max(math.cos(math.radians(lat_mid)), 0.1), adjustable="datalim")
-    ax.set_xlabel("longitude (°)")
-    ax.set_ylabel("latitude (°)")
+    ax.set_aspect(1 / max(math.cos(math.radians((lo[1] + hi[1]) / 2)), 0.1), adjustable="datalim")
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # long labels at small extents must not run together
+    ax.xaxis.set_major_formatter(_LongitudeFormatter(useOffset=False))
+    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("longitude (°)", fontsize=8)
+    ax.set_ylabel("latitude (°)", fontsize=8)
     ax.grid(True, linewidth=0.3)
-    handles = [Patch(color=colours[n], label=n) for n in names]
-    fig.legend(handles=handles, fontsize=8, loc="outside right upper", frameon=False)  # "best" is slow here
-    sampled = f" (a sample of {georeferenced:,})" if len(polys) < georeferenced else ""
-    ax.set_title(f"Footprints of {len(polys):,} georeferenced tiles{sampled}, EPSG:4326")
-    _save(fig, path)
-    return len(polys), georeferenced
+    label = ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))
+    ax.set_title(textwrap.fill(textwrap.shorten(label, 110, placeholder=" …"), 55), fontsize=8)
+
+
+class _LongitudeFormatter(ScalarFormatter):
+    """Tick labels in [-180, 180) for longitudes unwrapped past the antimeridian."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return super().__call__(float(_wrap(np.float64(x), 0.0)), pos)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

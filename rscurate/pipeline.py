@@ -156,19 +156,29 @@ def _scene_rows(ref: SceneRef, width: int, height: int, reason: str, detail: str
             "reason": reason, "detail": detail}
 
 
+INPUTS = pa.schema([("source", pa.string()), ("scene", pa.string()), ("role", pa.string()),
+                    ("files", pa.list_(pa.string())), ("tiles_planned", pa.int64()), ("width", pa.int64()),
+                    ("height", pa.int64()), ("pixels", pa.int64()), ("pixels_tiled", pa.int64())])
+
+
 def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]]) -> pa.Table:
-    """Every discovered scene with the tiles planned for it: what `verify` accounts against."""
+    """Every discovered scene with the tiles planned for it (what `verify` accounts against) and its pixels
+    read and covered by tiles (the rest are margins; zeros for a scene never planned or unreadable)."""
     rows: dict[str, list] = defaultdict(list)
     for d in discoveries:
-        planned = {p.scene.scene: len(p.windows) for p in plans.get(d.manifest.name, [])}
+        planned = {p.scene.scene: p for p in plans.get(d.manifest.name, [])}
         for ref in d.scenes + [r for r, _, _ in d.left_out]:
+            plan = planned.get(ref.scene, ScenePlan(ref))
             rows["source"].append(ref.source)
             rows["scene"].append(ref.scene)
             rows["role"].append(d.manifest.role)
             rows["files"].append(list(ref.paths))
-            rows["tiles_planned"].append(planned.get(ref.scene, 0))
-    return pa.table(rows, schema=pa.schema([("source", pa.string()), ("scene", pa.string()), ("role", pa.string()),
-                                            ("files", pa.list_(pa.string())), ("tiles_planned", pa.int64())]))
+            rows["tiles_planned"].append(len(plan.windows))
+            rows["width"].append(plan.width)
+            rows["height"].append(plan.height)
+            rows["pixels"].append(plan.width * plan.height)
+            rows["pixels_tiled"].append(plan.pixels_tiled)
+    return pa.table(rows, schema=INPUTS)
 
 
 def _staged(unit: str) -> str:
@@ -385,6 +395,8 @@ def corpus_stats(
     kept_by = Counter(index["source"].to_pylist())
     dup_by = Counter(duplicates["source"].to_pylist())
     files_by = Counter(inputs["source"].to_pylist())
+    pixels_by = inputs.group_by("source").aggregate([("pixels", "sum"), ("pixels_tiled", "sum")]).to_pandas()
+    pixels_by = pixels_by.set_index("source").rename(columns=lambda c: c.removesuffix("_sum"))
     excl_by: dict[str, Counter] = defaultdict(Counter)
     for src, reason in zip(excluded["source"].to_pylist(), excluded["reason"].to_pylist(), strict=True):
         excl_by[src][reason] += 1
@@ -393,6 +405,7 @@ def corpus_stats(
         m.name: {
             "role": m.role, "files": files_by[m.name], "kept": kept_by[m.name],
             "excluded": dict(excl_by[m.name]), "duplicates": dup_by[m.name],
+            "pixels": int(pixels_by.at[m.name, "pixels"]), "pixels_tiled": int(pixels_by.at[m.name, "pixels_tiled"]),
             **({"eval_tiles_hashed": eval_hashed[m.name]} if m.role == "eval" else {}),
             "license": m.license, "citation": m.citation, "homepage": m.homepage, "priority": m.priority,
             "bands": per_source.get(m.name, {}),

@@ -20,6 +20,7 @@ import rasterio
 
 from rscurate import codec, quality, schema
 from rscurate.band_stats import BandAccumulator, BandTileStats, accumulate
+from rscurate.coverage import covered_pixels
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
@@ -48,6 +49,7 @@ class ScenePlan:
     signature: SceneSignature | None = None  # whole-scene hashes, for scenes cut into several tiles
     crs: str = ""
     bounds: tuple[float, float, float, float] | None = None  # footprint (minx, miny, maxx, maxy) in crs
+    pixels_tiled: int = 0  # pixels inside at least one window; the rest of width x height is margin
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,8 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
             return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
         return ScenePlan(scene, windows, reader.width, reader.height, signature=_signature(reader, windows),
-                         crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height))
+                         crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height),
+                         pixels_tiled=covered_pixels(windows, reader.width, reader.height))
     finally:
         reader.close()
 

@@ -547,3 +547,92 @@ def test_pick_tiles_shares_between_sources_and_spreads_within() -> None:
     big = [p for p in picks if p < 100]
     assert big == sorted(big) and big[0] == 0 and big[-1] >= 80  # spread over the source, not its first rows
     assert pick_tiles(index, 500) == list(range(102))
+
+
+def _coloured_fraction(pixels: np.ndarray) -> float:
+    """Share of an image's pixels that are clearly coloured (not white, grey or black): the drawn tiles."""
+    rgb = pixels.astype(int)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 40).mean())
+
+
+def test_a_figure_or_section_that_raises_is_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import rscurate.card as card
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("Point outside of projection domain")
+
+    monkeypatch.setattr(card, "_footprints_figure", boom)
+    monkeypatch.setattr(card, "_counts_figure", boom)
+    monkeypatch.setattr(card, "_bands_section", boom)
+    root = tmp_path / "corpus"
+    index = _write_corpus(root, _tiles())
+    (root / "card").mkdir()
+    (root / "card" / "footprints.png").write_bytes(b"stale")
+    with caplog.at_level("WARNING", logger="rscurate"):
+        text = write_card(root, _stats(), index, _excluded(), _duplicates()).read_text()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "rscurate" and r.levelname == "WARNING"]
+    for what in ("card/footprints.png", "card/counts.png", "band statistics"):
+        assert any(what in w and "RuntimeError: Point outside of projection domain" in w for w in warnings), what
+    assert sorted(p.name for p in (root / "card").iterdir()) == ["mosaic.png"]
+    assert "card/footprints.png" not in text and "card/counts.png" not in text
+    assert "The footprint map could not be drawn" in text
+    assert "## Band statistics" not in text
+    for heading in ("Sources", "Deduplication", "Footprints", "How it was built", "How to load", "Files"):
+        assert f"\n## {heading}\n" in text
+    assert _front_matter(text)["pretty_name"] == "corpus"
+
+
+def test_footprints_zoom_to_each_clump_of_tiles(corpus: Path) -> None:
+    """alpha (UTM 18N, New York) and gamma (near Venice) are 60 degrees apart: one panel each, zoomed in."""
+    text = (corpus / "README.md").read_text()
+    assert "in 2 panels, each zoomed" in text
+    assert _coloured_fraction(_image(corpus / "card" / "footprints.png")) > 0.15, "tiles must fill their panels"
+
+
+def test_footprints_keep_a_clump_across_the_antimeridian_in_one_panel(tmp_path: Path) -> None:
+    tiles = [_tile("east", 1, _ramp(3, 32, "uint8", 255), ["red", "green", "blue"], "EPSG:4326", (179.8, 10.0), 0.005),
+             _tile("west", 1, _ramp(3, 32, "uint8", 99), ["red", "green", "blue"], "EPSG:4326", (-179.99, 10.0), 0.005)]
+    root = tmp_path / "corpus"
+    text = write_card(root, _stats(), _write_corpus(root, tiles), _excluded(), _duplicates()).read_text()
+    assert "all of them are drawn" in text and "in one panel" in text
+    assert _coloured_fraction(_image(root / "card" / "footprints.png")) > 0.1
+
+
+def test_points_outside_the_projection_domain_become_nan() -> None:
+    from rasterio.crs import CRS
+
+    from rscurate.card import _to_lonlat
+
+    geos = CRS.from_user_input(GEOS)
+    xs, ys = np.array([0.0, 5.5e6, 1e6, -5.5e6, 0.0]), np.array([0.0, 5.5e6, 1e6, 5.5e6, -1e6])
+    lon, lat = _to_lonlat(geos, xs, ys)
+    assert np.isnan(lon[[1, 3]]).all() and np.isnan(lat[[1, 3]]).all()
+    assert np.allclose(lon[[0, 2, 4]], [140.7, 149.88, 140.7], atol=0.01) and np.isfinite(lat[[0, 2, 4]]).all()
+
+
+GEOS = "+proj=geos +h=35785831 +lon_0=140.7 +sweep=x +ellps=GRS80 +units=m"
+
+
+def test_full_disk_geostationary_scene_builds_with_a_card(tmp_path: Path) -> None:
+    """A full-disk image's corners lie in space, outside the projection's domain: its tiles there are left off
+    the footprint map, and the build still ends with a whole card."""
+    from tests.conftest import run_build, textured, write_manifest, write_tif
+
+    half = 5_500_000.0
+    write_tif(tmp_path / "data" / "disk.tif", textured(np.random.default_rng(3), 1, 256, 256), res=2 * half / 256,
+              origin=(-half, half), crs=GEOS)
+    manifest = write_manifest(tmp_path / "manifests" / "disk.yaml", """\
+        name: himawari_disk
+        license: CC0-1.0
+        root: ../data
+        include: ["*.tif"]
+        tile: {size: 64, anchor: scene}
+        """)
+    run_build([manifest.parent], tmp_path / "corpus")
+    text = (tmp_path / "corpus" / "README.md").read_text()
+    assert "16 of 16 tiles are georeferenced; 4 of them are drawn" in text  # the inner four: the rest reach space
+    assert "12 tiles could not be placed" in text
+    assert _image(tmp_path / "corpus" / "card" / "footprints.png").std() > 10
+    assert "## How to load" in text
