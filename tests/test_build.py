@@ -201,3 +201,70 @@ def test_a_damaged_block_loses_its_tiles_not_the_scene(tmp_path: Path, rng: np.r
     assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
     assert excluded["detail"].iloc[0]
     verify(out)
+
+
+def _damaged_images(data: Path, rng: np.random.Generator) -> dict[str, str]:
+    """A clean 512x512 JPEG and PNG and three damaged copies; returns each damaged file's expected warning."""
+    from PIL import Image
+
+    data.mkdir(parents=True)
+    rgb = np.moveaxis(textured(rng, 3, 512, 512, "uint8"), 0, -1)
+    Image.fromarray(rgb).save(data / "ok.jpg", quality=90)
+    Image.fromarray(rgb[::-1]).save(data / "ok.png")
+    jpeg, png = (data / "ok.jpg").read_bytes(), (data / "ok.png").read_bytes()
+    (data / "truncated.jpg").write_bytes(jpeg[: int(len(jpeg) * 0.3)])
+    garbage = bytearray(jpeg)
+    middle = len(jpeg) // 2  # well inside the entropy-coded data, past the ~600 header bytes
+    garbage[middle : middle + 2000] = rng.integers(0, 255, 2000, dtype=np.uint8).tobytes()
+    (data / "garbage.jpg").write_bytes(bytes(garbage))
+    (data / "truncated.png").write_bytes(png[: int(len(png) * 0.3)])
+    return {"truncated.jpg": "Premature end of JPEG file", "garbage.jpg": "Corrupt JPEG data",
+            "truncated.png": "libpng"}
+
+
+@pytest.mark.parametrize("tile", ["{size: 128}", "{mode: whole, min_size: 64}"])
+def test_a_file_that_fails_to_decode_gives_no_tile(tmp_path: Path, rng: np.random.Generator, tile: str) -> None:
+    """JPEG/PNG damage (truncation, garbage in the entropy-coded data) makes the whole file unreadable with the
+    decoder's words, whether it is cut into tiles (where windows above the damage read cleanly) or kept whole."""
+    expected = _damaged_images(tmp_path / "data", rng)
+    m = write_manifest(tmp_path / "m.yaml", f"""\
+        name: images
+        license: CC0-1.0
+        root: data
+        include: ["*.jpg", "*.png"]
+        bands: rgb
+        tile: {tile}
+        """)
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index = pd.read_parquet(out / "index.parquet")
+    assert set(index["scene"]) == {"ok.jpg", "ok.png"}
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    for scene, warning in expected.items():
+        rows = excluded[excluded["scene"] == scene]
+        assert set(rows["reason"]) == {"unreadable"}, scene
+        assert all(warning in d for d in rows["detail"]), (scene, rows["detail"].tolist())
+    verify(out)
+
+
+def test_a_block_that_decodes_with_a_warning_is_unreadable(tmp_path: Path, rng: np.random.Generator) -> None:
+    """libjpeg only warns about garbage in a JPEG-compressed GeoTIFF block and returns made-up pixels: the window
+    over that block is unreadable with the warning's text, the other windows are kept."""
+    path = write_tif(tmp_path / "data" / "jpeg.tif", textured(rng, 3, 512, 512, "uint8"), tiled=True,
+                     blockxsize=256, blockysize=256, compress="jpeg")
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(offset + size // 2)
+        f.write(rng.integers(0, 255, 200, dtype=np.uint8).tobytes())
+    m = write_manifest(tmp_path / "m.yaml", "name: m\nlicense: CC0-1.0\nroot: data\ninclude: ['*.tif']\n"
+                       "tile: {size: 256}\n")
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index = pd.read_parquet(out / "index.parquet")
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
+    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
+    assert "Corrupt JPEG data" in excluded["detail"].iloc[0]
+    verify(out)
