@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import rasterio
 
 from rscurate import codec, quality, schema
-from rscurate.band_stats import BandAccumulator, BandTileStats, accumulate
+from rscurate.band_stats import BandParts, BandTileStats, accumulate
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import canonical_view, signatures_batch
@@ -231,7 +231,6 @@ class StagedUnit:
                    base / f"{key}.stats.pkl")
 
 
-BandParts = dict[tuple[str, str], BandAccumulator]
 META = [f.name for f in schema.TILE_META]
 
 
