@@ -29,8 +29,8 @@ from rscurate.tiling import Window, min_tile_size, plan_windows
 
 FORMAT_VERSION = "4"  # 4: strict decoding (units staged by lax reads of damaged files are not reused)
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
-# needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
-# bytes (rasterio passes an int through as bytes); damaged files fail to read rather than yield made-up pixels
+# needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
+# passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20, **STRICT_DECODE}
 
 
