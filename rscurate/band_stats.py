@@ -1,4 +1,9 @@
-"""Per-band statistics: computed once per tile on the worker, merged exactly per source and band name.
+"""Per-band statistics: computed once per tile on the worker, merged exactly per source, band group and name.
+
+A tile's band group is its stored dtype and band count (`uint8x3`). Within a source, band names only name the
+same data inside one group: default names b1..bN of a 1-band and a 3-band file, or of 8-bit and 16-bit files,
+do not. So a source whose kept tiles come in more than one group keeps one statistic per group, under
+`name@group` keys (`b1@uint8x3`); a source with one group keeps plain band-name keys.
 
 Each tile carries, per band, its valid-pixel moments and a sparse histogram with fixed bins, so
 shard tasks merge statistics of the kept tiles without decoding them again, in any order:
@@ -11,6 +16,7 @@ A percentile is the smallest value whose cumulative count reaches p% of the pixe
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -154,23 +160,63 @@ class BandAccumulator:
         }
 
 
+BandParts = dict[tuple[str, str, str], BandAccumulator]  # (source, band group, band name) -> accumulator
+
+
+def group_key(dtype: str, channels: int) -> str:
+    """A tile's band group: its stored dtype and band count, e.g. `uint8x3`."""
+    return f"{dtype}x{channels}"
+
+
+def band_key(name: str, group: str) -> str:
+    """The statistics key of a band in a source that mixes band groups, e.g. `b1@uint8x3`."""
+    return f"{name}@{group}"
+
+
 def accumulate(sources: Sequence[str], bands: Sequence[Sequence[str]], dtypes: Sequence[str],
-               per_tile: Sequence[Sequence[BandTileStats]]) -> dict[tuple[str, str], BandAccumulator]:
-    """Per (source, band name) accumulators of some tiles, given each tile's source, band names, dtype and
-    per-band statistics."""
-    acc: dict[tuple[str, str], BandAccumulator] = {}
+               per_tile: Sequence[Sequence[BandTileStats]]) -> BandParts:
+    """Per (source, band group, band name) accumulators of some tiles, given each tile's source, band names,
+    dtype and per-band statistics."""
+    acc: BandParts = {}
     for source, names, dtype, stats in zip(sources, bands, dtypes, per_tile, strict=True):
+        group = group_key(dtype, len(names))
         for name, band in zip(names, stats, strict=True):
-            acc.setdefault((source, name), BandAccumulator()).add(band, dtype)
+            acc.setdefault((source, group, name), BandAccumulator()).add(band, dtype)
     return acc
 
 
-def summarise(parts: dict[tuple[str, str], BandAccumulator]) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Per-source and all-source summaries (stats.json's `sources.*.bands` and `bands`) of merged parts."""
+def mixed_sources(parts: BandParts) -> set[str]:
+    """Sources whose tiles come in more than one band group."""
+    groups: dict[str, set[str]] = defaultdict(set)
+    for source, group, _ in parts:
+        groups[source].add(group)
+    return {source for source, found in groups.items() if len(found) > 1}
+
+
+def summarise(parts: BandParts) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Per-source and all-source summaries (stats.json's `sources.*.bands` and `bands`) of merged parts.
+
+    Keys are band names, or `name@group` in sources that mix band groups; `bands` merges equal keys."""
+    mixed = mixed_sources(parts)
     per_source: dict[str, dict[str, BandAccumulator]] = {}
     overall: dict[str, BandAccumulator] = {}
-    for (src, name), acc in sorted(parts.items()):
-        per_source.setdefault(src, {})[name] = acc
-        overall.setdefault(name, BandAccumulator()).merge(acc)
+    for (src, group, name), acc in sorted(parts.items()):
+        key = band_key(name, group) if src in mixed else name
+        per_source.setdefault(src, {})[key] = acc
+        overall.setdefault(key, BandAccumulator()).merge(acc)
     return ({src: {n: a.summary() for n, a in bands.items()} for src, bands in per_source.items()},
             {n: a.summary() for n, a in sorted(overall.items())})
+
+
+def band_groups(sources: Sequence[str], scenes: Sequence[str], dtypes: Sequence[str],
+                bands: Sequence[Sequence[str]], examples: int = 3) -> dict[str, dict[str, dict]]:
+    """Per source and band group of some tiles: the group's dtype, band names, tile count and first few scenes
+    (what stats.json and the build log show for the `mixed_sources`)."""
+    found: dict[str, dict[str, dict]] = defaultdict(dict)
+    for source, scene, dtype, names in zip(sources, scenes, dtypes, bands, strict=True):
+        group = found[source].setdefault(group_key(dtype, len(names)), {
+            "dtype": dtype, "channels": len(names), "bands": list(names), "tiles": 0, "examples": []})
+        group["tiles"] += 1
+        if len(group["examples"]) < examples and scene not in group["examples"]:
+            group["examples"].append(scene)
+    return {source: dict(sorted(groups.items())) for source, groups in sorted(found.items())}

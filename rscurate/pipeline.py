@@ -30,7 +30,7 @@ from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rscurate import out_dir, schema
-from rscurate.band_stats import BandAccumulator, summarise
+from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide
 from rscurate.discover import Discovery, discover
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
@@ -382,16 +382,17 @@ def corpus_stats(
     index: pa.Table,
     excluded: pa.Table,
     duplicates: pa.Table,
-    band_parts: list[dict[tuple[str, str], BandAccumulator]],
+    band_parts: list[BandParts],
     cands: pd.DataFrame,
     eval_sources: set[str],
 ) -> dict[str, Any]:
     """Counts per source and reason, and per-band statistics of kept tiles."""
-    merged: dict[tuple[str, str], BandAccumulator] = {}
+    merged: BandParts = {}
     for part in band_parts:
         for key, acc in part.items():
             merged.setdefault(key, BandAccumulator()).merge(acc)
     per_source, overall = summarise(merged)
+    mixed = _mixed_band_groups(index, mixed_sources(merged))
     kept_by = Counter(index["source"].to_pylist())
     dup_by = Counter(duplicates["source"].to_pylist())
     files_by = Counter(inputs["source"].to_pylist())
@@ -409,6 +410,7 @@ def corpus_stats(
             **({"eval_tiles_hashed": eval_hashed[m.name]} if m.role == "eval" else {}),
             "license": m.license, "citation": m.citation, "homepage": m.homepage, "priority": m.priority,
             "bands": per_source.get(m.name, {}),
+            **({"band_groups": mixed[m.name]} if m.name in mixed else {}),
         }
         for m in manifests if files_by[m.name]
     }
@@ -421,3 +423,16 @@ def corpus_stats(
         "sources": sources,
         "bands": overall,
     }
+
+
+def _mixed_band_groups(index: pa.Table, mixed: set[str]) -> dict[str, dict[str, dict]]:
+    """The band groups of each source that mixes them, logged with example scenes: their statistics are split."""
+    if not mixed:
+        return {}
+    cols = index.filter(pc.is_in(index["source"], pa.array(sorted(mixed), pa.string())))
+    groups = band_groups(*(cols[c].to_pylist() for c in ("source", "scene", "dtype", "bands")))
+    for source, found in groups.items():
+        log.warning("source %s mixes band sets (dtype x band count), so its band statistics are split per group "
+                    "under name@group keys: %s", source,
+                    "; ".join(f"{g} {v['bands']} e.g. {', '.join(v['examples'])}" for g, v in found.items()))
+    return groups

@@ -6,7 +6,11 @@ Every reader exposes the same small surface (size, dtype, georeferencing, band n
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,65 @@ from rscurate.manifest import Band
 RGB_NAMES = ["red", "green", "blue"]
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 GEOTIFF_SUFFIXES = {".tif", ".tiff"}
+# GDAL drivers that decode a file as one compressed stream: damage anywhere leaves the rows after it suspect,
+# and a window above the damage reads cleanly, so such a file is checked whole before any of its windows is used.
+ONE_STREAM_DRIVERS = {"JPEG", "PNG"}
+# GDAL settings under which a damaged file fails to read instead of yielding made-up pixels: libjpeg's
+# "Corrupt JPEG data" warnings become errors, and PNGs decode row by row through libpng (GDAL's whole-image
+# fast path returns a truncated PNG's missing rows as uninitialised memory, without an error or a warning).
+STRICT_DECODE = {"GDAL_ERROR_ON_LIBJPEG_WARNING": "TRUE", "GDAL_PNG_WHOLE_IMAGE_OPTIM": "NO"}
+CHECK_STRIP_BYTES = 16 * 2**20  # memory of one strip of rows when a whole file is decoded to check it
+
+
+class DecodeError(RuntimeError):
+    """GDAL warned while decoding pixels: the file, or the block under the window, is damaged."""
+
+
+class _GdalWarnings(logging.Handler):
+    """GDAL warnings (rasterio logs them on `rasterio._err`) raised while this thread reads pixels.
+
+    GDAL reports some damage only as a warning and returns what it could make up (libjpeg's "Corrupt JPEG
+    data" inside a JPEG-compressed GeoTIFF block, for one): a read that warned must not become a tile.
+    The handler is per process and collects per thread, as Dask worker threads read side by side."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = getattr(self._local, "found", None)
+        if found is not None:
+            found.append(record.getMessage())
+
+    @contextmanager
+    def raising(self) -> Iterator[None]:
+        """Raise DecodeError naming the warnings if the block's reads logged any."""
+        outer = getattr(self._local, "found", None)
+        self._local.found = found = []
+        try:
+            yield
+        finally:
+            self._local.found = outer
+        if found:
+            raise DecodeError("GDAL warned while decoding: " + "; ".join(dict.fromkeys(found)))
+
+
+_GDAL_LOG = logging.getLogger("rasterio._err")
+_WARNINGS = _GdalWarnings()
+_GDAL_LOG.addHandler(_WARNINGS)
+if not _GDAL_LOG.isEnabledFor(logging.WARNING):  # a quiet logging set-up must not hide damage
+    _GDAL_LOG.setLevel(logging.WARNING)
+
+
+def error_text(err: BaseException) -> str:
+    """`Type: message` of a read error, with GDAL's own words: rasterio's read errors only say "see previous
+    exception" and chain the GDAL error (e.g. "libjpeg: Premature end of JPEG file") as their cause."""
+    text = f"{type(err).__name__}: {err}"
+    cause = err.__cause__
+    while cause is not None:
+        text += f" <- {cause}"
+        cause = cause.__cause__
+    return text
 
 
 @dataclass(frozen=True)
@@ -61,6 +124,7 @@ class SceneReader:
     crs: str = ""
     transform: Affine | None = None
     whole_file_is_tile: bool = False  # the file's own bytes decode to exactly the stored bands
+    one_stream: bool = False  # the pixels are one compressed stream (JPEG, PNG): check_decodes before use
     nodata: float | None = None
     bands: list[Band]
 
@@ -81,15 +145,28 @@ class SceneReader:
         return float(abs(self.transform.a))
 
     def read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> ReadResult:
-        """A window at full resolution, or resampled to `out_shape` (rows, cols) for a decimated view."""
-        layers = self._read(x, y, w, h, out_shape)
-        qa = {b.name: layers[i] for i, b in enumerate(self.bands) if b.qa}
-        if qa or not isinstance(layers, np.ndarray):
-            data = np.stack([layers[i] for i, b in enumerate(self.bands) if not b.qa])
-        else:
-            data = layers
-        data = data.astype(self.dtype, copy=False)
-        return ReadResult(data=data, valid=self._valid(data, x, y, w, h), qa=qa)
+        """A window at full resolution, or resampled to `out_shape` (rows, cols) for a decimated view.
+
+        Raises DecodeError when the decoder warned (run under STRICT_DECODE for GDAL to fail on damage)."""
+        with _WARNINGS.raising():
+            layers = self._read(x, y, w, h, out_shape)
+            qa = {b.name: layers[i] for i, b in enumerate(self.bands) if b.qa}
+            if qa or not isinstance(layers, np.ndarray):
+                data = np.stack([layers[i] for i, b in enumerate(self.bands) if not b.qa])
+            else:
+                data = layers
+            data = data.astype(self.dtype, copy=False)
+            valid = self._valid(data, x, y, w, h)
+        return ReadResult(data=data, valid=valid, qa=qa)
+
+    def check_decodes(self) -> None:
+        """Decode every pixel once, a strip of rows at a time (memory bounded by the strip), raising on the
+        first decoder error or warning: how a one-stream file is judged before any of its windows is used."""
+        row_bytes = self.width * len(self.bands) * np.dtype(self.dtype).itemsize
+        rows = max(1, CHECK_STRIP_BYTES // max(1, row_bytes))
+        with _WARNINGS.raising():
+            for y in range(0, self.height, rows):
+                self._read(0, y, self.width, min(rows, self.height - y))
 
     def overview(self, max_side: int) -> ReadResult:
         """The whole scene shrunk so its longer side is at most `max_side`: what scene-level hashing sees.
@@ -170,6 +247,7 @@ class RasterioReader(SceneReader):
         self._indexes = [i for i in range(1, self.ds.count + 1) if i != self._alpha]
         self.dtype = self._data_dtype([self.ds.dtypes[i - 1] for i in self._indexes])
         self.whole_file_is_tile = self._alpha is None and not any(b.qa for b in self.bands)
+        self.one_stream = self.ds.driver in ONE_STREAM_DRIVERS
         self.nodata = nodata if nodata is not None else self.ds.nodata
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None

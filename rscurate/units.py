@@ -19,21 +19,22 @@ import pyarrow.parquet as pq
 import rasterio
 
 from rscurate import codec, quality, schema
-from rscurate.band_stats import BandAccumulator, BandTileStats, accumulate
+from rscurate.band_stats import BandParts, BandTileStats, accumulate
 from rscurate.coverage import covered_pixels
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
 from rscurate.pixel_check import Pixels, Similarity, compare
 from rscurate.probes import chip_probes, probe_table, tile_probes
-from rscurate.readers import IMAGE_SUFFIXES, SceneReader, SceneRef, open_scene
+from rscurate.readers import IMAGE_SUFFIXES, STRICT_DECODE, SceneReader, SceneRef, error_text, open_scene
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "4"
+FORMAT_VERSION = "5"  # 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
-# needs only the blocks under it, so a small cache keeps worker memory bounded by the tile.
-GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20}  # bytes (rasterio passes an int through as bytes)
+# needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
+# passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
+GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20, **STRICT_DECODE}
 
 
 @dataclass(frozen=True)
@@ -79,12 +80,20 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
     try:
         reader = _open(manifest, scene)
     except Exception as err:  # any unreadable input is recorded, never fatal
-        return ScenePlan(scene, reason="unreadable", detail=f"{type(err).__name__}: {err}")
+        return ScenePlan(scene, reason="unreadable", detail=error_text(err))
     try:
         windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
         if not windows:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
             return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
+        if reader.one_stream and windows != ((0, 0, reader.width, reader.height),):
+            # A window can read cleanly above the damage (or past it, after libjpeg resynchronises), so the
+            # file is decoded whole here, where all its windows are known. A file kept as one whole tile
+            # needs no check: reading that tile decodes every pixel under the same strict settings.
+            try:
+                reader.check_decodes()
+            except Exception as err:
+                return ScenePlan(scene, (), reader.width, reader.height, "unreadable", error_text(err))
         return ScenePlan(scene, windows, reader.width, reader.height, signature=_signature(reader, windows),
                          crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height),
                          pixels_tiled=covered_pixels(windows, reader.width, reader.height))
@@ -186,7 +195,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
         reader = _open(manifest, scene)
     except Exception as err:
         for window in windows:
-            out.exclude(scene, window, "unreadable", f"{type(err).__name__}: {err}")
+            out.exclude(scene, window, "unreadable", error_text(err))
         return
     try:
         data_bands = reader.data_bands
@@ -197,7 +206,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
             try:
                 res = reader.read(*window)
             except Exception as err:
-                out.exclude(scene, window, "unreadable", f"{type(err).__name__}: {err}")
+                out.exclude(scene, window, "unreadable", error_text(err))
                 continue
             stats = quality.tile_stats(res.data, res.valid)
             verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names)
@@ -246,7 +255,6 @@ class StagedUnit:
                    base / f"{key}.stats.pkl", base / f"{key}.probes.parquet")
 
 
-BandParts = dict[tuple[str, str], BandAccumulator]
 META = [f.name for f in schema.TILE_META]
 
 

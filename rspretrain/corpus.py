@@ -16,6 +16,10 @@ import pyarrow.parquet as pq
 STD_FLOOR = 1e-6  # a constant band has std 0; dividing by it would turn the whole tile into inf
 
 
+class AmbiguousBands(ValueError):
+    """A requested band name means different data in different tiles: stats.json splits it by band group."""
+
+
 @dataclass(frozen=True)
 class RowGroup:
     """One streamable unit: a row group of one shard."""
@@ -74,6 +78,7 @@ class Corpus:
         table = self.source_stats(names, source) if source is not None else None
         if table is None:
             table = self.stats.get("bands", {})
+            self._refuse_split(names, table)
         missing = [n for n in names if n not in table]
         if missing:
             raise KeyError(f"stats.json has no statistics for band(s) {missing}; known: {sorted(table)}")
@@ -82,12 +87,34 @@ class Corpus:
         return mean, std
 
     def source_stats(self, names: list[str] | tuple[str, ...], source: str) -> dict | None:
-        """The source's band statistics when stats.json has them (with pixels) for every named band."""
+        """The source's band statistics when stats.json has them (with pixels) for every named band.
+
+        Raises AmbiguousBands when the source splits a named band by band group."""
         entry = self.stats.get("sources", {}).get(source)
         table = entry.get("bands", {}) if isinstance(entry, dict) else {}
+        self._refuse_split(names, table)
         if all(n in table and table[n].get("count", 1) > 0 for n in names):
             return table
         return None
+
+    def _refuse_split(self, names: list[str] | tuple[str, ...], table: dict) -> None:
+        """Refuse band names that `table` also keys per band group (`name@dtypexN`, rscurate's band_stats): a
+        source mixing dtypes or band counts under those names holds different data under each, and one
+        mean/std would pool them."""
+        split = {n: sorted(k for k in table if k.startswith(f"{n}@")) for n in names}
+        split = {n: keys for n, keys in split.items() if keys}
+        if not split:
+            return
+        groups = {f"{src} {group}: e.g. {', '.join(g.get('examples', []))}"
+                  for src, entry in self.stats.get("sources", {}).items() if isinstance(entry, dict)
+                  for group, g in entry.get("band_groups", {}).items()
+                  if any(k.endswith(f"@{group}") for keys in split.values() for k in keys)}
+        raise AmbiguousBands(
+            f"{self.root / 'stats.json'}: band(s) {sorted(split)} mean different data in different tiles: "
+            f"statistics are split by dtype and band count ({', '.join(k for keys in split.values() for k in keys)}"
+            + (f"; {'; '.join(sorted(groups))}" if groups else "") + "). Declare the bands in the manifest, or "
+            "give each band set its own manifest (include globs by file type), and rebuild the corpus."
+        )
 
     def source_names(self) -> list[str]:
         return sorted(self.stats.get("sources", {}))

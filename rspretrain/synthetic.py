@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rscurate.band_stats import BandAccumulator, summarise
+from rscurate.band_stats import BandTileStats, accumulate, summarise
 from rscurate.codec import encode_array
 from rscurate.quality import TileStats, tile_stats
 from rscurate.schema import SHARD
@@ -116,13 +116,12 @@ def make_corpus(
     """
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
-    parts: dict[tuple[str, str], BandAccumulator] = {}
+    stats_of: list[tuple[str, list[str], str, list[BandTileStats]]] = []  # source, bands, dtype, band stats
 
     def add(tile: np.ndarray, bands: list[str], waves: list, label: str | None, source: str, i: int,
             nodata: float | None = None) -> None:
         rows.append(_row(tile, bands, waves, label, source, i, nodata=nodata))
-        for b, band in zip(bands, _tile_stats(tile, nodata).bands, strict=True):
-            parts.setdefault((source, b), BandAccumulator()).add(band, tile.dtype.name)
+        stats_of.append((source, bands, tile.dtype.name, _tile_stats(tile, nodata).bands))
 
     for i in range(n_s2):
         built = i % 2 == 0
@@ -151,7 +150,7 @@ def make_corpus(
         table = pa.Table.from_pylist(chunk, schema=SHARD)
         pq.write_table(table, shard_dir / f"part-{n:05d}.parquet", row_group_size=rows_per_group)
 
-    per_source, overall = summarise(parts)
+    per_source, overall = summarise(accumulate(*zip(*stats_of, strict=True)))
     stats = {
         "counts": {"kept": len(rows) - n_corrupt},
         "sources": {src: {"kept": sum(1 for r in rows if r["source"] == src), "bands": bands}

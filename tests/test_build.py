@@ -126,20 +126,23 @@ def test_band_stats_match_numpy_over_kept_valid_pixels(defects_corpus: tuple[Pat
     for i in range(len(corpus)):
         arr, meta = corpus.tile(i)
         valid = ~np.all(arr == meta["nodata"], axis=0) if meta["nodata"] is not None else np.ones(arr.shape[1:], bool)
-        for name, band in zip(meta["bands"], arr, strict=True):
-            pixels.setdefault(name, []).append(band[valid].astype(np.float64))
-    for name in ("b1", "b4", "b13"):
-        ref = np.concatenate(pixels[name])
-        got = stats["bands"][name]
+        for name, band in zip(meta["bands"], arr, strict=True):  # the source mixes band sets: name@dtypexN keys
+            pixels.setdefault(f"{name}@{arr.dtype}x{len(arr)}", []).append(band[valid].astype(np.float64))
+    assert set(stats["sources"]["defects"]["band_groups"]) == {"uint16x4", "float32x13", "int16x1"}
+    for key in ("b1@uint16x4", "b1@int16x1", "b4@uint16x4", "b13@float32x13"):
+        ref = np.concatenate(pixels[key])
+        got = stats["bands"][key]
         assert got["count"] == ref.size
         assert got["mean"] == pytest.approx(ref.mean(), rel=1e-9)
         assert got["std"] == pytest.approx(ref.std(), rel=1e-6)
         assert (got["min"], got["max"]) == (ref.min(), ref.max())
-    b4 = np.concatenate(pixels["b4"])  # uint16 and float32 tiles: float16 bins for the float part
+    b4 = np.concatenate(pixels["b4@uint16x4"])  # uint16: one bin per value, exact
     for p in (1, 99):
-        assert stats["bands"]["b4"][f"p{p}"] == pytest.approx(np.percentile(b4, p, method="inverted_cdf"), rel=1e-3)
-    b13 = np.concatenate(pixels["b13"])  # float32: float16 bins, relative error 2**-11
-    assert stats["bands"]["b13"]["p99"] == pytest.approx(np.percentile(b13, 99, method="inverted_cdf"), rel=1e-3)
+        assert stats["bands"]["b4@uint16x4"][f"p{p}"] == np.percentile(b4, p, method="inverted_cdf")
+    b4 = np.concatenate(pixels["b4@float32x13"])  # float32: float16 bins, relative error 2**-11
+    for p in (1, 99):
+        want = np.percentile(b4, p, method="inverted_cdf")
+        assert stats["bands"]["b4@float32x13"][f"p{p}"] == pytest.approx(want, rel=1e-3)
     assert stats["counts"]["excluded"]["too_small"] == 1
 
 
@@ -201,3 +204,136 @@ def test_a_damaged_block_loses_its_tiles_not_the_scene(tmp_path: Path, rng: np.r
     assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
     assert excluded["detail"].iloc[0]
     verify(out)
+
+
+def _damaged_images(data: Path, rng: np.random.Generator) -> dict[str, str]:
+    """A clean 512x512 JPEG and PNG and three damaged copies; returns each damaged file's expected warning."""
+    from PIL import Image
+
+    data.mkdir(parents=True)
+    rgb = np.moveaxis(textured(rng, 3, 512, 512, "uint8"), 0, -1)
+    Image.fromarray(rgb).save(data / "ok.jpg", quality=90)
+    Image.fromarray(rgb[::-1]).save(data / "ok.png")
+    jpeg, png = (data / "ok.jpg").read_bytes(), (data / "ok.png").read_bytes()
+    (data / "truncated.jpg").write_bytes(jpeg[: int(len(jpeg) * 0.3)])
+    garbage = bytearray(jpeg)
+    middle = len(jpeg) // 2  # well inside the entropy-coded data, past the ~600 header bytes
+    garbage[middle : middle + 2000] = rng.integers(0, 255, 2000, dtype=np.uint8).tobytes()
+    (data / "garbage.jpg").write_bytes(bytes(garbage))
+    (data / "truncated.png").write_bytes(png[: int(len(png) * 0.3)])
+    return {"truncated.jpg": "Premature end of JPEG file", "garbage.jpg": "Corrupt JPEG data",
+            "truncated.png": "libpng"}
+
+
+@pytest.mark.parametrize("tile", ["{size: 128}", "{mode: whole, min_size: 64}"])
+def test_a_file_that_fails_to_decode_gives_no_tile(tmp_path: Path, rng: np.random.Generator, tile: str) -> None:
+    """JPEG/PNG damage (truncation, garbage in the entropy-coded data) makes the whole file unreadable with the
+    decoder's words, whether it is cut into tiles (where windows above the damage read cleanly) or kept whole."""
+    expected = _damaged_images(tmp_path / "data", rng)
+    m = write_manifest(tmp_path / "m.yaml", f"""\
+        name: images
+        license: CC0-1.0
+        root: data
+        include: ["*.jpg", "*.png"]
+        bands: rgb
+        tile: {tile}
+        """)
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index = pd.read_parquet(out / "index.parquet")
+    assert set(index["scene"]) == {"ok.jpg", "ok.png"}
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    for scene, warning in expected.items():
+        rows = excluded[excluded["scene"] == scene]
+        assert set(rows["reason"]) == {"unreadable"}, scene
+        assert all(warning in d for d in rows["detail"]), (scene, rows["detail"].tolist())
+    verify(out)
+
+
+def test_a_block_that_decodes_with_a_warning_is_unreadable(tmp_path: Path, rng: np.random.Generator) -> None:
+    """libjpeg only warns about garbage in a JPEG-compressed GeoTIFF block and returns made-up pixels: the window
+    over that block is unreadable with the warning's text, the other windows are kept."""
+    path = write_tif(tmp_path / "data" / "jpeg.tif", textured(rng, 3, 512, 512, "uint8"), tiled=True,
+                     blockxsize=256, blockysize=256, compress="jpeg")
+    with rasterio.open(path) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_1_1", "TIFF", bidx=1))
+        size = int(ds.get_tag_item("BLOCK_SIZE_1_1", "TIFF", bidx=1))
+    with open(path, "r+b") as f:
+        f.seek(offset + size // 2)
+        f.write(rng.integers(0, 255, 200, dtype=np.uint8).tobytes())
+    m = write_manifest(tmp_path / "m.yaml", "name: m\nlicense: CC0-1.0\nroot: data\ninclude: ['*.tif']\n"
+                       "tile: {size: 256}\n")
+    out = tmp_path / "corpus"
+    run_build([m], out)
+    index = pd.read_parquet(out / "index.parquet")
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
+    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
+    assert "Corrupt JPEG data" in excluded["detail"].iloc[0]
+    verify(out)
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One source without declared bands holding uint8 1-band, uint8 3-band and uint16 3-band GeoTIFFs (all named
+    b1..bN), and one source of uint16 3-band files only."""
+    rng = np.random.default_rng(11)
+    root = tmp_path_factory.mktemp("mixed")
+    write_tif(root / "mixed" / "gray_u8.tif", textured(rng, 1, 128, 128, "uint8"))
+    write_tif(root / "mixed" / "rgb_u8.tif", textured(rng, 3, 128, 128, "uint8"), origin=(496640.0, 4014080.0))
+    write_tif(root / "mixed" / "dn_u16.tif", textured(rng, 3, 128, 256, "uint16"), origin=(501760.0, 4014080.0))
+    write_tif(root / "plain" / "dn_u16.tif", textured(rng, 3, 128, 128, "uint16"), origin=(512000.0, 4014080.0))
+    for name in ("mixed", "plain"):
+        write_manifest(root / "manifests" / f"{name}.yaml",
+                       f"name: {name}\nlicense: CC0-1.0\nroot: ../{name}\ninclude: ['*.tif']\ntile: {{size: 128}}\n")
+    out = root / "corpus"
+    run_build([root / "manifests"], out)
+    return out
+
+
+def test_band_statistics_never_pool_dtypes_or_band_counts(mixed_corpus: Path) -> None:
+    """b1 of a gray uint8 file, of an RGB uint8 file and of a uint16 scene are three statistics, each exact over
+    its own tiles; a source with one band set keeps plain band-name keys."""
+    stats = json.loads((mixed_corpus / "stats.json").read_text())
+    mixed, plain = stats["sources"]["mixed"], stats["sources"]["plain"]
+    assert set(mixed["bands"]) == {"b1@uint8x1", "b1@uint8x3", "b2@uint8x3", "b3@uint8x3",
+                                   "b1@uint16x3", "b2@uint16x3", "b3@uint16x3"}
+    assert {g: (v["dtype"], v["bands"], v["tiles"], v["examples"]) for g, v in mixed["band_groups"].items()} == {
+        "uint8x1": ("uint8", ["b1"], 1, ["gray_u8.tif"]), "uint8x3": ("uint8", ["b1", "b2", "b3"], 1, ["rgb_u8.tif"]),
+        "uint16x3": ("uint16", ["b1", "b2", "b3"], 2, ["dn_u16.tif"])}
+    assert set(plain["bands"]) == {"b1", "b2", "b3"} and "band_groups" not in plain
+    assert {"b1", "b1@uint8x1", "b1@uint16x3"} <= set(stats["bands"])
+    corpus = open_corpus(mixed_corpus)
+    tiles = [corpus.tile(i) for i in range(len(corpus))]
+    for group, v in mixed["band_groups"].items():
+        arrays = [arr for arr, meta in tiles if meta["source"] == "mixed" and f"{arr.dtype}x{len(arr)}" == group]
+        for k, name in enumerate(v["bands"]):
+            pixels = np.concatenate([arr[k].ravel() for arr in arrays])
+            got = mixed["bands"][f"{name}@{group}"]
+            assert got["dtype"] == v["dtype"] and got["count"] == pixels.size
+            assert got["mean"] == pytest.approx(pixels.mean(), rel=1e-9)
+    card = (mixed_corpus / "README.md").read_text()
+    assert "b1@uint8x1" in card and "b1@uint16x3" in card
+
+
+def test_a_mixed_source_is_logged_with_example_files(tmp_path: Path, mixed_corpus: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    manifests = mixed_corpus.parent / "manifests"
+    with caplog.at_level("WARNING", logger="rscurate"):
+        run_build([manifests], tmp_path / "again")
+    lines = [r.getMessage() for r in caplog.records if "mixes band sets" in r.getMessage()]
+    assert len(lines) == 1 and "source mixed" in lines[0]
+    assert all(f in lines[0] for f in ("gray_u8.tif", "rgb_u8.tif", "dn_u16.tif", "uint8x1", "uint16x3"))
+
+
+def test_pretraining_refuses_a_band_name_split_by_group(mixed_corpus: Path) -> None:
+    from rspretrain.corpus import AmbiguousBands, Corpus
+
+    corpus = Corpus(mixed_corpus)
+    with pytest.raises(AmbiguousBands, match=r"\['b1'\].*b1@uint8x1.*mixed uint8x1: e\.g\. gray_u8\.tif"):
+        corpus.band_mean_std(["b1"])  # all sources: plain's b1 exists, but mixed's b1 is three things
+    with pytest.raises(AmbiguousBands, match="rgb_u8.tif"):
+        corpus.band_mean_std(["b1", "b2"], "mixed")
+    mean, _ = corpus.band_mean_std(["b1"], "plain")
+    assert mean[0] == pytest.approx(json.loads((mixed_corpus / "stats.json").read_text())
+                                    ["sources"]["plain"]["bands"]["b1"]["mean"])
