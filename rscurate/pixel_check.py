@@ -29,8 +29,13 @@ from rscurate.readers import valid_from_nodata
 
 GRID = 64
 """Longer side (cells) of the common grid two tiles are compared on."""
+MIN_CELL_PIXELS = 2
+"""Smallest cell side (pixels of the compared part) of that grid."""
 SHIFT_SEARCH = 2
 """Cells of shift tried each way when two views are aligned by their content only."""
+GEO_SHIFT = 1
+"""Cells of shift tried each way for georegistered tiles: georeferences of copies can disagree by a pixel (the
+sample's rgbn_subb crop is 0.4 px off its parent's grid)."""
 MIN_CORRELATION = 0.9
 """Structure: below this correlation of the grey views two tiles are different content."""
 MAX_CHANGE = 0.6
@@ -83,7 +88,9 @@ NOT_COMPARABLE = Similarity(-1.0, None, 0, (0.0, 0.0))
 
 
 def _grid_shape(h: float, w: float) -> tuple[int, int]:
-    scale = min(1.0, GRID / max(h, w, 1.0))
+    """At most GRID cells a side and at least MIN_CELL_PIXELS pixels a cell (resampled copies differ pixel by
+    pixel: the sample's rgbn_subb crop is resampled 0.4 px off its parent's grid)."""
+    scale = min(1.0 / MIN_CELL_PIXELS, GRID / max(h, w, 1.0))
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
@@ -125,13 +132,17 @@ def _ranks(v: np.ndarray) -> np.ndarray:
     return r
 
 
-def _correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rank correlation: any monotonic rendering (a stretch, a gamma, clipping) of the same ground
-    keeps it near 1, where Pearson's drops wherever one rendering saturates."""
-    x, y = _ranks(x), _ranks(y)
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     den = np.sqrt((x * x).sum() * (y * y).sum())
     return float((x * y).sum() / den) if den > 0 else -1.0
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """The larger of Pearson's and Spearman's correlation: a linear rescaling keeps the first near 1, any
+    monotonic rendering (a stretch with clipping, a gamma) the second, where Pearson's drops wherever one
+    rendering saturates."""
+    return max(_pearson(x, y), _pearson(_ranks(x), _ranks(y)))
 
 
 def _change(a: _Grid, b: _Grid, ok: np.ndarray) -> float | None:
@@ -226,7 +237,7 @@ def georegistered(a: Pixels, b: Pixels) -> Similarity:
         return NOT_COMPARABLE
     rows = min(ra[0].stop - ra[0].start, rb[0].stop - rb[0].start)
     cols = min(ra[1].stop - ra[1].start, rb[1].stop - rb[1].start)
-    return _compare_parts(a, ra, b, rb, _grid_shape(rows, cols), shift=0)
+    return _compare_parts(a, ra, b, rb, _grid_shape(rows, cols), shift=GEO_SHIFT)
 
 
 def whole_views(a: Pixels, b: Pixels) -> Similarity:

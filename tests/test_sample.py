@@ -21,11 +21,11 @@ def test_byte_identical_rgbn_copies_keep_one(sample_corpus: Path) -> None:
     dups = pd.read_parquet(sample_corpus / "duplicates.parquet")
     copies = ["rgbn.tif", "rgbn_20160101.tif", "rgbn_20160401.tif", "rgbn_20160517.tif", "rgbn_20170203.tif"]
     kept = index[index["scene"].isin(copies)]
-    # 515x403 px at 128 px on the CRS-anchored grid (first full tile at column 123, row 93): 3 x 2 tiles
-    assert kept["scene"].nunique() == 1 and len(kept) == 6
-    assert sorted(set(kept["x"])) == [123, 251, 379] and sorted(set(kept["y"])) == [93, 221]
+    # 515x403 px at 128 px on the scene's own grid (tile.anchor: scene, as solaris and TorchGeo cut): 4 x 3 tiles
+    assert kept["scene"].nunique() == 1 and len(kept) == 12
+    assert sorted(set(kept["x"])) == [0, 128, 256, 384] and sorted(set(kept["y"])) == [0, 128, 256]
     dropped = dups[dups["scene"].isin(copies)]
-    assert len(dropped) == 4 * 6 and set(dropped["kind"]) == {"exact"}
+    assert len(dropped) == 4 * 12 and set(dropped["kind"]) == {"exact"}
     assert set(dropped["kept_id"]) == set(kept["id"])
 
 
