@@ -250,6 +250,8 @@ def whole_views(a: Pixels, b: Pixels) -> Similarity:
     return _compare_parts(a, full_a, b, full_b, shape, shift=SHIFT_SEARCH)
 
 
+REFINE_REACH = 0.1
+"""How far (share of the chip's side, and of scale) the refinement may move a placement."""
 START_SCALES = (0.92, 0.96, 1.0, 1.04, 1.08)
 """Scale corrections scanned before hill climbing."""
 REFINE_STEPS = ((8.0, 1.04), (4.0, 1.02), (2.0, 1.01), (1.0, 1.005))
@@ -273,17 +275,21 @@ def _placed_once(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -
 def placed(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Similarity:
     """A chip whose pixel (0, 0) lies at tile pixel (x, y), one chip pixel spanning `scale` tile pixels (the
     placement the eval-leak search found), compared where they overlap, after refining the placement by hill
-    climbing over the chip's centre and scale (REFINE_STEPS)."""
-    cx, cy, f = x + chip.width * scale / 2, y + chip.height * scale / 2, scale
+    climbing over the chip's centre and scale (REFINE_STEPS), within REFINE_REACH of where the votes put it: the
+    check confirms that placement, it does not search the tile."""
+    cx0, cy0 = x + chip.width * scale / 2, y + chip.height * scale / 2
+    reach = max(16.0, REFINE_REACH * max(chip.width, chip.height) * scale)
 
     def at(cx: float, cy: float, f: float) -> Similarity:
+        if abs(cx - cx0) > reach or abs(cy - cy0) > reach or abs(np.log(f / scale)) > np.log(1 + REFINE_REACH):
+            return NOT_COMPARABLE
         return _placed_once(chip, tile, cx - chip.width * f / 2, cy - chip.height * f / 2, f)
 
-    best, f0 = NOT_COMPARABLE, f
+    best, cx, cy, f = NOT_COMPARABLE, cx0, cy0, scale
     for m in START_SCALES:  # the votes' scale can be several percent off: start from the best of a coarse scan
-        sim = at(cx, cy, f0 * m)
+        sim = at(cx0, cy0, scale * m)
         if sim.correlation > best.correlation:
-            best, f = sim, f0 * m
+            best, f = sim, scale * m
     for step, ratio in REFINE_STEPS:
         moved = True
         while moved:

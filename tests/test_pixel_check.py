@@ -1,0 +1,161 @@
+"""Pixels decide: the verification of hash- and footprint-proposed candidates, on real multi-date imagery.
+
+Real pairs: five Sentinel-2 dates of one area (eo-learn's REFERENCE_SCENES, in ../shared when present; dates 2 and 3
+are near-identical clear days, 4 a later clear date, 0 cloudy, 1 hazy), the sample's rgbn_subb crop (resampled
+0.4 px off its parent's grid) and real Landsat tiles. Each test states the trivial outcome it must beat.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.transform import from_bounds
+
+from rscurate.pixel_check import MAX_CHANGE, MIN_CORRELATION, Pixels, compare, georegistered, placed, whole_views
+from tests.conftest import SHARED_REAL, run_build, write_manifest
+
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+S2_BOX = (465181.05, 5079244.89, 466180.53, 5080254.63)  # TestEOPatch_bbox.geojson, EPSG:32633
+SERIES = SHARED_REAL / "eo-learn" / "REFERENCE_SCENES.npy"
+needs_series = pytest.mark.skipif(not SERIES.is_file(), reason="../shared/data/real/eo-learn is not present")
+L8_078 = "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
+
+
+def _dates() -> list[Pixels]:
+    stack = np.load(SERIES)  # (5, 101, 100, 13) float32 TOA reflectance
+    return [Pixels(np.moveaxis(d, -1, 0), np.ones(d.shape[:2], bool), S2_BANDS, "EPSG:32633", S2_BOX) for d in stack]
+
+
+@needs_series
+def test_real_dates_near_identical_merge_and_other_dates_do_not() -> None:
+    """pHash puts dates 2, 3 and 4 within 6 bits of each other, and their grey structure correlates 0.9-0.97: only
+    the radiometric change (near-infrared up 20 % from 3 to 4) separates the near-identical pair from the others."""
+    d = _dates()
+    same = {(i, j): compare(d[i], d[j]) for i in range(5) for j in range(i + 1, 5)}
+    assert same[(2, 3)].same_content and same[(2, 3)].change is not None and same[(2, 3)].change < 0.4
+    for pair, sim in same.items():
+        if pair != (2, 3):
+            assert not sim.same_content, (pair, sim)
+    assert same[(3, 4)].correlation > MIN_CORRELATION and same[(3, 4)].change > 1.5 * MAX_CHANGE
+
+
+@needs_series
+def test_real_dates_in_a_build_keep_every_acquisition_but_one_copy(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    for t, frame in enumerate(np.load(SERIES)):
+        with rasterio.open(tmp_path / "data" / f"date{t}.tif", "w", driver="GTiff", width=100, height=101, count=13,
+                           dtype="float32", crs="EPSG:32633", transform=from_bounds(*S2_BOX, 100, 101)) as out:
+            out.write(np.moveaxis(frame, -1, 0))
+    manifest = write_manifest(tmp_path / "s2.yaml", textwrap.dedent("""\
+        name: s2_series
+        license: MIT (eo-learn) / Copernicus
+        root: data
+        include: ["*.tif"]
+        tile: {mode: whole}
+        quality: {max_nodata_fraction: 1.0}
+        bands: [""" + ", ".join(f"{{name: {b}}}" for b in S2_BANDS) + "]\n"))
+    out = tmp_path / "corpus"
+    run_build([manifest], out)
+    index = pd.read_parquet(out / "index.parquet")
+    dups = pd.read_parquet(out / "duplicates.parquet")
+    assert sorted(dups["scene"]) in (["date2.tif"], ["date3.tif"])
+    assert set(index["scene"]) == {"date0.tif", "date1.tif", "date4.tif"} | ({"date2.tif", "date3.tif"} -
+                                                                            set(dups["scene"]))
+
+
+def _landsat(sample_dir: Path, row: int, col: int, side: int = 256) -> Pixels:
+    with rasterio.open(sample_dir / L8_078) as ds:
+        window = ((row, row + side), (col, col + side))
+        data, t = ds.read(window=window), ds.window_transform(window)
+    return Pixels(data, data.any(axis=0), ["blue", "green", "red"], "EPSG:32621",
+                  (t.c, t.f + side * t.e, t.c + side * t.a, t.f))
+
+
+def test_a_later_date_of_the_same_ground_is_other_content(sample_dir: Path, rng: np.random.Generator) -> None:
+    """Same ground, same georeference: a near-identical acquisition (1 % sensor noise) merges; the same place with
+    vegetation greening (red -15 %, green +10 %) does not, although its grey structure still correlates almost
+    perfectly (what pHash and correlation alone would merge)."""
+    a = _landsat(sample_dir, 600, 600)
+    noise = np.clip(a.data * (1 + rng.normal(0, 0.01, a.data.shape)), 1, 65535).astype(np.uint16)
+    season = a.data.astype(np.float64) * np.array([1.0, 1.10, 0.85])[:, None, None]
+    later = Pixels(season.astype(np.uint16), a.valid, a.bands, a.crs, a.bounds)
+    assert georegistered(a, Pixels(noise, a.valid, a.bands, a.crs, a.bounds)).same_content
+    sim = georegistered(a, later)
+    assert sim.correlation > MIN_CORRELATION and not sim.same_content
+
+
+def test_resampled_crop_on_a_shifted_grid_is_the_same_content(sample_dir: Path) -> None:
+    """rgbn_subb.tif is a crop of rgbn.tif resampled 0.4 px off its grid (no integer offset makes them equal)."""
+    def tile(name: str, x: int, y: int) -> Pixels:
+        with rasterio.open(sample_dir / name) as ds:
+            window = ((y, y + 64), (x, x + 64))
+            data, t = ds.read(window=window), ds.window_transform(window)
+        return Pixels(data, data.any(axis=0), ["red", "green", "blue", "nir"], "EPSG:32618",
+                      (t.c, t.f - 64 * 5.0, t.c + 64 * 5.0, t.f))
+
+    sim = georegistered(tile("rgbn_subb.tif", 64, 0), tile("rgbn.tif", 192, 128))
+    assert sim.same_content and sim.covered[0] > 0.5
+    assert not georegistered(tile("rgbn_subb.tif", 64, 0), tile("rgbn.tif", 320, 128)).same_content  # next door
+
+
+def test_whole_views_tell_copies_from_other_places(sample_dir: Path) -> None:
+    """Without georeference: a 3 px shifted copy is the same content, another place of the same scene is not."""
+    def plain(row: int, col: int) -> Pixels:
+        p = _landsat(sample_dir, row, col)
+        return Pixels(p.data, p.valid, p.bands)
+
+    assert whole_views(plain(600, 600), plain(603, 603)).same_content
+    assert not whole_views(plain(600, 600), plain(1000, 1200)).same_content
+
+
+def test_placed_chip_is_confirmed_only_where_it_was_cut(sample_dir: Path) -> None:
+    """A 160 px chip cut at (70, 50) of a tile and enlarged 1.25x: confirmed from a placement 6 px and 5 % off,
+    refused at a placement 60 px off (where a trivial check of overlap alone would accept it)."""
+    tile = _landsat(sample_dir, 600, 600)
+    region = tile.data[:, 50:210, 70:230].astype(np.float64)
+    rgb = np.stack([np.asarray(Image.fromarray(b.astype(np.float32), "F").resize((200, 200),
+                                                                              Image.Resampling.BILINEAR))
+                    for b in region])
+    chip = Pixels(rgb.astype(np.uint16), np.ones((200, 200), bool), tile.bands)
+    assert placed(chip, tile, 76, 45, 0.8 * 1.05).same_content
+    assert not placed(chip, tile, 10, 110, 0.8).same_content
+
+
+def test_a_later_date_in_a_build_is_kept_and_a_repeat_is_dropped(tmp_path: Path, sample_dir: Path,
+                                                                  rng: np.random.Generator) -> None:
+    """Three deliveries of one Landsat crop, one georeference, cut on each scene's grid: a repeat with 1 % noise
+    is dropped for the original; a greener later date (which pHash puts within the radius) is kept."""
+    with rasterio.open(sample_dir / L8_078) as ds:
+        window = ((600, 1112), (600, 1112))
+        data = ds.read(window=window)
+        profile = dict(driver="GTiff", width=512, height=512, count=3, dtype="uint16", crs=ds.crs,
+                       transform=ds.window_transform(window))
+    versions = {
+        "a_original": data,
+        "b_repeat": np.clip(data * (1 + rng.normal(0, 0.01, data.shape)), 1, 65535).astype(np.uint16),
+        "c_later": (data * np.array([1.0, 1.10, 0.85])[:, None, None]).astype(np.uint16),
+    }
+    (tmp_path / "data").mkdir()
+    for name, arr in versions.items():
+        with rasterio.open(tmp_path / "data" / f"{name}.tif", "w", **profile) as out:
+            out.write(arr)
+    manifest = write_manifest(tmp_path / "l8.yaml", textwrap.dedent("""\
+        name: l8_dates
+        license: public domain (USGS)
+        root: data
+        include: ["*.tif"]
+        bands: [{name: blue}, {name: green}, {name: red}]
+        tile: {size: 256}
+        """))
+    out = tmp_path / "corpus"
+    run_build([manifest], out)
+    index = pd.read_parquet(out / "index.parquet")
+    dups = pd.read_parquet(out / "duplicates.parquet")
+    assert set(dups["scene"]) == {"b_repeat.tif"} and len(dups) == 4
+    assert sorted(index["scene"].unique()) == ["a_original.tif", "c_later.tif"] and len(index) == 8
