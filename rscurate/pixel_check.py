@@ -16,7 +16,7 @@ by the eval-leak search (offset and scale), or nothing (whole views, with a smal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class Similarity:
     change: float | None  # median RMS difference / pooled std over shared same-unit bands; None without any
     cells: int  # joint valid cells on the common grid
     covered: tuple[float, float]  # fraction of each tile's valid pixels that lie on the other's valid pixels
+    placement: tuple[float, float, float] | None = None  # placed(): the refined (x, y, scale) of the chip
 
     @property
     def same_content(self) -> bool:
@@ -115,14 +116,23 @@ class _Grid:
     dtype: str
 
 
-def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int]) -> _Grid:
+def _gray(p: Pixels) -> np.ndarray:
+    return canonical_view(p.data, p.bands, p.valid).astype(np.float32)
+
+
+def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: np.ndarray | None = None,
+             with_bands: bool = True) -> _Grid:
+    """p's part (rows, cols) on the grid; `gray`: p's whole grey view when already made (placement search),
+    cropped rather than made again; without bands only the structure can be scored."""
     data, valid = p.data[:, rows, cols], p.valid[rows, cols]
-    gray, ok = _resample(canonical_view(data, p.bands, valid).astype(np.float32), valid, shape)
+    part = gray[rows, cols] if gray is not None else canonical_view(data, p.bands, valid).astype(np.float32)
+    grid_gray, ok = _resample(part, valid, shape)
     bands = {}
-    finite = np.all(np.isfinite(data), axis=0) & valid
-    for name, layer in zip(p.bands, data, strict=True):
-        bands[name], _ = _resample(np.nan_to_num(layer.astype(np.float64)), finite, shape)
-    return _Grid(gray, bands, ok, p.data.dtype.name)
+    if with_bands:
+        finite = np.all(np.isfinite(data), axis=0) & valid
+        for name, layer in zip(p.bands, data, strict=True):
+            bands[name], _ = _resample(np.nan_to_num(layer.astype(np.float64)), finite, shape)
+    return _Grid(grid_gray, bands, ok, p.data.dtype.name)
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -201,9 +211,13 @@ def _shared_bands(a: Pixels, b: Pixels) -> tuple[Pixels, Pixels]:
 
 
 def _compare_parts(a: Pixels, ra: tuple[slice, slice], b: Pixels, rb: tuple[slice, slice], shape: tuple[int, int],
-                   shift: int) -> Similarity:
-    a, b = _shared_bands(a, b)
-    ga, gb = _on_grid(a, *ra, shape), _on_grid(b, *rb, shape)
+                   shift: int, grays: tuple[np.ndarray, np.ndarray] | None = None) -> Similarity:
+    """Similarity of a's part ra and b's part rb on a grid of `shape`. With `grays` (both tiles' whole grey
+    views, bands already shared) only the structure is scored: the cheap step of a placement search."""
+    if grays is None:
+        a, b = _shared_bands(a, b)
+    ga = _on_grid(a, *ra, shape, grays[0] if grays else None, with_bands=grays is None)
+    gb = _on_grid(b, *rb, shape, grays[1] if grays else None, with_bands=grays is None)
     joint, cells = int((ga.valid & gb.valid).sum()), shape[0] * shape[1]
     return _score(ga, gb, (_covered(a, ra, joint, cells), _covered(b, rb, joint, cells)), shift)
 
@@ -259,7 +273,8 @@ REFINE_STEPS = ((8.0, 1.04), (4.0, 1.02), (2.0, 1.01), (1.0, 1.005))
 imagery a 2 px or 4 % error already costs 0.1-0.3 of correlation."""
 
 
-def _placed_once(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Similarity:
+def _placed_once(chip: Pixels, tile: Pixels, x: float, y: float, scale: float,
+                 grays: tuple[np.ndarray, np.ndarray] | None = None) -> Similarity:
     c0, r0 = max(0.0, x), max(0.0, y)
     c1, r1 = min(float(tile.width), x + chip.width * scale), min(float(tile.height), y + chip.height * scale)
     if c1 - c0 < 4 or r1 - r0 < 4:
@@ -269,21 +284,24 @@ def _placed_once(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -
           slice(round((c0 - x) / scale), round((c1 - x) / scale)))
     if rc[0].stop <= rc[0].start or rc[1].stop <= rc[1].start:
         return NOT_COMPARABLE
-    return _compare_parts(chip, rc, tile, rt, _grid_shape(r1 - r0, c1 - c0), shift=0)
+    return _compare_parts(chip, rc, tile, rt, _grid_shape(r1 - r0, c1 - c0), shift=0, grays=grays)
 
 
 def placed(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Similarity:
     """A chip whose pixel (0, 0) lies at tile pixel (x, y), one chip pixel spanning `scale` tile pixels (the
-    placement the eval-leak search found), compared where they overlap, after refining the placement by hill
-    climbing over the chip's centre and scale (REFINE_STEPS), within REFINE_REACH of where the votes put it: the
-    check confirms that placement, it does not search the tile."""
+    placement the eval-leak search found), compared where they overlap, after refining the placement by
+    coordinate descent over the chip's centre and scale (REFINE_STEPS, structure only), within REFINE_REACH of
+    where the votes put it: the check confirms that placement, it does not search the tile."""
+    chip, tile = _shared_bands(chip, tile)
+    grays = (_gray(chip), _gray(tile))
     cx0, cy0 = x + chip.width * scale / 2, y + chip.height * scale / 2
     reach = max(16.0, REFINE_REACH * max(chip.width, chip.height) * scale)
 
-    def at(cx: float, cy: float, f: float) -> Similarity:
+    def at(cx: float, cy: float, f: float, quick: bool = True) -> Similarity:
         if abs(cx - cx0) > reach or abs(cy - cy0) > reach or abs(np.log(f / scale)) > np.log(1 + REFINE_REACH):
             return NOT_COMPARABLE
-        return _placed_once(chip, tile, cx - chip.width * f / 2, cy - chip.height * f / 2, f)
+        return _placed_once(chip, tile, cx - chip.width * f / 2, cy - chip.height * f / 2, f,
+                            grays if quick else None)
 
     best, cx, cy, f = NOT_COMPARABLE, cx0, cy0, scale
     for m in START_SCALES:  # the votes' scale can be several percent off: start from the best of a coarse scan
@@ -294,15 +312,15 @@ def placed(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Simi
         moved = True
         while moved:
             moved = False
-            for dx in (-step, 0.0, step):
-                for dy in (-step, 0.0, step):
-                    for m in (1 / ratio, 1.0, ratio):
-                        if dx == dy == 0.0 and m == 1.0:
-                            continue
-                        sim = at(cx + dx, cy + dy, f * m)
-                        if sim.correlation > best.correlation + 1e-4:
-                            best, cx, cy, f, moved = sim, cx + dx, cy + dy, f * m, True
-    return best
+            for dx, dy, m in ((step, 0, 1), (-step, 0, 1), (0, step, 1), (0, -step, 1), (0, 0, ratio),
+                              (0, 0, 1 / ratio)):
+                sim = at(cx + dx, cy + dy, f * m)
+                if sim.correlation > best.correlation + 1e-4:
+                    best, cx, cy, f, moved = sim, cx + dx, cy + dy, f * m, True
+    if not best.cells:
+        return NOT_COMPARABLE
+    final = at(cx, cy, f, quick=False)
+    return replace(final, placement=(cx - chip.width * f / 2, cy - chip.height * f / 2, f))
 
 
 def compare(a: Pixels, b: Pixels) -> Similarity:

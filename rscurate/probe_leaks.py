@@ -118,7 +118,14 @@ def probe_leaks(cands: pd.DataFrame, alive: np.ndarray, train: Probes, evals: Pr
         tiles = best["tile"].to_numpy()
         sims = check(best["chip"].to_numpy(), tiles, best["ox"].to_numpy() - cands["x"].to_numpy()[tiles],
                      best["oy"].to_numpy() - cands["y"].to_numpy()[tiles], best["scale"].to_numpy())
-        best = best.assign(corr=[s.correlation for s in sims])[[s.same_content for s in sims]]
+        # the pixel check refines the votes' placement: use it for the shares each tile holds
+        refined = np.array([s.placement or (np.nan, np.nan, np.nan) for s in sims], np.float64).reshape(-1, 3)
+        at = np.stack([cands["x"].to_numpy()[tiles], cands["y"].to_numpy()[tiles], np.zeros(len(tiles))], axis=1)
+        voted = best[["ox", "oy", "scale"]].to_numpy(np.float64)
+        placement = np.where(np.isnan(refined), voted, refined + at)
+        best = best.assign(corr=[s.correlation for s in sims], ox=placement[:, 0], oy=placement[:, 1],
+                           scale=placement[:, 2])
+        best = best[[s.same_content for s in sims]]
     else:
         best = best.assign(corr=np.nan)
     leaks = _leaking_tiles(cands, alive, best).sort_values(["pos", "of_chip"], ascending=[True, False])

@@ -82,6 +82,18 @@ def probe_sides(train_sides: Iterable[float]) -> tuple[int, ...]:
     return tuple(sorted(sides))
 
 
+def chip_sides(chip: int, sides: tuple[int, ...]) -> list[int]:
+    """The probe sides an eval chip needs: those from a quarter to half of its side. Whatever its scale, a chip
+    covers a region twice as wide as the largest training probe level that it must hold whole (a window plus the
+    gap between tiles), so that level appears in the chip at between chip/4 and chip/2. A chip larger than every
+    level takes the largest octave of sides that fit in it."""
+    fitting = [s for s in sides if s <= chip]
+    wanted = [s for s in fitting if chip / 4 <= s <= chip / 2]
+    if wanted or not fitting:
+        return wanted
+    return [s for s in fitting if s >= fitting[-1] / 2]
+
+
 def _block_std(img: np.ndarray, step: int) -> np.ndarray:
     """(ny, nx) std of every IMG_SIZE x IMG_SIZE block at a step of `step`, from integral images."""
     def block_sums(a: np.ndarray) -> np.ndarray:
@@ -102,9 +114,7 @@ def chip_probes(gray: np.ndarray, sides: tuple[int, ...],
     phases, so the step grows with chip / side (at most MAX_STEP) and the probe count stays bounded."""
     h, w = gray.shape
     hashes, windows = [], []
-    for side in sides:
-        if side > min(h, w):
-            break
+    for side in chip_sides(min(h, w), sides):
         step = int(np.clip(round(min(h, w) / side / 2), 1, MAX_STEP))
         f = IMG_SIZE / side  # resized pixels per chip pixel
         rw, rh = max(IMG_SIZE, round(w * f)), max(IMG_SIZE, round(h * f))
