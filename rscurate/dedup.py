@@ -81,8 +81,9 @@ def keep_rank(rows: pd.DataFrame, priority: dict[str, int], area: pd.Series | No
 
     Manifest priority (higher first), then more bands, fewer nodata pixels, finer GSD, higher bit depth, larger
     extent (`area`: the tile's pixels by default; the scene's for scene-level matches), then the scene's extent,
-    then source, scene and id, so copies of a scene lose whole, not tile by tile. A band subset or a partial copy
-    of a tile therefore never displaces it (docs/dedup.md, "Keep rule")."""
+    then the rank of the tile's whole scene (`scene_rank`, scene_ranks: equal tiles follow their scenes, so the
+    exact and the scene step agree on which copy of a scene stays), then source, scene and id. A band subset or a
+    partial copy of a tile therefore never displaces it (docs/dedup.md, "Keep rule")."""
     n = len(rows)
 
     def column(name: str, default: float) -> np.ndarray:
@@ -94,7 +95,7 @@ def keep_rank(rows: pd.DataFrame, priority: dict[str, int], area: pd.Series | No
     order = pd.DataFrame({
         "p": -rows["source"].map(priority).fillna(0).to_numpy(),
         "c": -column("channels", 0), "n": column("nodata_fraction", 0), "g": column("gsd_m", np.inf),
-        "b": -bits, "a": -tile_area, "sa": -column("scene_pixels", 0),
+        "b": -bits, "a": -tile_area, "sa": -column("scene_pixels", 0), "sr": column("scene_rank", 0),
         "s": rows["source"].to_numpy(), "sc": rows["scene"].to_numpy(),
         "id": rows["id"].to_numpy() if "id" in rows else np.zeros(n),
     })
@@ -102,6 +103,26 @@ def keep_rank(rows: pd.DataFrame, priority: dict[str, int], area: pd.Series | No
     rank = np.empty(n, dtype=np.int64)
     rank[sorted_idx] = np.arange(n)
     return rank
+
+
+def scene_ranks(cands: pd.DataFrame, priority: dict[str, int]) -> np.ndarray:
+    """Per candidate row, the keep rank of its whole scene (scene facts as in _scene_table, the scene's pixels as
+    its extent): the tie-break that keeps tile-level and scene-level decisions consistent."""
+    if cands.empty:
+        return np.zeros(0, np.int64)
+    keys = ["source", "scene"]
+    scenes = _scene_facts(cands).reset_index()
+    area = scenes["scene_pixels"] if "scene_pixels" in scenes else scenes["width"] * scenes["height"]
+    ranked = scenes[keys].assign(scene_rank=keep_rank(scenes, priority, area=area))
+    return cands[keys].merge(ranked, on=keys, how="left")["scene_rank"].to_numpy(np.int64)
+
+
+def _scene_facts(cands: pd.DataFrame) -> pd.DataFrame:
+    """What the keep rule reads of each scene from its tiles: GSD, band count, dtype (first tile), extent and
+    mean nodata fraction."""
+    grouped = cands.groupby(["source", "scene"], sort=False)
+    first = [c for c in ("gsd_m", "channels", "dtype", "scene_pixels", "width", "height") if c in cands]
+    return grouped[first].first().join(grouped["nodata_fraction"].mean())
 
 
 def _provenance(rows: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -248,8 +269,7 @@ def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:
     facts = ["gsd_m", "channels", "dtype", "nodata_fraction"]
     if scenes.empty:
         return scenes.assign(**{c: pd.Series(dtype=object) for c in facts})
-    grouped = cands.groupby(["source", "scene"], sort=False)
-    per_scene = grouped[[c for c in facts[:3] if c in cands]].first().join(grouped["nodata_fraction"].mean())
+    per_scene = _scene_facts(cands)[[c for c in facts if c in cands]]
     return scenes.merge(per_scene.reset_index(), on=["source", "scene"], how="inner").reset_index(drop=True)
 
 
@@ -406,7 +426,7 @@ def decide(cands: pd.DataFrame, scenes: pd.DataFrame, priority: dict[str, int], 
         leaks.append(alignment_free_leaks(cands, left, probes, settings, pixels))
         left &= ~cands.index.isin(leaks[-1].index)
 
-    rank = keep_rank(cands, priority)
+    rank = keep_rank(cands.assign(scene_rank=scene_ranks(cands, priority)), priority)
     dups = [exact_duplicates(cands, left, rank)]
     left &= ~cands.index.isin(dups[-1].index)
     dups.append(scene_duplicates(cands, table, matches, left, priority, eval_sources))
