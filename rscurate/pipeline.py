@@ -125,9 +125,9 @@ def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]
 
 def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int,
                probe_sides: tuple[int, ...] = ()) -> list[Unit]:
-    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units. Eval units
-    carry the sides of their dense probes (from the training tile sizes)."""
-    sides = probe_sides if manifest.role == "eval" else ()
+    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units. In a build with
+    an eval source every unit computes probes (eval units at `probe_sides`, from the training tile sizes)."""
+    sides = probe_sides
     units: list[Unit] = []
     batch: list[tuple[SceneRef, tuple]] = []
     size = 0
@@ -293,7 +293,8 @@ def build(opts: BuildOptions) -> BuildReport:
         for owner, result in zip(plan_owner, _gather(client, plan_futs, "planning", opts.quiet), strict=True):
             plans[owner] += result
 
-        sides = probe_sides(w[2] for d in present if d.manifest.role == "train"
+        with_eval = any(d.manifest.role == "eval" for d in present)
+        sides = probe_sides(w[2] for d in present if d.manifest.role == "train" and with_eval
                             for p in plans[d.manifest.name] for w in p.windows)
         units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides)]
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):

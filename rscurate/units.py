@@ -58,7 +58,8 @@ class Unit:
     key: str
     manifest: Manifest
     items: tuple[tuple[SceneRef, tuple[Window, ...]], ...]
-    probe_sides: tuple[int, ...] = ()  # eval units: window sides of their dense probes (probes.probe_sides)
+    # builds with an eval source: probes of every tile (eval units: window sides of their dense probes); else ()
+    probe_sides: tuple[int, ...] = ()
 
     @property
     def tiles(self) -> int:
@@ -149,8 +150,9 @@ def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, wi
 class _Collector:
     """Column buffers for one unit's kept candidates and exclusions, and each kept tile's band statistics."""
 
-    def __init__(self, probe_sides: tuple[int, ...] | None) -> None:
-        self.probe_sides = probe_sides  # None: training tiles (25 probes each); else an eval unit's dense sides
+    def __init__(self, probe_sides: tuple[int, ...], eval_role: bool) -> None:
+        self.probe_sides = probe_sides  # (): no probes (no eval source in the build)
+        self.eval_role = eval_role  # eval chips get dense probes at these sides, training tiles 74 fixed ones
         self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
         self.band_stats: list[list[BandTileStats]] = []
@@ -177,8 +179,8 @@ class _Collector:
     def probes(self) -> pa.Table:
         """Probe hashes of every kept candidate (textured windows only): what the eval-leak search matches."""
         rows, hashes, windows = [], [], []
-        for row, gray in enumerate(self.grays):
-            if self.probe_sides is None:
+        for row, gray in enumerate(self.grays if self.probe_sides else []):
+            if not self.eval_role:
                 h, tex, win = tile_probes(gray)
                 h, win = h[tex >= LOW_TEXTURE_STD], win[tex >= LOW_TEXTURE_STD]
             else:
@@ -293,7 +295,7 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
         per_row = pickle.loads(staged.band_stats.read_bytes())
         return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
                           unit_band_parts(meta, per_row, list(range(len(meta)))))
-    out = _Collector(unit.probe_sides if unit.manifest.role == "eval" else None)
+    out = _Collector(unit.probe_sides, unit.manifest.role == "eval")
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
             _process_scene(unit, scene, windows, out)
