@@ -124,7 +124,7 @@ def write_card(corpus_dir: Path, stats: dict, index: pa.Table, excluded: pa.Tabl
         ("overview", lambda: _overview(name, stats, index, excluded, duplicates, written["mosaic.png"])),
         ("sources", lambda: _sources_section(sources, written["counts.png"])),
         ("pixels", lambda: _pixels_section(sources)),
-        ("band statistics", lambda: _bands_section(stats.get("bands", {}))),
+        ("band statistics", lambda: _bands_section(stats.get("bands", {}), sources)),
         ("deduplication", lambda: _dedup_section(duplicates, written["duplicates.png"])),
         ("footprints", lambda: _footprints_section(index.num_rows, footprints)),
         ("how it was built", lambda: _build_section(stats.get("build", {}))),
@@ -258,7 +258,7 @@ def _pixels_section(sources: dict[str, dict]) -> str:
     )
 
 
-def _bands_section(bands: dict[str, dict]) -> str:
+def _bands_section(bands: dict[str, dict], sources: dict[str, dict]) -> str:
     if not bands:
         return "## Band statistics\n\nNo band statistics were recorded."
     keys = ["count", "mean", "std", "min", "max", "p1", "p99"]
@@ -267,7 +267,14 @@ def _bands_section(bands: dict[str, dict]) -> str:
         "Per band name over all kept tiles that carry it, in stored units; `rspretrain` normalises with the "
         "mean and std read from `stats.json`."
     )
-    return "## Band statistics\n\n" + note + "\n\n" + _table(["band", "dtype", *keys], rows, "ll" + "r" * len(keys))
+    text = "## Band statistics\n\n" + note + "\n\n" + _table(["band", "dtype", *keys], rows, "ll" + "r" * len(keys))
+    mixed = [[src, group, g["dtype"], g["channels"], g["tiles"], ", ".join(g["examples"])]
+             for src, info in sorted(sources.items()) for group, g in info.get("band_groups", {}).items()]
+    if mixed:
+        text += ("\n\nThese sources mix band sets (dtype x band count), so their statistics are kept apart under "
+                 "`name@group` keys; declare `bands` in the manifest, or give each kind of file its own manifest, "
+                 "to name them:\n\n" + _table(["source", "group", "dtype", "bands", "tiles", "e.g."], mixed, "lllrrl"))
+    return text
 
 
 def _dedup_section(duplicates: pa.Table, figure: bool) -> str:

@@ -179,6 +179,18 @@ def test_huge_declared_scene_is_read_window_by_window(tmp_path: Path) -> None:
     assert report.excluded == 9 * 9 - 1  # every other full window reads as nodata
 
 
+
+def _only_the_last_block_unreadable(manifest: Path, out: Path) -> str:
+    """Build a 512 px scene whose bottom-right 256 px block is damaged: three tiles kept, that block recorded
+    unreadable (verify passes); returns its detail text."""
+    run_build([manifest], out)
+    index = pd.read_parquet(out / "index.parquet")
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
+    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
+    verify(out)
+    return str(excluded["detail"].iloc[0])
+
 def test_a_damaged_block_loses_its_tiles_not_the_scene(tmp_path: Path, rng: np.random.Generator) -> None:
     """One corrupt compressed block: the windows over it are `unreadable` with GDAL's error text, the rest
     of the scene is kept (its whole-scene signature, which reads every block, is simply skipped)."""
@@ -196,14 +208,7 @@ def test_a_damaged_block_loses_its_tiles_not_the_scene(tmp_path: Path, rng: np.r
         include: ["*.tif"]
         tile: {size: 256}
         """)
-    out = tmp_path / "corpus"
-    run_build([m], out)
-    index = pd.read_parquet(out / "index.parquet")
-    excluded = pd.read_parquet(out / "excluded.parquet")
-    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
-    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
-    assert excluded["detail"].iloc[0]
-    verify(out)
+    assert _only_the_last_block_unreadable(m, tmp_path / "corpus")
 
 
 def _damaged_images(data: Path, rng: np.random.Generator) -> dict[str, str]:
@@ -263,14 +268,7 @@ def test_a_block_that_decodes_with_a_warning_is_unreadable(tmp_path: Path, rng: 
         f.write(rng.integers(0, 255, 200, dtype=np.uint8).tobytes())
     m = write_manifest(tmp_path / "m.yaml", "name: m\nlicense: CC0-1.0\nroot: data\ninclude: ['*.tif']\n"
                        "tile: {size: 256}\n")
-    out = tmp_path / "corpus"
-    run_build([m], out)
-    index = pd.read_parquet(out / "index.parquet")
-    excluded = pd.read_parquet(out / "excluded.parquet")
-    assert sorted(zip(index["x"], index["y"], strict=True)) == [(0, 0), (0, 256), (256, 0)]
-    assert excluded[["x", "y", "reason"]].values.tolist() == [[256, 256, "unreadable"]]
-    assert "Corrupt JPEG data" in excluded["detail"].iloc[0]
-    verify(out)
+    assert "Corrupt JPEG data" in _only_the_last_block_unreadable(m, tmp_path / "corpus")
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +312,7 @@ def test_band_statistics_never_pool_dtypes_or_band_counts(mixed_corpus: Path) ->
             assert got["mean"] == pytest.approx(pixels.mean(), rel=1e-9)
     card = (mixed_corpus / "README.md").read_text()
     assert "b1@uint8x1" in card and "b1@uint16x3" in card
+    assert "| mixed | uint16x3 | uint16 | 3 | 2 | dn_u16.tif |" in card  # the groups, with example files
 
 
 def test_a_mixed_source_is_logged_with_example_files(tmp_path: Path, mixed_corpus: Path,
