@@ -102,11 +102,13 @@ class BandAccumulator:
     max: float = -np.inf
     dtypes: set[str] = field(default_factory=set)
     hists: dict[str, np.ndarray] = field(default_factory=dict)  # bin kind -> dense counts
+    scalings: set[tuple[float, float]] = field(default_factory=set)  # (scale, offset) of the tiles' band
 
-    def add(self, s: BandTileStats, dtype: str) -> None:
-        """Add one tile's band."""
+    def add(self, s: BandTileStats, dtype: str, scaling: tuple[float, float] = (1.0, 0.0)) -> None:
+        """Add one tile's band, stored * scale + offset being its physical value."""
         if s.count == 0:
             return
+        self.scalings.add(scaling)
         self.count += s.count
         self.total += s.count * s.mean
         self.total_sq += s.count * (s.std * s.std + s.mean * s.mean)
@@ -125,6 +127,7 @@ class BandAccumulator:
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         self.dtypes |= other.dtypes
+        self.scalings |= other.scalings
         for kind, h in other.hists.items():
             self.hists[kind] = self.hists[kind] + h if kind in self.hists else h.copy()
 
@@ -157,6 +160,9 @@ class BandAccumulator:
             "p1": self.percentile(1),
             "p99": self.percentile(99),
             "dtype": ",".join(sorted(self.dtypes)),
+            # statistics are in stored units; null when the tiles under this key declare different scalings
+            "scale": next(iter(self.scalings))[0] if len(self.scalings) == 1 else None,
+            "offset": next(iter(self.scalings))[1] if len(self.scalings) == 1 else None,
         }
 
 
@@ -174,14 +180,17 @@ def band_key(name: str, group: str) -> str:
 
 
 def accumulate(sources: Sequence[str], bands: Sequence[Sequence[str]], dtypes: Sequence[str],
-               per_tile: Sequence[Sequence[BandTileStats]]) -> BandParts:
+               per_tile: Sequence[Sequence[BandTileStats]], scales: Sequence[Sequence[float] | None] | None = None,
+               offsets: Sequence[Sequence[float] | None] | None = None) -> BandParts:
     """Per (source, band group, band name) accumulators of some tiles, given each tile's source, band names,
-    dtype and per-band statistics."""
+    dtype and per-band statistics, and optionally each tile's per-band scale and offset (default 1 and 0)."""
     acc: BandParts = {}
-    for source, names, dtype, stats in zip(sources, bands, dtypes, per_tile, strict=True):
+    for t, (source, names, dtype, stats) in enumerate(zip(sources, bands, dtypes, per_tile, strict=True)):
         group = group_key(dtype, len(names))
-        for name, band in zip(names, stats, strict=True):
-            acc.setdefault((source, group, name), BandAccumulator()).add(band, dtype)
+        scale = (scales[t] if scales else None) or [1.0] * len(names)
+        offset = (offsets[t] if offsets else None) or [0.0] * len(names)
+        for name, band, sc, off in zip(names, stats, scale, offset, strict=True):
+            acc.setdefault((source, group, name), BandAccumulator()).add(band, dtype, (sc, off))
     return acc
 
 

@@ -38,6 +38,10 @@ class Band(_Strict):
     )
     qa: bool = Field(default=False, description="a mask/QA band: read for quality rules, not stored in tiles")
     sds: str | None = Field(default=None, description="HDF4 scientific dataset name for modis_hdf4 sources")
+    scale: float | None = Field(
+        default=None, description="physical = stored * scale + offset; overrides the file's scale (GeoTIFF tag, HDF "
+        "scale_factor) for files that carry none, e.g. Landsat Collection 2 L2 (0.0000275)")
+    offset: float | None = Field(default=None, description="see scale (Landsat Collection 2 L2 reflectance: -0.2)")
 
 
 class BandFiles(_Strict):
@@ -98,6 +102,9 @@ class Cloud(_Strict):
         default=None, description="a pixel is cloud when each of `bands` (default: all data bands) is at least this"
     )
     bands: list[str] = Field(default_factory=list, description="bands the brightness rule tests, by name")
+    units: Literal["physical", "stored"] = Field(
+        default="physical", description="physical: brightness is compared with stored * scale + offset and integer "
+        "bands without a scale are refused; stored: with the stored values (DN) as they are")
     max_fraction: float = Field(default=0.5, ge=0, le=1)
 
     @model_validator(mode="after")

@@ -50,10 +50,28 @@ def min_std_for(quality: Quality, dtype: str) -> float:
     return _DEFAULT_MIN_STD.get(np.dtype(dtype).kind, 1.0)
 
 
+def check_units(quality: Quality, names: list[str], dtype: str, scaled: list[bool], path: str) -> None:
+    """Refuse a brightness rule in physical units over integer bands whose scale nobody declared: 0.2 compared
+    with Landsat DN calls every pixel cloud. Raises ValueError naming the file, the bands and the fixes."""
+    rule = quality.cloud
+    if rule is None or rule.brightness is None or rule.units == "stored" or np.dtype(dtype).kind == "f":
+        return
+    tested = rule.bands or names
+    unscaled = [n for n, s in zip(names, scaled, strict=True) if n in tested and not s]
+    if unscaled:
+        raise ValueError(
+            f"cloud.brightness {rule.brightness} is in physical units but {path} stores {dtype} bands {unscaled} "
+            "without a scale/offset (no GeoTIFF scale/offset tags or HDF scale_factor): declare `scale`/`offset` "
+            "on those bands in the manifest, or set `cloud.units: stored` with a threshold in stored values")
+
+
 def cloud_fraction(
-    rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray], names: list[str]
+    rule: Cloud, data: np.ndarray, valid: np.ndarray, qa: dict[str, np.ndarray], names: list[str],
+    scales: list[float] | None = None, offsets: list[float] | None = None,
 ) -> float:
-    """Fraction of valid pixels flagged cloudy by the QA band rule or the brightness rule."""
+    """Fraction of valid pixels flagged cloudy by the QA band rule or the brightness rule.
+
+    With `units: physical` the brightness rule tests stored * scale + offset of each band (default 1 and 0)."""
     if not valid.any():
         return 0.0
     if rule.band is not None:
@@ -62,7 +80,10 @@ def cloud_fraction(
         for bit in rule.bits:
             cloudy |= ((q.astype(np.int64) >> bit) & 1).astype(bool)
     else:
-        tested = data[[names.index(b) for b in rule.bands]] if rule.bands else data
+        picked = [names.index(b) for b in rule.bands] if rule.bands else list(range(len(names)))
+        tested = data[picked]
+        if rule.units == "physical" and scales is not None and offsets is not None:
+            tested = tested * np.array(scales)[picked, None, None] + np.array(offsets)[picked, None, None]
         cloudy = np.all(tested >= rule.brightness, axis=0)
     return float((cloudy & valid).sum() / valid.sum())
 
@@ -74,15 +95,19 @@ def judge(
     qa: dict[str, np.ndarray],
     stats: TileStats,
     names: list[str],
+    scales: list[float] | None = None,
+    offsets: list[float] | None = None,
 ) -> tuple[str, str] | None:
-    """The first rule a tile fails, as (reason, detail), or None when it is kept."""
+    """The first rule a tile fails, as (reason, detail), or None when it is kept.
+
+    `scales`/`offsets` (per band of `data`) turn stored values into physical ones for the brightness rule."""
     if stats.valid_pixels == 0 or stats.nodata_fraction > quality.max_nodata_fraction:
         return "nodata", f"nodata_fraction={stats.nodata_fraction:.3f} > {quality.max_nodata_fraction}"
     threshold = min_std_for(quality, data.dtype.name)
     if max(stats.std) < threshold:
         return "low_information", f"max band std={max(stats.std):.4g} < min_std={threshold}"
     if quality.cloud is not None:
-        frac = cloud_fraction(quality.cloud, data, valid, qa, names)
+        frac = cloud_fraction(quality.cloud, data, valid, qa, names, scales, offsets)
         if frac > quality.cloud.max_fraction:
             return "cloud", f"cloud_fraction={frac:.3f} > {quality.cloud.max_fraction}"
     return None

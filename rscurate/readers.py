@@ -127,6 +127,11 @@ class SceneReader:
     one_stream: bool = False  # the pixels are one compressed stream (JPEG, PNG): check_decodes before use
     nodata: float | None = None
     bands: list[Band]
+    # Per data band, GDAL's convention: physical = stored * scale + offset. `scaled` says the file or the manifest
+    # declared them; a band without is (1, 0) and its physical units are unknown unless it holds floats.
+    scales: list[float]
+    offsets: list[float]
+    scaled: list[bool]
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
         self.ref = ref
@@ -136,6 +141,14 @@ class SceneReader:
     @property
     def data_bands(self) -> list[Band]:
         return [b for b in self.bands if not b.qa]
+
+    def _set_scales(self, found: list[tuple[float, float]]) -> None:
+        """Scale and offset of each data band: the manifest's where it declares one, else the file's (`found`, one
+        (scale, offset) per band of self.bands, QA bands included)."""
+        pairs = [(b, sc, off) for b, (sc, off) in zip(self.bands, found, strict=True) if not b.qa]
+        self.scales = [b.scale if b.scale is not None else sc for b, sc, _ in pairs]
+        self.offsets = [b.offset if b.offset is not None else off for b, _, off in pairs]
+        self.scaled = [b.scale is not None or b.offset is not None or (sc, off) != (1.0, 0.0) for b, sc, off in pairs]
 
     def gsd_m(self) -> float | None:
         if self.transform is None or not self.crs:
@@ -219,6 +232,19 @@ class SceneReader:
         return self._declared_bands
 
 
+def _gdal_scale(ds: rasterio.DatasetReader, index: int) -> tuple[float, float]:
+    """(scale, offset) of a band from GDAL (GeoTIFF scale/offset tags); (1, 0) when the file has none."""
+    scale, offset = ds.scales[index - 1], ds.offsets[index - 1]
+    return (1.0 if scale is None else float(scale)), (0.0 if offset is None else float(offset))
+
+
+def _hdf_scale(attrs: dict) -> tuple[float, float]:
+    """(scale, offset) in GDAL's convention from HDF4 attributes, whose convention (MODIS, HDF4's SDsetcal) is
+    physical = scale_factor * (stored - add_offset): so offset = -scale_factor * add_offset."""
+    scale = float(attrs.get("scale_factor", 1.0))
+    return scale, -scale * float(attrs.get("add_offset", 0.0)) + 0.0  # + 0.0: no -0.0 in the index
+
+
 def _crs_string(crs: rasterio.crs.CRS | None) -> str:
     if crs is None:
         return ""
@@ -252,6 +278,7 @@ class RasterioReader(SceneReader):
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
+        self._set_scales([_gdal_scale(self.ds, i) for i in self._indexes])
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         indexes = self._indexes if self._alpha else None
@@ -292,6 +319,7 @@ class BandFilesReader(SceneReader):
         self.crs = _crs_string(ref_ds.crs)
         self.transform = ref_ds.transform if ref_ds.crs else None
         self._resampling = Resampling[resampling]
+        self._set_scales([_gdal_scale(d, 1) for d in self.dss])
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> list[np.ndarray]:
         left, bottom, right, top = self.bounds(x, y, w, h) or (x, y + h, x + w, y)
@@ -332,6 +360,7 @@ class NpyReader(SceneReader):
         self.bands = self._name_bands(c)
         self.dtype = self._data_dtype([self._arr.dtype.name] * c)
         self.nodata = nodata
+        self._set_scales([(1.0, 0.0)] * c)
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
         sy, sx = _steps(h, w, out_shape)
@@ -367,6 +396,7 @@ class ModisHdf4Reader(SceneReader):
         self.dtype = self._data_dtype([s.get(start=(0, 0), count=(1, 1)).dtype.name for s in self.sds])
         fill = self.sds[0].attributes().get("_FillValue")
         self.nodata = nodata if nodata is not None else (float(fill) if fill is not None else None)
+        self._set_scales([_hdf_scale(s.attributes()) for s in self.sds])
         self._georeference()
 
     def _georeference(self) -> None:

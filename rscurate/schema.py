@@ -40,6 +40,9 @@ TILE_META = [
     pa.field("band_std", pa.list_(pa.float64())),
     pa.field("band_min", pa.list_(pa.float64())),
     pa.field("band_max", pa.list_(pa.float64())),
+    # per band, GDAL's convention: physical = stored * scale + offset; (1, 0) when neither file nor manifest says
+    pa.field("band_scale", pa.list_(pa.float64())),
+    pa.field("band_offset", pa.list_(pa.float64())),
     pa.field("label", pa.string()),
 ]
 

@@ -83,6 +83,11 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
     except Exception as err:  # any unreadable input is recorded, never fatal
         return ScenePlan(scene, reason="unreadable", detail=error_text(err))
     try:
+        try:  # a rule that cannot be applied to this file is its scene's record, as an unreadable file is
+            quality.check_units(manifest.quality, [b.name for b in reader.data_bands], reader.dtype, reader.scaled,
+                                scene.paths[0] if len(scene.paths) == 1 else scene.scene)
+        except ValueError as err:
+            return ScenePlan(scene, (), reader.width, reader.height, "unreadable", f"cloud rule refused: {err}")
         windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
         if not windows:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
@@ -211,7 +216,8 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 out.exclude(scene, window, "unreadable", error_text(err))
                 continue
             stats = quality.tile_stats(res.data, res.valid)
-            verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names)
+            verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names,
+                                    reader.scales, reader.offsets)
             if verdict is not None:
                 out.exclude(scene, window, *verdict)
                 continue
@@ -232,7 +238,8 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "nodata": reader.nodata,
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
-                "band_max": stats.column("max"), "label": scene.label, "image": image,
+                "band_max": stats.column("max"), "band_scale": reader.scales, "band_offset": reader.offsets,
+                "label": scene.label, "image": image,
             }, stats.bands, canonical_view(res.data, names, res.valid))
     finally:
         reader.close()
@@ -272,8 +279,10 @@ class UnitResult:
 
 def unit_band_parts(meta: pa.Table, per_row: list[list[BandTileStats]], rows: list[int]) -> BandParts:
     """Band accumulators of the given rows of a unit."""
-    taken = meta.take(pa.array(rows, pa.int64())).select(["source", "bands", "dtype"]).to_pydict()
-    return accumulate(taken["source"], taken["bands"], taken["dtype"], [per_row[r] for r in rows])
+    taken = meta.take(pa.array(rows, pa.int64())).select(["source", "bands", "dtype", "band_scale", "band_offset"])
+    cols = taken.to_pydict()
+    return accumulate(cols["source"], cols["bands"], cols["dtype"], [per_row[r] for r in rows],
+                      cols["band_scale"], cols["band_offset"])
 
 
 # What the client needs of each candidate to deduplicate; the rest stays in the staged file.

@@ -47,7 +47,7 @@ def defects_corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
         tile: {size: 128}
         quality:
           max_nodata_fraction: 0.5
-          cloud: {brightness: 3900, max_fraction: 0.5}
+          cloud: {brightness: 3900, units: stored, max_fraction: 0.5}
         """)
     out = root / "corpus"
     run_build([manifest.parent], out)
