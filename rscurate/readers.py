@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.transform import Affine
+from rasterio.warp import reproject
 from rasterio.windows import Window, from_bounds
 
 from rscurate.manifest import Band
@@ -303,8 +304,10 @@ class RasterioReader(SceneReader):
 class BandFilesReader(SceneReader):
     """One file per band (Sentinel-2, Landsat): every band is read onto the finest band's grid.
 
-    Coarser bands are resampled on read (GDAL's decimated read with the manifest's resampling), by
-    the bounds of the window, so bands at 10/20/60 m land on one pixel grid.
+    A band off that grid (coarser, or shifted) is warped onto the window's exact geographic footprint (GDAL's
+    warp with the manifest's resampling and the band's fill as source nodata), so bands at 10/20/60 m land on
+    one pixel grid, fill never blends into valid pixels, and ground a band does not cover is not stretched
+    over: a pixel that some band file does not cover (or covers only with fill) is invalid, set to `nodata`.
     """
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None, resampling: str):
@@ -322,19 +325,55 @@ class BandFilesReader(SceneReader):
         self._set_scales([_gdal_scale(d, 1) for d in self.dss])
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> list[np.ndarray]:
-        left, bottom, right, top = self.bounds(x, y, w, h) or (x, y + h, x + w, y)
+        shape = out_shape or (h, w)
+        # Pixels of the last read that a band file does not cover: _valid, called next by read(), drops them.
+        self._uncovered = np.zeros(shape, bool)
         out = []
         for band, ds in zip(self.bands, self.dss, strict=True):
-            on_grid = ds is self._ref or (ds.transform == self._ref.transform and ds.shape == self._ref.shape)
-            if on_grid and out_shape is None:
-                arr = ds.read(1, window=Window(x, y, w, h))
+            method = Resampling.nearest if band.qa else Resampling.average if out_shape else self._resampling
+            if ds is self._ref or (ds.transform == self._ref.transform and ds.shape == self._ref.shape):
+                out.append(ds.read(1, window=Window(x, y, w, h), out_shape=shape, resampling=method))
             else:
-                win = Window(x, y, w, h) if on_grid else from_bounds(left, bottom, right, top, transform=ds.transform)
-                method = Resampling.nearest if band.qa else (
-                    Resampling.average if out_shape else self._resampling)
-                arr = ds.read(1, window=win, out_shape=out_shape or (h, w), resampling=method)
-            out.append(arr)
+                dst_transform = self._ref.window_transform(Window(x, y, w, h)) @ Affine.scale(w / shape[1],
+                                                                                               h / shape[0])
+                arr, missing = self._warp(ds, dst_transform, shape, method)
+                self._uncovered |= missing
+                out.append(arr)
         return out
+
+    def _warp(self, ds: rasterio.DatasetReader, dst_transform: Affine, shape: tuple[int, int],
+              method: Resampling) -> tuple[np.ndarray, np.ndarray]:
+        """Band `ds` warped onto `shape` pixels at `dst_transform`, and the mask of pixels it leaves empty.
+
+        Only the band's pixels under the footprint (plus a kernel margin) are read. Its fill (the manifest's
+        nodata, else its own) is masked out of the kernels; a pixel whose kernel holds no data is empty."""
+        fill = self._nodata_override if self._nodata_override is not None else (
+            ds.nodata if ds.nodata is not None else self.nodata)
+        left, top = dst_transform @ (0, 0)
+        right, bottom = dst_transform @ (shape[1], shape[0])
+        win = from_bounds(min(left, right), min(top, bottom), max(left, right), max(top, bottom), ds.transform)
+        margin = 3  # source pixels: the widest kernel (cubic) reaches 2 pixels past the footprint
+        col0, row0 = max(0, int(np.floor(win.col_off)) - margin), max(0, int(np.floor(win.row_off)) - margin)
+        col1 = min(ds.width, int(np.ceil(win.col_off + win.width)) + margin)
+        row1 = min(ds.height, int(np.ceil(win.row_off + win.height)) + margin)
+        dst = np.full(shape, np.nan)
+        if col1 > col0 and row1 > row0:
+            src_win = Window(col0, row0, col1 - col0, row1 - row0)
+            # Pixel grids without a CRS warp by their transforms alone: any one CRS on both sides does.
+            crs = self._ref.crs or rasterio.crs.CRS.from_epsg(3857)
+            reproject(ds.read(1, window=src_win), dst, src_transform=ds.window_transform(src_win),
+                      src_crs=ds.crs or crs, src_nodata=fill, dst_transform=dst_transform, dst_crs=crs,
+                      dst_nodata=np.nan, resampling=method)
+        missing = np.isnan(dst)
+        dtype = np.dtype(ds.dtypes[0])
+        if dtype.kind in "ui":  # as GDAL writes integers: rounded, clamped to the type (cubic overshoots)
+            info = np.iinfo(dtype)
+            dst = np.clip(np.rint(dst), info.min, info.max)
+        dst[missing] = fill if fill is not None else 0
+        return dst.astype(dtype), missing
+
+    def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return super()._valid(data, x, y, w, h) & ~self._uncovered
 
     def close(self) -> None:
         for d in self.dss:

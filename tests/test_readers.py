@@ -11,6 +11,8 @@ import rasterio
 from PIL import Image
 
 from rscurate import open_corpus
+from rscurate.manifest import Band
+from rscurate.readers import SceneRef, open_scene
 from rscurate.verify import verify
 from tests.conftest import run_build, textured, write_manifest, write_tif
 
@@ -54,8 +56,8 @@ def test_band_files_at_three_resolutions_share_one_grid(tmp_path: Path, rng: np.
     assert arr.shape == (4, 128, 128) and meta["bands"] == ["B01", "B02", "B04", "B11"]
     assert meta["gsd_m"] == 10 and meta["wavelengths_um"][1] == pytest.approx(0.49)
     np.testing.assert_array_equal(arr[1], fine[0][128:, 128:])  # native 10 m band: untouched
-    coarse = b11[0][64:, 64:].astype(np.float64)
-    assert np.corrcoef(arr[3][::2, ::2].ravel().astype(np.float64), coarse.ravel())[0, 1] > 0.9
+    expected = _bilinear_2x(b11[0])[128:255, 128:255]  # registered exactly (uint16: rounded), not correlated
+    assert np.abs(arr[3][:127, :127].astype(np.float64) - expected).max() <= 0.5 + 1e-9
 
 
 def test_missing_band_file_is_recorded(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -189,3 +191,43 @@ def test_png_and_jpeg_chips_keep_their_original_bytes(tmp_path: Path, rng: np.ra
     assert gray.shape == (1, 96, 96) and meta["bands"] == ["gray"]
     excl = pd.read_parquet(tmp_path / "c" / "excluded.parquet")
     assert excl[["scene", "reason"]].values.tolist() == [["forest/alpha.png", "nodata"]]
+
+
+def _bilinear_2x(coarse: np.ndarray) -> np.ndarray:
+    """Bilinear upsampling by 2 on pixel centres (fine pixel f sits at coarse centre-index f / 2 - 0.25): the
+    exact values a correctly registered read gives away from the edges."""
+    out = coarse.astype(np.float64)
+    for ax in (0, 1):
+        n = out.shape[ax]
+        pos = np.arange(2 * n) / 2 - 0.25
+        lo = np.clip(np.floor(pos).astype(int), 0, n - 1)
+        hi = np.clip(np.floor(pos).astype(int) + 1, 0, n - 1)
+        t = (pos - np.floor(pos)).reshape([-1 if a == ax else 1 for a in (0, 1)])
+        out = np.take(out, lo, axis=ax) * (1 - t) + np.take(out, hi, axis=ax) * t
+    return out
+
+
+def test_coarse_band_is_read_by_exact_bounds_with_fill_masked(tmp_path: Path, rng: np.random.Generator) -> None:
+    """A 20 m band covering the left half of a 10 m scene, its top three rows fill: the half it does not cover is
+    nodata (not the band stretched over the window), fill never blends into data, and values are registered
+    exactly (a one-pixel shift fails)."""
+    fill = -9999.0
+    fine = textured(rng, 1, 64, 64, "float32") + 1.0
+    coarse = (1000 + 1000 * textured(rng, 1, 32, 16, "float64")).astype(np.float32)  # 160 m wide: half of 320 m
+    coarse[:, :3] = fill
+    b02 = write_tif(tmp_path / "B02.tif", fine, res=10, nodata=fill)
+    b11 = write_tif(tmp_path / "B11.tif", coarse, res=20, nodata=fill)
+    bands = [Band(name="B02"), Band(name="B11")]
+    ref = SceneRef("s2", "{band}.tif", (str(b02), str(b11)), "geotiff")
+    res = open_scene(ref, bands, None, "bilinear").read(0, 0, 64, 64)
+    got = res.data[1]
+    assert not res.valid[:, 32:].any() and (got[:, 32:] == fill).all(), "uncovered ground is nodata"
+    assert not res.valid[:4].any(), "pixels whose kernel holds only fill are nodata"
+    data = coarse[0][3:]
+    assert got[res.valid].min() >= data.min() and got[res.valid].max() <= data.max(), "no fill blended in"
+    np.testing.assert_allclose(got[8:62, 2:30], _bilinear_2x(coarse[0])[8:62, 2:30], atol=1e-3)
+    np.testing.assert_array_equal(res.data[0][res.valid], fine[0][res.valid])
+    near = open_scene(ref, bands, None, "nearest").read(0, 0, 64, 64)
+    rows, cols = np.nonzero(near.valid)
+    np.testing.assert_array_equal(near.data[1][rows, cols], coarse[0][rows // 2, cols // 2])
+    assert near.valid[6:, :32].all() and not near.valid[:6].any()
