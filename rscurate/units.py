@@ -30,7 +30,7 @@ from rscurate.readers import IMAGE_SUFFIXES, STRICT_DECODE, SceneReader, SceneRe
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "5"  # 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
+FORMAT_VERSION = "6"  # 6: band_scale/band_offset, off-grid bands warped; 5: probes and eval bytes staged; 4: strict
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
