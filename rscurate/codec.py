@@ -5,8 +5,12 @@ Two encodings exist, named in each row's `encoding` column:
 - ``npy.zst``: the tile as a (C, H, W) ``.npy`` file compressed with Zstandard. Any dtype and
   band count; decode with ``numpy.load(io.BytesIO(zstandard.decompress(b)))``.
 - ``png`` / ``jpeg`` / ``tiff``: the original file bytes of a chip that was kept whole and
-  unchanged, so its fidelity is exactly the source's. Decode with any image library; arrays
-  come back as (C, H, W).
+  unchanged, so its fidelity is exactly the source's. Kept only when Pillow decodes them to exactly the
+  array GDAL read (the one `sha256` and the statistics describe): JPEG decoders differ where chroma is
+  subsampled, so such a chip is stored as ``npy.zst`` of GDAL's decode instead.
+
+A validity mask that one nodata value cannot express (alpha, GDAL internal masks) is stored beside the
+tile as ``npy.zst`` of a (1, H, W) bool array, True where the pixel holds data.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ import zstandard
 
 NPY_ZSTD = "npy.zst"
 ORIGINAL_ENCODINGS = ("png", "jpeg", "tiff")
+# File signatures: the encoding of kept bytes is what the bytes are, never what the file name says.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+          (b"II+\x00", "tiff"), (b"MM\x00+", "tiff"))
+MAGIC_BYTES = max(len(m) for m, _ in _MAGIC)
 # Level 1 (within ~5 % of level 3 in size on imagery, about twice as fast) with the 7-byte minimum match that
 # zstd's level 1 uses for inputs over 256 KB and a 4096-entry hash table: on real 8-bit Landsat tiles ~20 %
 # faster than plain level 1 for ~1 % more bytes (16-bit tiles: ~15 % faster, +0.2 %).
@@ -64,3 +72,30 @@ def _decode_image_file(data: bytes) -> np.ndarray:
 
     with MemoryFile(data) as mem, mem.open() as ds:
         return ds.read()
+
+
+def sniff_encoding(head: bytes) -> str | None:
+    """The image format of a file from its first MAGIC_BYTES bytes (png, jpeg, tiff), or None."""
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
+def pillow_decode(data: bytes) -> np.ndarray | None:
+    """Image file bytes decoded by Pillow as (C, H, W), or None where Pillow cannot read them."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            arr = np.asarray(img)
+    except Exception:  # any Pillow failure: the bytes are not portable, and the caller re-encodes
+        return None
+    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def encode_mask(valid: np.ndarray) -> bytes:
+    """An (H, W) validity mask as npy.zst bytes of a (1, H, W) bool array."""
+    return encode_array(valid[None].astype(bool, copy=False))
+
+
+def decode_mask(data: bytes | None) -> np.ndarray | None:
+    """The (H, W) bool validity mask stored with a tile, or None when the row stores none."""
+    return None if data is None else decode(data, NPY_ZSTD)[0]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rscurate.codec import decode
+from rscurate.codec import decode, decode_mask
 from rscurate.parquet_io import read_rows
 from rscurate.phash import canonical_view
 from rscurate.readers import valid_from_nodata
@@ -332,7 +332,7 @@ def compare(a: Pixels, b: Pixels) -> Similarity:
 
 # --- tasks over staged tiles (run on Dask workers) ---------------------------------------------------------
 
-STAGED_COLUMNS = ["image", "encoding", "bands", "nodata", "crs", "minx", "miny", "maxx", "maxy"]
+STAGED_COLUMNS = ["image", "encoding", "bands", "nodata", "crs", "minx", "miny", "maxx", "maxy", "valid_mask"]
 Where = tuple[str, int]  # (staged parquet file relative to the corpus folder, row)
 
 
@@ -340,7 +340,9 @@ def staged_pixels(row: dict) -> Pixels:
     """A staged tile (a row with STAGED_COLUMNS) as Pixels."""
     data = decode(row["image"], row["encoding"])
     bounds = None if row["minx"] is None else (row["minx"], row["miny"], row["maxx"], row["maxy"])
-    return Pixels(data, valid_from_nodata(data, row["nodata"]), list(row["bands"]), row["crs"] or "", bounds)
+    mask = decode_mask(row["valid_mask"])
+    valid = valid_from_nodata(data, row["nodata"]) if mask is None else mask
+    return Pixels(data, valid, list(row["bands"]), row["crs"] or "", bounds)
 
 
 def check_tiles(root: str, pairs: list[tuple[Where, Where]]) -> list[Similarity]:

@@ -257,7 +257,9 @@ class RasterioReader(SceneReader):
     """GeoTIFF/COG/JPEG/PNG through GDAL, one file holding all bands.
 
     An alpha band is read as the validity mask, not stored; a single-band (grayscale) file in a
-    source declared `bands: rgb` is stored as one band named `gray` rather than rejected.
+    source declared `bands: rgb` is stored as one band named `gray` rather than rejected. A palette
+    (colour-mapped) file is expanded to the RGB its palette gives, unless the source declares one band
+    (a class map, whose indices are the data); its transparent entries and nodata index mark invalid pixels.
     """
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
@@ -267,31 +269,60 @@ class RasterioReader(SceneReader):
         interp = self.ds.colorinterp
         self._alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
         count = self.ds.count - (self._alpha is not None)
-        if count == 1 and [b.name for b in bands] == RGB_NAMES:
+        self._palette = self._palette_lut(bands) if count == 1 and interp[0] == ColorInterp.palette else None
+        if self._palette is not None:
+            count = 3
+            bands = bands or [Band(name=n) for n in RGB_NAMES]
+            self._declared_bands = bands
+        elif count == 1 and [b.name for b in bands] == RGB_NAMES:
             bands = [Band(name="gray")]
             self._declared_bands = bands
         self.bands = self._name_bands(count)
         self._indexes = [i for i in range(1, self.ds.count + 1) if i != self._alpha]
-        self.dtype = self._data_dtype([self.ds.dtypes[i - 1] for i in self._indexes])
-        self.whole_file_is_tile = self._alpha is None and not any(b.qa for b in self.bands)
+        dtypes = ["uint8"] * 3 if self._palette is not None else [self.ds.dtypes[i - 1] for i in self._indexes]
+        self.dtype = self._data_dtype(dtypes)
+        self.whole_file_is_tile = self._alpha is None and self._palette is None and not any(b.qa for b in self.bands)
         self.one_stream = self.ds.driver in ONE_STREAM_DRIVERS
-        self.nodata = nodata if nodata is not None else self.ds.nodata
+        # a palette file's own nodata is an index, applied to the indices in _valid; stored RGB values have none
+        file_nodata = None if self._palette is not None else self.ds.nodata
+        self.nodata = nodata if nodata is not None else file_nodata
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
         self._set_scales([_gdal_scale(self.ds, i) for i in self._indexes])
 
+    def _palette_lut(self, bands: list[Band]) -> np.ndarray | None:
+        """(N, 4) uint8 RGBA of each palette index, or None when the declared single band keeps the indices."""
+        if len(bands) == 1:
+            return None
+        colormap = self.ds.colormap(1)
+        lut = np.zeros((max(256, max(colormap) + 1), 4), np.uint8)  # indices outside the palette: transparent
+        for index, rgba in colormap.items():
+            lut[index] = rgba
+        return lut
+
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        if self._palette is not None:
+            return np.moveaxis(self._palette[self._indices(x, y, w, h, out_shape), :3], -1, 0)
         indexes = self._indexes if self._alpha else None
         if out_shape is None:
             return self.ds.read(indexes, window=Window(x, y, w, h))
         return self.ds.read(indexes, window=Window(x, y, w, h), out_shape=(len(self._indexes), *out_shape),
                             resampling=Resampling.average)
 
+    def _indices(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None) -> np.ndarray:
+        """A palette file's indices under the window (nearest when decimated: averaged indices mean nothing)."""
+        return self.ds.read(1, window=Window(x, y, w, h), out_shape=out_shape, resampling=Resampling.nearest)
+
     def _valid(self, data: np.ndarray, x: int, y: int, w: int, h: int) -> np.ndarray:
         valid = super()._valid(data, x, y, w, h)
         window, shape = Window(x, y, w, h), data.shape[1:]
-        if self._alpha:
+        if self._palette is not None:
+            indices = self._indices(x, y, w, h, shape)
+            valid &= self._palette[indices, 3] > 0
+            if self.ds.nodata is not None:
+                valid &= indices != self.ds.nodata
+        elif self._alpha:
             valid &= self.ds.read(self._alpha, window=window, out_shape=shape) > 0
         elif self._dataset_mask:
             valid &= self.ds.dataset_mask(window=window, out_shape=shape) > 0

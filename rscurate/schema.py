@@ -46,7 +46,8 @@ TILE_META = [
     pa.field("label", pa.string()),
 ]
 
-SHARD = pa.schema([*TILE_META, pa.field("image", pa.binary())])
+# valid_mask: npy.zst of a (1, H, W) bool array (True = data) where nodata cannot express validity, else null
+SHARD = pa.schema([*TILE_META, pa.field("image", pa.binary()), pa.field("valid_mask", pa.binary())])
 INDEX = pa.schema([*TILE_META, pa.field("shard", pa.string()), pa.field("row", pa.int64())])
 EXCLUDED = pa.schema([*PROVENANCE, pa.field("reason", pa.string()), pa.field("detail", pa.string())])
 DUPLICATES = pa.schema(

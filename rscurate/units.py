@@ -26,11 +26,13 @@ from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
 from rscurate.pixel_check import Pixels, Similarity, compare
 from rscurate.probes import chip_probes, probe_table, tile_probes
-from rscurate.readers import IMAGE_SUFFIXES, STRICT_DECODE, SceneReader, SceneRef, error_text, open_scene
+from rscurate.readers import STRICT_DECODE, SceneReader, SceneRef, error_text, open_scene, valid_from_nodata
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-FORMAT_VERSION = "6"  # 6: band_scale/band_offset, off-grid bands warped; 5: probes and eval bytes staged; 4: strict
+# 7: band_scale/band_offset, off-grid bands warped, valid_mask column, original bytes only where Pillow agrees;
+# 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
+FORMAT_VERSION = "7"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
@@ -143,13 +145,29 @@ def content_sha256(tile: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _original_bytes(manifest: Manifest, scene: SceneRef, reader: SceneReader, window: Window) -> tuple[bytes, str]:
-    """A whole PNG/JPEG chip keeps its original file bytes: exact source fidelity, no re-encode."""
-    suffix = Path(scene.paths[0]).suffix.lower()
-    whole = window == (0, 0, reader.width, reader.height)
-    if whole and suffix in IMAGE_SUFFIXES and reader.whole_file_is_tile:
-        return Path(scene.paths[0]).read_bytes(), IMAGE_SUFFIXES[suffix]
-    return b"", ""
+def _original_bytes(scene: SceneRef, reader: SceneReader, window: Window, data: np.ndarray) -> tuple[bytes, str]:
+    """A whole PNG/JPEG chip keeps its original file bytes (exact source fidelity, no re-encode) when they are
+    portable: the format is read from the bytes, and Pillow must decode them to exactly `data`, the array that
+    sha256 and the statistics describe (JPEGs with subsampled chroma decode differently in Pillow and GDAL)."""
+    if window != (0, 0, reader.width, reader.height) or not reader.whole_file_is_tile:
+        return b"", ""
+    path = Path(scene.paths[0])
+    with path.open("rb") as f:
+        encoding = codec.sniff_encoding(f.read(codec.MAGIC_BYTES))
+    if encoding not in ("png", "jpeg"):
+        return b"", ""
+    raw = path.read_bytes()
+    decoded = codec.pillow_decode(raw)
+    if decoded is None or decoded.dtype != data.dtype or not np.array_equal(decoded, data):
+        return b"", ""
+    return raw, encoding
+
+
+def _stored_mask(data: np.ndarray, valid: np.ndarray, nodata: float | None) -> bytes | None:
+    """The tile's validity mask when its nodata value (and NaN) cannot express it (alpha, internal masks)."""
+    if np.array_equal(valid, valid_from_nodata(data, nodata)):
+        return None
+    return codec.encode_mask(valid)
 
 
 class _Collector:
@@ -223,7 +241,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 continue
             sha = content_sha256(res.data)
             # eval tiles are staged with their bytes too (never written to shards): leak checks read their pixels
-            image, encoding = _original_bytes(manifest, scene, reader, window)
+            image, encoding = _original_bytes(scene, reader, window, res.data)
             if not encoding:
                 image, encoding = codec.encode_array(res.data), codec.NPY_ZSTD
             bounds = reader.bounds(*window)
@@ -239,7 +257,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
                 "band_max": stats.column("max"), "band_scale": reader.scales, "band_offset": reader.offsets,
-                "label": scene.label, "image": image,
+                "label": scene.label, "image": image, "valid_mask": _stored_mask(res.data, res.valid, reader.nodata),
             }, stats.bands, canonical_view(res.data, names, res.valid))
     finally:
         reader.close()

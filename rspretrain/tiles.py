@@ -10,17 +10,25 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rscurate.codec import decode
+from rscurate.codec import decode, decode_mask
 from rspretrain.corpus import Corpus
 
-ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label", "nodata"]
+# valid_mask is optional: corpora written before it existed lack the column (Corpus.read_row_group skips it)
+ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label", "nodata", "valid_mask"]
 
 
-def _invalid_pixels(array: np.ndarray, nodata: float | None) -> np.ndarray | None:
-    """(H, W) mask of pixels whose every band equals nodata (rscurate's definition of an invalid pixel)."""
-    if nodata is None or np.isnan(nodata):
+def _invalid_pixels(array: np.ndarray, nodata: float | None, valid_mask: bytes | None) -> np.ndarray | None:
+    """(H, W) mask of invalid pixels: the stored validity mask where the row has one (alpha, internal masks),
+    else pixels whose every band equals nodata (rscurate's definition of an invalid pixel)."""
+    stored = decode_mask(valid_mask)
+    if stored is not None:
+        if stored.shape != array.shape[1:]:
+            raise ValueError(f"valid_mask of shape {stored.shape} does not fit a tile of shape {array.shape}")
+        mask = ~stored
+    elif nodata is None or np.isnan(nodata):
         return None
-    mask = np.all(array == np.asarray(nodata).astype(array.dtype), axis=0)
+    else:
+        mask = np.all(array == np.asarray(nodata).astype(array.dtype), axis=0)
     return mask if mask.any() else None
 
 
@@ -109,9 +117,12 @@ class TileReader:
                 f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands"
             )
         tile = np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False)
-        fill = _invalid_pixels(array, row.get("nodata"))
+        try:
+            fill = _invalid_pixels(array, row.get("nodata"), row.get("valid_mask"))
+        except Exception as err:  # an undecodable or misshapen mask makes the row unusable like bad image bytes
+            raise CorruptTile(f"tile {row.get('id')}: bad valid_mask: {err}") from err
         if fill is not None or not np.isfinite(tile).all():
-            # nodata and NaN pixels take the band mean, i.e. 0 after normalisation: no fake edges for HOG,
+            # nodata, masked and NaN pixels take the band mean, i.e. 0 after normalisation: no fake edges for HOG,
             # no NaN in the loss
             bad = ~np.isfinite(tile) if fill is None else (~np.isfinite(tile)) | fill[None]
             tile = np.where(bad, plan.mean.numpy(), tile)

@@ -227,7 +227,7 @@ def _write_corpus(root: Path, tiles: list[dict]) -> pa.Table:
     (root / "shards").mkdir(parents=True)
     shard = pa.Table.from_pylist(tiles, schema=SHARD)
     pq.write_table(shard, root / "shards" / "part-00000.parquet", row_group_size=4)
-    index = shard.drop_columns(["image"])
+    index = shard.drop_columns(["image", "valid_mask"])
     index = index.append_column("shard", pa.array(["shards/part-00000.parquet"] * len(tiles), pa.string()))
     index = index.append_column("row", pa.array(range(len(tiles)), pa.int64())).cast(INDEX)
     pq.write_table(index, root / "index.parquet")

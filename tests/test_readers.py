@@ -178,7 +178,8 @@ def test_png_and_jpeg_chips_keep_their_original_bytes(tmp_path: Path, rng: np.ra
     corpus = open_corpus(tmp_path / "c")
     index = corpus.index.to_pandas().set_index("scene")
     assert set(index.index) == {"forest/f1.png", "harbor/h1.jpg", "harbor/gray.png"}
-    assert index.loc["forest/f1.png", "encoding"] == "png" and index.loc["harbor/h1.jpg", "encoding"] == "jpeg"
+    # a colour JPEG keeps its bytes only where Pillow decodes it as GDAL does (tests/test_stored_pixels.py)
+    assert index.loc["forest/f1.png", "encoding"] == "png" and index.loc["harbor/h1.jpg", "encoding"] == "npy.zst"
     assert index.loc["harbor/h1.jpg", "label"] == "harbor"
     arr, meta = corpus.tile(index.loc["forest/f1.png", "id"])
     np.testing.assert_array_equal(arr, np.moveaxis(rgb, -1, 0))
