@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rasterio.errors import NotGeoreferencedWarning
 
 from rscurate import codec, schema
 from rscurate.out_dir import completion_problem
@@ -134,7 +136,7 @@ def _check_ids(index: pd.DataFrame, dups: pd.DataFrame) -> Iterator[str]:
 def _check_ledger(inputs: pd.DataFrame, index: pd.DataFrame, excluded: pd.DataFrame,
                   dups: pd.DataFrame) -> Iterator[str]:
     """Every input file is in one scene of inputs.parquet (the frames of one .npy stack share their file), every
-    tile row belongs to a listed scene, and each planned window of a training scene is in exactly one place:
+    tile row belongs to a listed training scene, and each planned window of a training scene is in exactly one place:
     kept, excluded or a duplicate; a training scene with no planned window has exactly one exclusion row."""
     keys = list(zip(inputs["source"], inputs["scene"], strict=True))
     for source, scene in sorted(k for k, n in Counter(keys).items() if n > 1):
@@ -149,11 +151,13 @@ def _check_ledger(inputs: pd.DataFrame, index: pd.DataFrame, excluded: pd.DataFr
 
     places = pd.concat([t.assign(place=name)[["source", "scene", *WINDOW, "place"]] for name, t in
                         (("index.parquet", index), ("excluded.parquet", excluded), ("duplicates.parquet", dups))])
-    listed = set(keys)
+    role = dict(zip(keys, inputs["role"], strict=True))
     for source, scene, place in sorted({(s, n, p) for s, n, p in zip(places["source"], places["scene"],
                                                                       places["place"], strict=True)}):
-        if (source, scene) not in listed:
+        if (source, scene) not in role:
             yield f"{place}: scene {source}:{scene} has rows but is not in inputs.parquet"
+        elif role[(source, scene)] != "train":
+            yield f"{place}: scene {source}:{scene} is {role[(source, scene)]} data, so has no place in this table"
     by_scene = {k: g for k, g in places.groupby(["source", "scene"], sort=False)}
     train = inputs[inputs["role"] == "train"]
     for source, scene, planned in zip(train["source"], train["scene"], train["tiles_planned"], strict=True):
@@ -236,7 +240,9 @@ def _check_content(path: Path, pf: pq.ParquetFile, group: pd.DataFrame, rehashed
         for t in tiles:
             where = f"{path} row {t.row} (tile {t.id})"
             try:
-                arr = codec.decode(images[t.row - starts[g]].as_py(), t.encoding)
+                with warnings.catch_warnings():  # a PNG/JPEG chip has no geotransform, as the build knew
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    arr = codec.decode(images[t.row - starts[g]].as_py(), t.encoding)
             except Exception as err:  # noqa: BLE001 - damaged bytes fail in whatever way their decoder does
                 yield f"{where}: image does not decode as {t.encoding} ({type(err).__name__}: {err}); {REBUILD}"
                 continue

@@ -113,6 +113,11 @@ def double_scene_in_inputs(corpus: Path) -> None:
     _double_rows(corpus / "inputs.parquet", lambda r: r["scene"] == "c.tif")
 
 
+def make_kept_scene_eval(corpus: Path) -> None:
+    _edit(corpus / "inputs.parquet", lambda t: _set(t, "role", [r["scene"] for r in t.to_pylist()].index("a.tif"),
+                                                    "eval"))
+
+
 def double_exclusion(corpus: Path) -> None:
     _double_rows(corpus / "excluded.parquet", lambda r: r["scene"] == "c.tif")
 
@@ -135,6 +140,7 @@ DAMAGE = [
     (nan_in_stats, "stats.json: not strict JSON \\(NaN is not valid JSON"),
     (drop_scene_from_inputs, "index.parquet: scene small:a.tif has rows but is not in inputs.parquet"),
     (double_scene_in_inputs, "inputs.parquet: scene small:c.tif is listed more than once"),
+    (make_kept_scene_eval, "index.parquet: scene small:a.tif is eval data, so has no place in this table"),
     (double_exclusion, "small:c.tif has no planned tile, so needs exactly one exclusion row; found 2 in excluded"),
     (one_window_twice, "scene small:b.tif: window x=0 y=0 128x128 is in 2 places"),
 ]
