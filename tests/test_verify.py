@@ -78,6 +78,11 @@ def corrupt_the_bytes(corpus: Path) -> None:
     _edit(shard, lambda t: _set(t, "image", row, bytes(data)))
 
 
+def truncate_the_shard(corpus: Path) -> None:
+    shard, _ = _first_tile(corpus)
+    shard.write_bytes(shard.read_bytes()[:1000])
+
+
 def wrong_x(corpus: Path) -> None:
     _edit(corpus / "index.parquet", lambda t: _set(t, "x", 0, t["x"][0].as_py() + 1))
 
@@ -134,6 +139,7 @@ def one_window_twice(corpus: Path) -> None:
 DAMAGE = [
     (change_a_pixel, "part-00000.parquet row .*pixels do not match sha256"),
     (corrupt_the_bytes, "part-00000.parquet row "),
+    (truncate_the_shard, "part-00000.parquet: unreadable \\(ArrowInvalid"),
     (wrong_x, "x is .* but index.parquet says"),
     (zero_sha, "pixels do not match sha256 0{64}"),
     (row_past_end, "is at row 999 of .*part-00000.parquet, which has 4 rows"),
