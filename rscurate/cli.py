@@ -91,12 +91,19 @@ def inspect_cmd(
 
 
 @app.command("verify")
-def verify_cmd(corpus: Annotated[Path, typer.Argument(help="corpus folder")]) -> None:
-    """Check that the build finished, the accounting and shard/index agreement; exit 1 with the first problem."""
+def verify_cmd(
+    corpus: Annotated[Path, typer.Argument(help="corpus folder")],
+    sample: Annotated[int | None, typer.Option(
+        min=0, help="re-hash this many randomly chosen tiles (a new sample each run) instead of every tile")] = None,
+) -> None:
+    """Check that the build finished, the ledger accounts for every input, shards agree with the index and
+    every tile's bytes still match its sha256; exit 1 with the list of problems."""
     try:
-        checked = verify(corpus)
+        checked = verify(corpus, sample=sample)
     except VerifyError as err:
-        typer.echo(f"verify failed: {err}", err=True)
+        typer.echo(f"verify failed: {len(err.problems)} problem(s)", err=True)
+        for line in err.problems:
+            typer.echo(f"  - {line}", err=True)
         raise typer.Exit(1) from err
     typer.echo("ok: " + ", ".join(f"{v} {k}" for k, v in checked.items()))
 
