@@ -289,7 +289,9 @@ class RasterioReader(SceneReader):
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
-        self._set_scales([_gdal_scale(self.ds, i) for i in self._indexes])
+        # palette colours are display values: no scale (the palette's single index band has none to give)
+        self._set_scales([_gdal_scale(self.ds, i) for i in self._indexes] if self._palette is None
+                         else [(1.0, 0.0)] * len(self.bands))
 
     def _palette_lut(self, bands: list[Band]) -> np.ndarray | None:
         """(N, 4) uint8 RGBA of each palette index, or None when the declared single band keeps the indices."""
