@@ -8,8 +8,11 @@ do not. So a source whose kept tiles come in more than one group keeps one stati
 Each tile carries, per band, its valid-pixel moments and a sparse histogram with fixed bins, so
 shard tasks merge statistics of the kept tiles without decoding them again, in any order:
 - integer data of at most 16 bits: one bin per integer value (exact percentiles and moments);
-- other data (floats, 32-bit ints): one bin per float16 value, exact to a relative 2**-11;
-  their moments are computed from the pixels in float64.
+- other data (floats, 32- and 64-bit ints): one bin per float64 value cut to 12 significant bits (sign, the full
+  11-bit exponent and the top 11 mantissa bits), so a bin's value is within a relative 2**-11 of every pixel in it,
+  at any magnitude (float16 bins, used before, overflowed above 65504); their moments are computed in float64.
+  These histograms are sparse (only the bins seen), as 2**23 bins are too many to hold densely per band.
+Only finite values are counted: quality.tile_stats leaves out NaN, infinity and nodata per band.
 A percentile is the smallest value whose cumulative count reaches p% of the pixels
 (numpy's method="inverted_cdf").
 """
@@ -24,25 +27,34 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-FLOAT16 = "float16"
-_F16_VALUES = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float64)
+SPARSE = "float64/12bit"  # bin kind of data that is not integer of at most 16 bits
+_CUT = 41  # float64 bits dropped from a value's bit pattern: 64 - 41 = 23 kept (sign, exponent, 11 mantissa bits)
+
+
+def _sparse_keys(f: np.ndarray) -> np.ndarray:
+    """Bin of each float64 value: its bit pattern cut to the top 23 bits (the value truncated towards zero)."""
+    return (np.ascontiguousarray(f).view(np.uint64) >> np.uint64(_CUT)).astype(np.uint32)
+
+
+def _sparse_values(keys: np.ndarray) -> np.ndarray:
+    return (keys.astype(np.uint64) << np.uint64(_CUT)).view(np.float64)
 
 
 # Cached: called per band of every tile, and np.iinfo is slow next to a 256-bin histogram.
 @cache
 def _offset(kind: str) -> int:
-    return 0 if kind == FLOAT16 else -int(np.iinfo(np.dtype(kind)).min)
+    return -int(np.iinfo(np.dtype(kind)).min)
 
 
 @cache
 def _nbins(kind: str) -> int:
-    return 65536 if kind == FLOAT16 else int(np.iinfo(np.dtype(kind)).max) + _offset(kind) + 1
+    return int(np.iinfo(np.dtype(kind)).max) + _offset(kind) + 1
 
 
 @cache
 def _bin_values(kind: str) -> np.ndarray:
-    """The value of each bin (read-only: shared by all callers)."""
-    values = _F16_VALUES if kind == FLOAT16 else np.arange(_nbins(kind), dtype=np.float64) - _offset(kind)
+    """The value of each bin of an integer kind (read-only: shared by all callers)."""
+    values = np.arange(_nbins(kind), dtype=np.float64) - _offset(kind)
     values.flags.writeable = False
     return values
 
@@ -75,8 +87,11 @@ class BandTileStats:
 
 
 def band_tile_stats(values: np.ndarray) -> BandTileStats:
-    """Moments and histogram of one band's valid pixels (1-D, non-empty)."""
+    """Moments and histogram of one band's valid pixels (1-D, finite; NaN moments when empty)."""
     dtype = values.dtype
+    if values.size == 0:
+        nan = float("nan")
+        return BandTileStats(0, nan, nan, nan, nan, SPARSE, np.zeros(0, np.uint32), np.zeros(0, np.intp))
     if dtype.kind in "ui" and dtype.itemsize <= 2:
         kind = dtype.name
         dense = _dense_counts(values, kind)
@@ -88,9 +103,39 @@ def band_tile_stats(values: np.ndarray) -> BandTileStats:
         var = float(((v - mean) ** 2 * counts).sum() / n)
         return BandTileStats(n, mean, var**0.5, float(v[0]), float(v[-1]), kind, keys.astype(np.uint16), counts)
     f = values.astype(np.float64)
-    keys, counts = np.unique(values.astype(np.float16).view(np.uint16), return_counts=True)
+    keys, counts = np.unique(_sparse_keys(f), return_counts=True)
     mean = float(f.mean())
-    return BandTileStats(f.size, mean, float(f.std()), float(f.min()), float(f.max()), FLOAT16, keys, counts)
+    return BandTileStats(f.size, mean, float(f.std()), float(f.min()), float(f.max()), SPARSE, keys, counts)
+
+
+@dataclass
+class SparseHist:
+    """Counts of sparse bins: sorted unique keys with their counts, plus added parts not yet folded in.
+
+    Parts are folded once they outnumber the folded keys, so adding tile after tile costs about
+    O(n log n) in all rather than a sort per tile."""
+
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    pending: int = 0
+
+    def add(self, keys: np.ndarray, counts: np.ndarray) -> None:
+        self.parts.append((keys, counts))
+        self.pending += len(keys)
+        if self.pending > max(len(self.keys), 1 << 16):
+            self.folded()
+
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """All keys seen (sorted, unique) and their counts."""
+        if self.parts:
+            keys = np.concatenate([self.keys, *(k for k, _ in self.parts)])
+            counts = np.concatenate([self.counts, *(c for _, c in self.parts)]).astype(np.int64)
+            self.keys, inverse = np.unique(keys, return_inverse=True)
+            self.counts = np.zeros(len(self.keys), np.int64)
+            np.add.at(self.counts, inverse, counts)
+            self.parts, self.pending = [], 0
+        return self.keys, self.counts
 
 
 @dataclass
@@ -101,7 +146,8 @@ class BandAccumulator:
     min: float = np.inf
     max: float = -np.inf
     dtypes: set[str] = field(default_factory=set)
-    hists: dict[str, np.ndarray] = field(default_factory=dict)  # bin kind -> dense counts
+    hists: dict[str, np.ndarray] = field(default_factory=dict)  # integer bin kind -> dense counts
+    sparse: SparseHist = field(default_factory=SparseHist)  # SPARSE bins
     scalings: set[tuple[float, float]] = field(default_factory=set)  # (scale, offset) of the tiles' band
 
     def add(self, s: BandTileStats, dtype: str, scaling: tuple[float, float] = (1.0, 0.0)) -> None:
@@ -115,6 +161,9 @@ class BandAccumulator:
         self.min = min(self.min, s.min)
         self.max = max(self.max, s.max)
         self.dtypes.add(dtype)
+        if s.kind == SPARSE:
+            self.sparse.add(s.keys, s.counts)
+            return
         dense = self.hists.get(s.kind)
         if dense is None:
             dense = self.hists[s.kind] = np.zeros(_nbins(s.kind), np.int64)
@@ -130,16 +179,17 @@ class BandAccumulator:
         self.scalings |= other.scalings
         for kind, h in other.hists.items():
             self.hists[kind] = self.hists[kind] + h if kind in self.hists else h.copy()
+        if other.sparse.pending or len(other.sparse.keys):
+            self.sparse.add(*other.sparse.folded())
 
     def percentile(self, p: float) -> float:
-        values, counts = [], []
+        keys, cnts = self.sparse.folded()
+        values, counts = [_sparse_values(keys)], [cnts]
         for kind, h in self.hists.items():
             nz = np.flatnonzero(h)
-            vals = _bin_values(kind)[nz]
-            keep = ~np.isnan(vals)
-            values.append(vals[keep])
-            counts.append(h[nz][keep])
-        if not values or not sum(len(v) for v in values):
+            values.append(_bin_values(kind)[nz])
+            counts.append(h[nz])
+        if not sum(len(v) for v in values):
             return float("nan")
         vals, cnts = np.concatenate(values), np.concatenate(counts)
         order = np.argsort(vals, kind="stable")

@@ -6,7 +6,6 @@ discover (client) -> plan scenes (workers) -> run units (workers; staged, resuma
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 from dask.distributed import Client, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rscurate import out_dir, schema
+from rscurate import out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide
 from rscurate.discover import Discovery, discover
@@ -356,7 +355,7 @@ def build(opts: BuildOptions) -> BuildReport:
     seconds = time.perf_counter() - t0
     stats["build"] = _build_meta(opts, started, seconds, n_workers)
     stats["absent_sources"] = absent
-    (out / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+    (out / "stats.json").write_text(strict_json.dumps(stats, indent=2))
 
     from rscurate.card import write_card
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from rscurate.band_stats import BandTileStats, band_tile_stats
 from rscurate.manifest import Cloud, Quality
+from rscurate.readers import data_mask
 
 # Default `min_std` per dtype kind when the manifest leaves it unset: one count for integer
 # data (a constant 8- or 16-bit tile), a tiny value for floats (reflectance is often 0..1).
@@ -34,14 +35,21 @@ class TileStats:
         return [getattr(b, name) for b in self.bands]
 
 
-def tile_stats(data: np.ndarray, valid: np.ndarray) -> TileStats:
+def tile_stats(data: np.ndarray, valid: np.ndarray, nodata: float | None = None) -> TileStats:
+    """Pixel validity counts from `valid` (pixels with data in some band); each band's statistics use only the
+    pixels of `valid` where that band itself has data (readers.data_mask: finite and not `nodata`)."""
     n = int(np.count_nonzero(valid))  # valid.sum() casts the mask to integers first: ~10x slower
     frac = 1.0 - n / valid.size
     if n == 0:
         return TileStats(0, frac, [])
-    # A 1-D mask per band selects the pixels of data[:, valid], whose 2-D mask indexing is ~8x slower.
-    mask = valid.reshape(-1) if n < valid.size else slice(None)
-    return TileStats(n, frac, [band_tile_stats(band[mask]) for band in data.reshape(data.shape[0], -1)])
+    flat = data.reshape(data.shape[0], -1)
+    per_band = data_mask(data, nodata)
+    if per_band is None:
+        # A 1-D mask per band selects the pixels of data[:, valid], whose 2-D mask indexing is ~8x slower.
+        mask = valid.reshape(-1) if n < valid.size else slice(None)
+        return TileStats(n, frac, [band_tile_stats(band[mask]) for band in flat])
+    masks = per_band.reshape(per_band.shape[0], -1) & valid.reshape(1, -1)
+    return TileStats(n, frac, [band_tile_stats(band[m]) for band, m in zip(flat, masks, strict=True)])
 
 
 def min_std_for(quality: Quality, dtype: str) -> float:
@@ -104,8 +112,9 @@ def judge(
     if stats.valid_pixels == 0 or stats.nodata_fraction > quality.max_nodata_fraction:
         return "nodata", f"nodata_fraction={stats.nodata_fraction:.3f} > {quality.max_nodata_fraction}"
     threshold = min_std_for(quality, data.dtype.name)
-    if max(stats.std) < threshold:
-        return "low_information", f"max band std={max(stats.std):.4g} < min_std={threshold}"
+    spread = max((b.std for b in stats.bands if b.count), default=0.0)
+    if not spread >= threshold:  # `not >=`: a NaN spread (never expected) fails the rule rather than passing it
+        return "low_information", f"max band std={spread:.4g} < min_std={threshold}"
     if quality.cloud is not None:
         frac = cloud_fraction(quality.cloud, data, valid, qa, names, scales, offsets)
         if frac > quality.cloud.max_fraction:

@@ -102,18 +102,45 @@ class SceneRef:
 @dataclass
 class ReadResult:
     data: np.ndarray  # (C, h, w) stored bands
-    valid: np.ndarray  # (h, w) bool: pixel has data in at least one band
+    valid: np.ndarray  # (h, w) bool: pixel has data in at least one band (statistics mask each band further)
     qa: dict[str, np.ndarray]  # QA band name -> (h, w)
 
 
+def data_mask(data: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """(C, H, W) mask of the values that are data: finite (NaN and infinity are never measurements) and not
+    `nodata`; None when every value is, so callers can skip masking. Validity is per band: a band's fill
+    or NaN never enters that band's statistics because another band has data at the pixel."""
+    mask = np.isfinite(data) if np.issubdtype(data.dtype, np.floating) else None
+    if nodata is not None and not np.isnan(nodata):
+        has = data != np.asarray(nodata).astype(data.dtype)
+        mask = has if mask is None else mask & has
+    return mask
+
+
 def valid_from_nodata(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(H, W) mask of pixels with data in at least one band: not all-NaN, not all equal to `nodata`."""
-    valid = np.ones(data.shape[1:], dtype=bool)
-    if np.issubdtype(data.dtype, np.floating):
-        valid &= ~np.all(np.isnan(data), axis=0)
-    if nodata is not None:
-        valid &= ~np.all(data == np.asarray(nodata).astype(data.dtype), axis=0)
-    return valid
+    """(H, W) mask of pixels with data in at least one band (see data_mask)."""
+    mask = data_mask(data, nodata)
+    return np.ones(data.shape[1:], dtype=bool) if mask is None else mask.any(axis=0)
+
+
+def checked_nodata(nodata: float | None, dtype: str, path: str) -> float | None:
+    """`nodata` if `dtype` can hold it exactly, else a ValueError naming the file, the value and the fix.
+
+    Cast unchecked, -9999 on uint16 wraps to 55537 (masking real data) and 0.5 on uint8 truncates to 0."""
+    if nodata is None or np.isnan(nodata):
+        return nodata
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        fits = np.isinf(nodata) or abs(nodata) <= float(np.finfo(dt).max)
+        limits = f"finite values up to {np.finfo(dt).max:g} in magnitude"
+    else:
+        info = np.iinfo(dt)
+        fits = float(nodata).is_integer() and info.min <= nodata <= info.max
+        limits = f"whole numbers {info.min}..{info.max}"
+    if not fits:
+        raise ValueError(f"{path}: nodata {nodata:g} cannot be held by its {dt.name} data ({limits}); set the "
+                         f"source's `nodata` in the manifest to the file's real fill value, or leave it unset")
+    return nodata
 
 
 class SceneReader:
@@ -285,7 +312,7 @@ class RasterioReader(SceneReader):
         self.one_stream = self.ds.driver in ONE_STREAM_DRIVERS
         # a palette file's own nodata is an index, applied to the indices in _valid; stored RGB values have none
         file_nodata = None if self._palette is not None else self.ds.nodata
-        self.nodata = nodata if nodata is not None else file_nodata
+        self.nodata = checked_nodata(nodata if nodata is not None else file_nodata, self.dtype, ref.paths[0])
         self.crs = _crs_string(self.ds.crs)
         self.transform = self.ds.transform if self.ds.crs else None
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
@@ -351,7 +378,7 @@ class BandFilesReader(SceneReader):
         self._ref = ref_ds
         self.width, self.height = ref_ds.width, ref_ds.height
         self.dtype = self._data_dtype([d.dtypes[0] for d in self.dss])
-        self.nodata = nodata if nodata is not None else ref_ds.nodata
+        self.nodata = checked_nodata(nodata if nodata is not None else ref_ds.nodata, self.dtype, ref_ds.name)
         self.crs = _crs_string(ref_ds.crs)
         self.transform = ref_ds.transform if ref_ds.crs else None
         self._resampling = Resampling[resampling]
@@ -431,7 +458,7 @@ class NpyReader(SceneReader):
         self.width, self.height = w, h
         self.bands = self._name_bands(c)
         self.dtype = self._data_dtype([self._arr.dtype.name] * c)
-        self.nodata = nodata
+        self.nodata = checked_nodata(nodata, self.dtype, ref.paths[0])
         self._set_scales([(1.0, 0.0)] * c)
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -467,7 +494,8 @@ class ModisHdf4Reader(SceneReader):
         self.height, self.width = shapes.pop()
         self.dtype = self._data_dtype([s.get(start=(0, 0), count=(1, 1)).dtype.name for s in self.sds])
         fill = self.sds[0].attributes().get("_FillValue")
-        self.nodata = nodata if nodata is not None else (float(fill) if fill is not None else None)
+        self.nodata = checked_nodata(nodata if nodata is not None else (float(fill) if fill is not None else None),
+                                     self.dtype, ref.paths[0])
         self._set_scales([_hdf_scale(s.attributes()) for s in self.sds])
         self._georeference()
 

@@ -30,9 +30,9 @@ from rscurate.readers import STRICT_DECODE, SceneReader, SceneRef, error_text, o
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-# 7: band_scale/band_offset, off-grid bands warped, valid_mask column, original bytes only where Pillow agrees;
-# 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
-FORMAT_VERSION = "7"
+# 8: per-band validity, 12-bit float bins, band_scale/band_offset, off-grid bands warped, valid_mask column,
+# original bytes only where Pillow agrees; 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
+FORMAT_VERSION = "8"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
@@ -233,7 +233,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
             except Exception as err:
                 out.exclude(scene, window, "unreadable", error_text(err))
                 continue
-            stats = quality.tile_stats(res.data, res.valid)
+            stats = quality.tile_stats(res.data, res.valid, reader.nodata)
             verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names,
                                     reader.scales, reader.offsets)
             if verdict is not None:

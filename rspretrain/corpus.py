@@ -82,6 +82,10 @@ class Corpus:
         missing = [n for n in names if n not in table]
         if missing:
             raise KeyError(f"stats.json has no statistics for band(s) {missing}; known: {sorted(table)}")
+        empty = [n for n in names if table[n]["mean"] is None]  # null: the band has no valid pixel in the corpus
+        if empty:
+            raise ValueError(f"{self.root / 'stats.json'}: band(s) {empty} have no valid pixel (all NaN or nodata) "
+                             "in the corpus; leave them out of `bands`")
         mean = np.array([table[n]["mean"] for n in names], dtype=np.float32)
         std = np.array([max(float(table[n]["std"]), STD_FLOOR) for n in names], dtype=np.float32)
         return mean, std

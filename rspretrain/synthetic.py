@@ -53,7 +53,7 @@ def textured_tile(rng: np.random.Generator, channels: int, size: int, built: boo
 def _tile_stats(tile: np.ndarray, nodata: float | None) -> TileStats:
     """The statistics rscurate computes for a tile: valid pixels are those not nodata in every band."""
     valid = ~np.all(tile == nodata, axis=0) if nodata is not None else np.ones(tile.shape[1:], bool)
-    return tile_stats(tile, valid)
+    return tile_stats(tile, valid, nodata)
 
 
 def _row(

@@ -7,6 +7,7 @@ import pytest
 
 from rscurate.band_stats import BandAccumulator, band_tile_stats
 from rscurate.quality import tile_stats
+from rscurate.readers import valid_from_nodata
 
 
 def _accumulate(parts: list[np.ndarray]) -> BandAccumulator:
@@ -56,7 +57,7 @@ def test_tile_stats_use_valid_pixels_only() -> None:
 
 def _reference_tile_stats(data: np.ndarray, valid: np.ndarray) -> list[tuple]:
     """The definition the fast paths must reproduce bit for bit: np.bincount over data[:, valid], moments from the
-    histogram (integers of at most 16 bits); float16 bins and float64 moments otherwise."""
+    histogram (integers of at most 16 bits); float64 values cut to their top 23 bits and float64 moments otherwise."""
     out = []
     for values in data[:, valid]:
         if values.dtype.kind in "ui" and values.itemsize <= 2:
@@ -73,9 +74,9 @@ def _reference_tile_stats(data: np.ndarray, valid: np.ndarray) -> list[tuple]:
             out.append((n, mean, var**0.5, float(v[0]), float(v[-1]), kind, keys, counts))
         else:
             f = values.astype(np.float64)
-            keys, counts = np.unique(values.astype(np.float16).view(np.uint16), return_counts=True)
+            keys, counts = np.unique((f.view(np.uint64) >> np.uint64(41)).astype(np.uint32), return_counts=True)
             moments = (f.size, float(f.mean()), float(f.std()), float(f.min()), float(f.max()))
-            out.append((*moments, "float16", keys, counts))
+            out.append((*moments, "float64/12bit", keys, counts))
     return out
 
 
@@ -97,8 +98,7 @@ def test_tile_stats_equal_the_reference_with_and_without_invalid_pixels(dtype: s
             data = rng.normal(0.2, 0.05, (4, 48, 40)).astype(dtype)
         else:
             info = np.iinfo(dtype)
-            lo, hi = max(info.min, -60000), min(info.max, 60000)  # float16 range for int32
-            data = rng.integers(lo, hi, (4, 48, 40), endpoint=True).astype(dtype)
+            data = rng.integers(info.min, info.max, (4, 48, 40), endpoint=True).astype(dtype)
             if k % 2:  # few distinct values, as in flat or dark areas
                 data = (data // 37).astype(dtype)
         valid = np.ones((48, 40), bool) if k < 2 else rng.random((48, 40)) > 0.4
@@ -126,3 +126,60 @@ def test_tile_stats_equal_the_reference_on_real_landsat(sample_dir) -> None:
                 for data in (scene, scene8, scene.astype(np.int16)):
                     _assert_same_as_reference(data[:, y:y + 256, x:x + 256], valid)
     assert kinds == {True, False}  # full tiles and tiles with nodata
+
+
+def test_nan_in_one_band_stays_out_of_that_band_only() -> None:
+    """Issue 9.1: a NaN in one band (the other band has data there) used to make that band's mean NaN."""
+    tile = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    tile[0, 1, 2] = np.nan
+    tile[1, 3, 3] = np.inf
+    stats = tile_stats(tile, valid_from_nodata(tile, None))
+    assert stats.valid_pixels == 16 and [b.count for b in stats.bands] == [15, 15]
+    ref = tile[0].ravel()[np.isfinite(tile[0].ravel())]
+    assert stats.bands[0].mean == pytest.approx(ref.mean()) and stats.bands[0].min == 0.0
+    assert np.isfinite(stats.column("mean") + stats.column("std") + stats.column("min") + stats.column("max")).all()
+    all_nan = np.full((1, 4, 4), np.nan, np.float32)
+    assert valid_from_nodata(np.concatenate([tile, all_nan]), None).all()
+    empty = tile_stats(np.concatenate([tile, all_nan]), np.ones((4, 4), bool)).bands[2]
+    assert empty.count == 0 and np.isnan(empty.mean)
+
+
+def test_fill_in_one_band_stays_out_of_that_band_when_nodata_is_declared() -> None:
+    """Issue 9.2: with nodata 0, a band's 0 at a pixel where another band has data is fill, not data."""
+    tile = np.array([[[0, 5], [7, 0]], [[0, 6], [8, 1]]], dtype=np.uint16)
+    stats = tile_stats(tile, valid_from_nodata(tile, 0), nodata=0)
+    assert stats.valid_pixels == 3 and [b.count for b in stats.bands] == [2, 3]
+    assert stats.column("min") == [5.0, 1.0] and stats.bands[0].mean == 6.0
+
+
+@pytest.mark.parametrize(("dtype", "lo", "hi"), [
+    ("float32", 0.0, 8e4), ("float32", -3e38, 3e38), ("float64", 1e-300, 1e150), ("float32", 1e-30, 1e-20),
+    ("uint32", 0, 2**32 - 1), ("int32", -(2**31), 2**31 - 1), ("int64", -(2**62), 2**62), ("uint64", 0, 2**63)])
+def test_float_and_wide_integer_percentiles_within_2_to_the_minus_11(dtype: str, lo: float, hi: float) -> None:
+    """Issue 9.3: float16 bins overflowed (float32 up to 8e4 gave p99 = inf; uint32 gave p1 = p99 = inf)."""
+    rng = np.random.default_rng(3)
+    if np.dtype(dtype).kind == "f" and lo > 0:  # spread over every octave between lo and hi
+        parts = [np.exp(rng.uniform(np.log(lo), np.log(hi), n)).astype(dtype) for n in (5000, 77, 3000)]
+    else:
+        parts = [rng.uniform(lo, hi, n).astype(dtype) for n in (5000, 77, 3000)]
+    merged = _accumulate(parts)
+    ref = np.concatenate(parts)
+    for p in (0.1, 1, 50, 99, 100):
+        want = float(np.percentile(ref, p, method="inverted_cdf"))
+        got = merged.percentile(p)
+        assert np.isfinite(got) and abs(got - want) <= 2**-11 * abs(want)
+    assert merged.summary()["max"] == float(ref.max())
+
+
+def test_many_float_tiles_merge_to_the_same_percentiles_in_any_order() -> None:
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(100, 30, 4000).astype(np.float32) for _ in range(60)]
+    forward, backward = BandAccumulator(), BandAccumulator()
+    for part in parts:
+        forward.add(band_tile_stats(part), "float32")
+    for part in reversed(parts):
+        acc = BandAccumulator()
+        acc.add(band_tile_stats(part), "float32")
+        backward.merge(acc)
+    assert forward.summary()["count"] == 240000
+    assert [forward.percentile(p) for p in (1, 50, 99)] == [backward.percentile(p) for p in (1, 50, 99)]

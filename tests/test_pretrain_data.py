@@ -162,3 +162,13 @@ def test_nodata_pixels_become_the_band_mean(tmp_path):
         assert torch.isfinite(image).all()
         assert torch.equal(image[:, :, :10], torch.zeros(4, 40, 10))  # the nodata quarter: mean -> 0
         assert image[:, :, 10:].abs().sum() > 0
+
+
+def test_a_band_without_valid_pixels_is_refused_by_name(corpus):
+    """stats.json writes a band with no valid pixel as null (issue 9.1); normalising by it would give NaN."""
+    fake = Corpus(corpus.root)
+    fake.__dict__["stats"] = {"bands": {"B02": {"count": 5, "mean": 1.0, "std": 2.0},
+                                        "B08": {"count": 0, "mean": None, "std": None}}}
+    with pytest.raises(ValueError, match=r"\['B08'\] have no valid pixel"):
+        fake.band_mean_std(["B02", "B08"])
+    assert fake.band_mean_std(["B02"])[0].tolist() == [1.0]

@@ -8,10 +8,11 @@ from rscurate.manifest import Quality
 from rscurate.quality import judge, tile_stats
 
 
-def _judge(q: dict, data: np.ndarray, valid: np.ndarray | None = None, qa: dict | None = None):  # type: ignore[no-untyped-def]
+def _judge(q: dict, data: np.ndarray, valid: np.ndarray | None = None, qa: dict | None = None,  # type: ignore[no-untyped-def]
+           nodata: float | None = None):
     valid = np.ones(data.shape[1:], bool) if valid is None else valid
     names = [f"B{i + 1:02d}" for i in range(data.shape[0])]
-    return judge(Quality.model_validate(q), data, valid, qa or {}, tile_stats(data, valid), names)
+    return judge(Quality.model_validate(q), data, valid, qa or {}, tile_stats(data, valid, nodata), names)
 
 
 def test_brightness_rule_tests_only_the_named_bands() -> None:
@@ -42,3 +43,18 @@ def test_rules_in_order_nodata_then_low_information() -> None:
     assert _judge({"min_std": 0}, flat) is None
     floats = np.random.default_rng(2).normal(0.2, 1e-5, (2, 16, 16)).astype(np.float32)
     assert _judge({}, floats)[0] == "low_information", "floats use the 1e-4 default"
+
+
+def test_flat_tile_with_one_nan_pixel_is_low_information() -> None:
+    """Issue 9.1: max([nan, 0]) is NaN, and NaN < min_std is False, so the flat tile used to be kept."""
+    flat = np.full((2, 16, 16), 0.25, np.float32)
+    flat[0, 3, 4] = np.nan
+    verdict = _judge({}, flat)
+    assert verdict is not None and verdict[0] == "low_information" and "nan" not in verdict[1]
+
+
+def test_low_information_rule_ignores_fill_in_one_band() -> None:
+    """Issue 9.2: a flat band with a strip of declared fill (0) is flat, not varied."""
+    tile = np.full((2, 16, 16), 500, np.uint16)
+    tile[0, :, :3] = 0  # fill in band 1 only: band 2 has data there
+    assert _judge({}, tile, nodata=0)[0] == "low_information"

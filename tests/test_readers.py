@@ -232,3 +232,24 @@ def test_coarse_band_is_read_by_exact_bounds_with_fill_masked(tmp_path: Path, rn
     rows, cols = np.nonzero(near.valid)
     np.testing.assert_array_equal(near.data[1][rows, cols], coarse[0][rows // 2, cols // 2])
     assert near.valid[6:, :32].all() and not near.valid[:6].any()
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", -9999), ("uint8", 0.5), ("uint8", 256), ("int16", 40000)])
+def test_a_nodata_value_the_dtype_cannot_hold_is_refused(tmp_path: Path, rng: np.random.Generator, dtype: str,
+                                                          nodata: float) -> None:
+    """Issue 9.4: cast unchecked, -9999 on uint16 became 55537 (masking real data) and 0.5 on uint8 became 0."""
+    path = write_tif(tmp_path / "scene.tif", textured(rng, 1, 32, 32, dtype))
+    ref = SceneRef(source="s", scene="scene.tif", paths=(str(path),), format="geotiff")
+    with pytest.raises(ValueError, match=rf"scene\.tif: nodata {nodata:g} cannot be held by its {dtype} data"):
+        open_scene(ref, [], nodata)
+    for fits in (0, 255, np.nan) if dtype == "uint8" else (0, -1 if dtype == "int16" else 65535):
+        assert open_scene(ref, [], fits).nodata is fits
+
+
+def test_a_float_nodata_is_kept_as_declared(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = write_tif(tmp_path / "scene.tif", textured(rng, 1, 32, 32, "float32"), nodata=-3.4028234663852886e38)
+    ref = SceneRef(source="s", scene="scene.tif", paths=(str(path),), format="geotiff")
+    assert open_scene(ref, [], None).nodata == -3.4028234663852886e38
+    assert open_scene(ref, [], -9999.5).nodata == -9999.5
+    with pytest.raises(ValueError, match="nodata 1e\\+39 cannot be held by its float32 data"):
+        open_scene(ref, [], 1e39)
