@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from rscurate import codec
 from rscurate.parquet_io import row_group_starts
+from rscurate.readers import valid_from_nodata
 
 
 class Corpus:
@@ -54,6 +55,19 @@ class Corpus:
         if rows["id"][local].as_py() != meta["id"]:
             raise ValueError(f"{meta['shard']} row {meta['row']} holds {rows['id'][local]}, not {meta['id']}")
         return codec.decode(rows["image"][local].as_py(), rows["encoding"][local].as_py()), meta
+
+    def validity(self, key: int | str) -> np.ndarray:
+        """The tile's (H, W) validity: its stored `valid_mask` where the build kept one (alpha, internal masks),
+        else what `nodata` and NaN say, band by band (a pixel is valid where any band has data)."""
+        array, meta = self.tile(key)
+        pf, starts = self._shard(meta["shard"])
+        if "valid_mask" in pf.schema_arrow.names:
+            group = bisect_right(starts, meta["row"]) - 1
+            stored = codec.decode_mask(pf.read_row_group(group, columns=["valid_mask"])["valid_mask"][
+                meta["row"] - starts[group]].as_py())
+            if stored is not None:
+                return stored
+        return valid_from_nodata(array, meta["nodata"])
 
 
 def open_corpus(root: str | Path) -> Corpus:

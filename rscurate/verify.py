@@ -237,8 +237,11 @@ def _check_content(path: Path, pf: pq.ParquetFile, group: pd.DataFrame, rehashed
     by_group: dict[int, list[Any]] = defaultdict(list)
     for row in group.itertuples(index=False):
         by_group[bisect_right(starts, row.row) - 1].append(row)
+    has_mask = "valid_mask" in pf.schema_arrow.names  # corpora from before masks were stored lack the column
     for g, tiles in sorted(by_group.items()):
-        images = pf.read_row_group(g, columns=["image"])["image"]
+        part = pf.read_row_group(g, columns=["image", "valid_mask"] if has_mask else ["image"])
+        images = part["image"]
+        masks = part["valid_mask"] if has_mask else None
         for t in tiles:
             where = f"{path} row {t.row} (tile {t.id})"
             try:
@@ -254,6 +257,25 @@ def _check_content(path: Path, pf: pq.ParquetFile, group: pd.DataFrame, rehashed
                        f"{t.dtype} {(t.channels, t.height, t.width)}")
             elif content_sha256(arr) != t.sha256:
                 yield f"{where}: pixels do not match sha256 {t.sha256}: the stored bytes changed; {REBUILD}"
+            if masks is not None:
+                yield from _check_mask(where, masks[t.row - starts[g]].as_py(), t)
+
+
+def _check_mask(where: str, data: bytes | None, t: Any) -> Iterator[str]:
+    """A stored validity mask decodes to an (H, W) mask of the tile whose valid count is the index's."""
+    if data is None:
+        return
+    try:
+        mask = codec.decode_mask(data)
+    except Exception as err:  # noqa: BLE001 - damaged bytes fail in whatever way zstd/numpy do
+        yield f"{where}: valid_mask does not decode ({type(err).__name__}: {err}); {REBUILD}"
+        return
+    assert mask is not None
+    if mask.shape != (t.height, t.width) or mask.dtype != bool:
+        yield f"{where}: valid_mask is {mask.dtype.name} {mask.shape}, not bool {(t.height, t.width)}; {REBUILD}"
+    elif int(mask.sum()) != t.valid_pixels:
+        yield (f"{where}: valid_mask marks {int(mask.sum())} pixels valid but index.parquet says "
+               f"{t.valid_pixels}; {REBUILD}")
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -6,15 +6,18 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import rasterio
 import torch
 from conftest import run_build, textured, write_manifest, write_tif
 from PIL import Image
 from rasterio.io import MemoryFile
 
-from rscurate import codec
+from rscurate import codec, open_corpus
 from rscurate.units import content_sha256
+from rscurate.verify import VerifyError, verify
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
 from rspretrain.data import CorpusDataset
@@ -68,6 +71,7 @@ def test_internal_mask_is_stored_and_used_in_statistics_and_training(tmp_path: P
     tile = codec.decode(row["image"], row["encoding"])
     np.testing.assert_allclose(row["band_mean"], tile[:, read_valid].mean(axis=1))
     assert row["band_min"] == [0.0, 0.0, 0.0]  # the genuine zeros count as data
+    np.testing.assert_array_equal(open_corpus(tmp_path / "c").validity(0), read_valid)
 
     corpus = Corpus(tmp_path / "c")
     cfg = DataConfig(bands=["b1", "b2", "b3"], shuffle_buffer=1)
@@ -75,6 +79,17 @@ def test_internal_mask_is_stored_and_used_in_statistics_and_training(tmp_path: P
     image = samples[0]["image"]
     assert torch.equal(image[:, :, :64], torch.zeros(3, 256, 64))  # masked pixels take the band mean: 0
     assert (image[:, 100:120, 100:120] != 0).all()  # genuine zeros are not filled
+    verify(tmp_path / "c")
+    shard = next((tmp_path / "c" / "shards").glob("*.parquet"))
+    table = pq.read_table(shard)
+    flipped = read_valid.copy()
+    flipped[0, 0] = ~flipped[0, 0]  # one pixel of the stored mask changed: the index's valid count no longer fits
+    masks = table["valid_mask"].to_pylist()
+    masks[0] = codec.encode_mask(flipped)
+    pq.write_table(table.set_column(table.schema.get_field_index("valid_mask"), "valid_mask",
+                                    pa.array(masks, pa.binary())), shard)
+    with pytest.raises(VerifyError, match="valid_mask marks"):
+        verify(tmp_path / "c")
 
 
 def test_alpha_chip_keeps_its_mask(tmp_path: Path, rng: np.random.Generator) -> None:
