@@ -119,22 +119,37 @@ def export_cmd(
 def probe(
     export_dir: Annotated[Path, typer.Argument(help="folder written by `rspretrain export`")],
     data: Annotated[Path, typer.Option(help="corpus with labelled tiles (label column)")],
-    k: Annotated[int, typer.Option(help="neighbours for k-NN")] = 5,
-    test_fraction: Annotated[float, typer.Option()] = 0.3,
-    seed: Annotated[int, typer.Option()] = 0,
-    max_tiles: Annotated[int | None, typer.Option(help="use at most this many labelled tiles")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (report.json, report.md, features/); default EXPORT/probe/NAME")
+    ] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="k-NN neighbours, repeatable; default 5 10 20")] = None,
+    test_fraction: Annotated[float, typer.Option(help="share of each class held out")] = 0.3,
+    seeds: Annotated[int, typer.Option(help="stratified splits (and random inits) 0..N-1")] = 3,
+    max_tiles: Annotated[int | None, typer.Option(help="a stratified sample of this many labelled tiles")] = None,
+    pretrain_data: Annotated[
+        Path | None, typer.Option(help="pretraining corpus to check for overlap; default: the checkpoint's record")
+    ] = None,
+    on_overlap: Annotated[
+        str, typer.Option(help="probe tiles that were pretraining tiles: refuse, drop or warn")
+    ] = "refuse",
+    linear_epochs: Annotated[int, typer.Option(help="epochs of the linear probe")] = 100,
 ) -> None:
-    """k-NN and linear-probe accuracy of the exported encoder vs the same architecture at random init."""
+    """k-NN and linear-probe accuracy of the exported encoder vs the same architecture at our random init."""
     import json
 
-    from rspretrain.probe import run_probe
+    from rspretrain.probe import KS, run_probe
 
     _setup_logging(quiet=True)
+    out = out or export_dir / "probe" / data.resolve().name
     try:
-        report = run_probe(export_dir, data, k=k, test_fraction=test_fraction, seed=seed, max_tiles=max_tiles)
-    except (ValueError, FileNotFoundError) as err:
+        report = run_probe(
+            export_dir, data, out=out, ks=tuple(k or KS), test_fraction=test_fraction, seeds=seeds,
+            max_tiles=max_tiles, pretrain_data=pretrain_data, on_overlap=on_overlap, linear_epochs=linear_epochs,
+        )
+    except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
+    typer.echo((out / "report.md").read_text())
     typer.echo(json.dumps(report))
 
 

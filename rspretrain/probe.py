@@ -1,5 +1,10 @@
-"""Probes of what an exported encoder learned: k-NN and linear classification of labelled corpus tiles,
-always next to the same architecture at random initialisation (the number that says "learned something").
+"""`rspretrain probe`: what an exported encoder learned, measured as published evaluations do.
+
+Frozen features (mean patch token) of labelled tiles feed temperature-weighted cosine k-NN (k = 5, 10, 20) and a
+linear probe (BatchNorm without affine + linear, cosine schedule), over stratified splits repeated for several
+seeds (mean and spread), for the exported weights and, in the same run, the same architecture at our random
+initialisation (one init per seed): the number that says "learned something". Probe tiles that were pretraining
+tiles are refused, dropped or flagged (probe_overlap). Features are cached; the report is JSON and Markdown.
 """
 
 from __future__ import annotations
@@ -8,111 +13,85 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from rspretrain.augment import resize
 from rspretrain.corpus import Corpus
-from rspretrain.export import load_timm
-from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
+from rspretrain.probe_classifiers import knn_predict, linear_predict
+from rspretrain.probe_features import FeatureCache, select_tiles
+from rspretrain.probe_overlap import check_overlap
+from rspretrain.probe_report import markdown
+from rspretrain.probe_splits import mean_per_class, per_class_accuracy, stratified_split, summarise
 
-
-def labelled_tiles(
-    corpus: Corpus, bands: list[str], img_size: int, max_tiles: int | None = None, per_source: bool = True
-) -> tuple[torch.Tensor, list[str]]:
-    """Every labelled tile with the bands, resized to img_size and normalised as in training; and labels."""
-    reader = TileReader(corpus, bands=bands, per_source=per_source)
-    images, labels = [], []
-    for group in corpus.row_groups:
-        table = corpus.read_row_group(group, ROW_COLUMNS).to_pydict()
-        for i, label in enumerate(table["label"]):
-            if label is None:
-                continue
-            try:
-                tile, plan = reader.raw({k: v[i] for k, v in table.items()})
-            except (CorruptTile, MissingBands):
-                continue
-            images.append(TileReader.normalise(resize(tile, img_size), plan))
-            labels.append(label)
-            if max_tiles and len(labels) >= max_tiles:
-                return torch.stack(images), labels
-    if not labels:
-        raise ValueError(f"{corpus.root}: no labelled tile with bands {bands}; probes need a `label` column")
-    return torch.stack(images), labels
-
-
-@torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Mean of the final (normed) patch tokens: MAE-style encoders probe better by patches than by cls."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch):
-        tokens = model.forward_features(images[i : i + batch])
-        out.append(tokens[:, model.num_prefix_tokens :].mean(1))
-    return torch.cat(out).float()
-
-
-def knn_accuracy(
-    train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor, k: int
-) -> float:
-    """Cosine k-NN with similarity-weighted votes."""
-    a, b = nn.functional.normalize(train_x, dim=1), nn.functional.normalize(test_x, dim=1)
-    sim, idx = (b @ a.T).topk(min(k, len(a)), dim=1)
-    votes = torch.zeros(len(b), int(train_y.max()) + 1)
-    votes.scatter_add_(1, train_y[idx], sim.clamp_min(0) + 1e-6)
-    return float((votes.argmax(1) == test_y).float().mean())
-
-
-def linear_accuracy(
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    test_x: torch.Tensor,
-    test_y: torch.Tensor,
-    weight_decay: float = 1e-3,
-) -> float:
-    """Multinomial logistic regression on standardised features, fitted with full-batch L-BFGS."""
-    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
-    head = nn.Linear(xtr.shape[1], int(train_y.max()) + 1)
-    opt = torch.optim.LBFGS(head.parameters(), max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float((head(xte).argmax(1) == test_y).float().mean())
+KS = (5, 10, 20)
 
 
 def run_probe(
     export_dir: Path,
     data: Path,
-    k: int = 5,
+    out: Path | None = None,
+    ks: tuple[int, ...] = KS,
     test_fraction: float = 0.3,
-    seed: int = 0,
+    seeds: int = 3,
     max_tiles: int | None = None,
+    pretrain_data: Path | None = None,
+    on_overlap: str = "refuse",
+    cache_dir: Path | None = None,
+    linear_epochs: int = 100,
 ) -> dict[str, Any]:
-    config = json.loads((Path(export_dir) / "config.json").read_text())
-    per_source = config.get("normalise", "global") == "source"
-    images, labels = labelled_tiles(Corpus(data), config["bands"], config["img_size"], max_tiles, per_source)
-    classes = sorted(set(labels))
+    """Probe report (also written to out/report.json and out/report.md when `out` is given)."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    export_dir, data = Path(export_dir), Path(data)
+    if not (export_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
+    config = json.loads((export_dir / "config.json").read_text())
+    corpus = Corpus(data)
+    tiles = select_tiles(corpus, config["bands"], max_tiles, seed=0)
+    tiles, overlap = check_overlap(tiles, export_dir, pretrain_data, on_overlap)
+    classes = sorted(set(tiles.labels))
     if len(classes) < 2:
-        raise ValueError(f"probes need at least two classes, found {classes}")
-    y = torch.tensor([classes.index(label) for label in labels])
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(y)))
-    n_test = max(1, int(round(len(y) * test_fraction)))
-    test, train = order[:n_test], order[n_test:]
-    torch.manual_seed(seed)
-    models = {"pretrained": load_timm(export_dir), "random_init": load_timm(export_dir, pretrained=False)}
-    report: dict[str, Any] = {"tiles": len(y), "classes": classes, "train": len(train), "test": len(test)}
-    for name, model in models.items():
-        feats = embed(model, images)
-        report[name] = {
-            "knn": knn_accuracy(feats[train], y[train], feats[test], y[test], k),
-            "linear": linear_accuracy(feats[train], y[train], feats[test], y[test]),
-        }
+        raise ValueError(f"{data}: probes need at least two classes, found {classes}")
+    y = torch.tensor([classes.index(label) for label in tiles.labels])
+    cache = FeatureCache(cache_dir or (out / "features" if out else export_dir / "probe_features"), export_dir,
+                         corpus, tiles)
+    metrics = [f"knn_k{k}" for k in ks] + ["linear"]
+    per_class_metrics = [f"knn_k{max(ks)}", "linear"]
+    encoders = ("pretrained", "random_init")
+    acc: dict[str, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in encoders}
+    per_class: dict[str, dict[str, list]] = {e: {m: [] for m in per_class_metrics} for e in encoders}
+    for seed in range(seeds):
+        train, test = stratified_split(y, test_fraction, seed)
+        for encoder in encoders:
+            feats = cache.features("pretrained" if encoder == "pretrained" else f"random_init:{seed}")
+            preds = {f"knn_k{k}": p for k, p in
+                     knn_predict(feats[train], y[train], feats[test], ks, len(classes)).items()}
+            preds["linear"] = linear_predict(feats[train], y[train], feats[test], len(classes), seed, linear_epochs)
+            for m in metrics:
+                acc[encoder][m].append(float((preds[m] == y[test]).float().mean()))
+            for m in per_class_metrics:
+                per_class[encoder][m].append(per_class_accuracy(preds[m], y[test], classes))
+    report: dict[str, Any] = {
+        "export": str(export_dir),
+        "data": str(data),
+        "tiles": len(y),
+        "classes": classes,
+        "class_counts": {c: tiles.labels.count(c) for c in classes},
+        "train": len(train),
+        "test": len(test),
+        "test_fraction": test_fraction,
+        "seeds": list(range(seeds)),
+        "metrics": metrics,
+        "per_class_metrics": per_class_metrics,
+        "encoders": list(encoders),
+        "overlap": overlap,
+        "cache": {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses},
+    }
+    for e in encoders:
+        report[e] = {m: summarise(acc[e][m]) for m in metrics}
+        report[e]["per_class"] = {m: mean_per_class(per_class[e][m]) for m in per_class_metrics}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        (out / "report.md").write_text(markdown(report))
     return report

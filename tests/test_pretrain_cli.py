@@ -67,7 +67,8 @@ def test_run_resume_export_probe(corpus, tmp_path):
     res = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "export")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "export/model.safetensors").stat().st_size > 0
-    res = runner.invoke(app, ["probe", str(tmp_path / "export"), "--data", str(corpus), "--k", "3"])
+    res = runner.invoke(app, ["probe", str(tmp_path / "export"), "--data", str(corpus), "--k", "3",
+                                   "--on-overlap", "warn", "--linear-epochs", "5"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.strip().splitlines()[-1])
     assert set(report) >= {"pretrained", "random_init", "tiles"}

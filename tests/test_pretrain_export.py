@@ -1,4 +1,4 @@
-"""Export: timm loads the encoder (no hub) and computes the same features; probes run against random init."""
+"""Export: timm loads the encoder (no hub) and computes the same features (probes: test_pretrain_probe.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pretrain_fixtures import (
 from rspretrain import checkpoint as ckpt
 from rspretrain.engine import train
 from rspretrain.export import encoder_from_checkpoint, export
-from rspretrain.probe import knn_accuracy, linear_accuracy, run_probe
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -64,23 +63,3 @@ def test_exported_timm_model_matches_trained_encoder(corpus, tmp_path, patch_emb
         .eval()
         .forward_features(x),
     )
-
-
-def test_probe_reports_pretrained_and_random_init(corpus, tmp_path):
-    train(tiny_config("mae_vit_tiny", "train.max_steps=2"), corpus, tmp_path / "run")
-    out = export(tmp_path / "run", tmp_path / "export")
-    report = run_probe(out, corpus, k=3, test_fraction=0.25)
-    assert report["tiles"] == 48 and report["classes"] == ["built", "natural"]
-    assert report["train"] + report["test"] == 48
-    for name in ("pretrained", "random_init"):
-        assert 0.0 <= report[name]["knn"] <= 1.0 and 0.0 <= report[name]["linear"] <= 1.0
-
-
-def test_probe_classifiers_separate_separable_features():
-    torch.manual_seed(0)
-    y = torch.arange(60) % 3
-    x = torch.nn.functional.one_hot(y, 3).float() * 4 + 0.3 * torch.randn(60, 3)
-    noise = torch.randn(60, 3)
-    assert knn_accuracy(x[:40], y[:40], x[40:], y[40:], k=5) == 1.0
-    assert linear_accuracy(x[:40], y[:40], x[40:], y[40:]) == 1.0
-    assert knn_accuracy(noise[:40], y[:40], noise[40:], y[40:], k=5) < 0.8

@@ -1,0 +1,177 @@
+"""Which tiles a probe uses, the encoders it compares, and their cached features.
+
+Tiles are chosen from metadata (id, sha256, bands, label: no image bytes), so `max_tiles` samples each class in
+proportion instead of taking the first tiles in storage order, and cached features are found before any decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rspretrain.augment import resize
+from rspretrain.corpus import Corpus
+from rspretrain.export import WEIGHTS, load_timm, timm_state_dict
+from rspretrain.models import ViTEncoder
+from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
+
+FEATURE_VERSION = "mean-patch-tokens-v1"  # part of the cache key: bump when features change meaning
+
+
+@dataclass
+class ProbeTiles:
+    """The labelled tiles of a probe: where they are, what they are called, and their content hashes."""
+
+    ids: list[str]
+    sha256: list[str | None]
+    labels: list[str]
+    locations: list[tuple[int, int]]  # (row group index in corpus.row_groups, row within it)
+
+
+def select_tiles(corpus: Corpus, bands: list[str], max_tiles: int | None, seed: int) -> ProbeTiles:
+    """Labelled tiles carrying every band; with max_tiles, a seeded sample stratified by class."""
+    ids, shas, labels, locs = [], [], [], []
+    for g, group in enumerate(corpus.row_groups):
+        table = corpus.read_row_group(group, ["id", "sha256", "bands", "label"]).to_pydict()
+        for i, label in enumerate(table.get("label", [None] * group.num_rows)):
+            if label is None or not set(bands) <= set(table["bands"][i] or []):
+                continue
+            ids.append(table["id"][i])
+            shas.append(table.get("sha256", [None] * group.num_rows)[i])
+            labels.append(str(label))
+            locs.append((g, i))
+    if not labels:
+        raise ValueError(
+            f"{corpus.root}: no labelled tile with bands {bands}; probes need a `label` column "
+            "(build the corpus with `labels: {mode: folder}` in the manifest)"
+        )
+    keep = np.arange(len(labels))
+    if max_tiles and max_tiles < len(labels):
+        rng = np.random.default_rng(seed)
+        names, counts = np.unique(labels, return_counts=True)
+        quota = {n: max(1, round(c * max_tiles / len(labels))) for n, c in zip(names, counts, strict=True)}
+        arr = np.asarray(labels)
+        keep = np.sort(np.concatenate([rng.permutation(np.nonzero(arr == n)[0])[: quota[n]] for n in names]))
+    return ProbeTiles(
+        [ids[i] for i in keep], [shas[i] for i in keep], [labels[i] for i in keep], [locs[i] for i in keep]
+    )
+
+
+def load_images(corpus: Corpus, tiles: ProbeTiles, bands: list[str], img_size: int, per_source: bool) -> torch.Tensor:
+    """The tiles decoded, band-selected, resized to img_size and normalised as in training."""
+    reader = TileReader(corpus, bands=bands, per_source=per_source)
+    wanted: dict[int, list[int]] = {}
+    for g, i in tiles.locations:
+        wanted.setdefault(g, []).append(i)
+    decoded: dict[tuple[int, int], torch.Tensor] = {}
+    for g, rows in wanted.items():
+        table = corpus.read_row_group(corpus.row_groups[g], ROW_COLUMNS).to_pydict()
+        for i in rows:
+            try:
+                tile, plan = reader.raw({k: v[i] for k, v in table.items()})
+            except (CorruptTile, MissingBands) as err:
+                raise ValueError(f"{corpus.root}: labelled tile {table['id'][i]} cannot be read ({err})") from err
+            decoded[(g, i)] = TileReader.normalise(resize(tile, img_size), plan)
+    return torch.stack([decoded[loc] for loc in tiles.locations])
+
+
+def random_init_model(export_dir: Path, seed: int) -> nn.Module:
+    """The export's timm architecture holding *our* initialisation (MAE's xavier/LayerNorm init, sin-cos positions):
+    the baseline a pretrained encoder must beat is what pretraining started from, not timm's init."""
+    config = json.loads((Path(export_dir) / "config.json").read_text())
+    args = config["model_args"]
+    torch.manual_seed(seed)
+    encoder = ViTEncoder(
+        in_chans=args["in_chans"],
+        img_size=args["img_size"],
+        patch_size=args["patch_size"],
+        embed_dim=args["embed_dim"],
+        depth=args["depth"],
+        num_heads=args["num_heads"],
+    )
+    model = load_timm(export_dir, pretrained=False)
+    model.load_state_dict(timm_state_dict(encoder, None))
+    return model
+
+
+@torch.no_grad()
+def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Mean of the final (normed) patch tokens: MAE-style encoders probe better by patches than by cls."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        tokens = model.forward_features(images[i : i + batch])
+        out.append(tokens[:, model.num_prefix_tokens :].mean(1))
+    return torch.cat(out).float()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cache_key(encoder: str, tiles: ProbeTiles, config: dict[str, Any]) -> str:
+    """Features depend on the weights (or the random-init seed), the tiles and the input recipe: hash them all."""
+    recipe = {
+        "encoder": encoder,
+        "version": FEATURE_VERSION,
+        "model_args": config["model_args"],
+        "bands": config["bands"],
+        "img_size": config["img_size"],
+        "normalise": config.get("normalise", "global"),
+        "tiles": [f"{i}:{s}" for i, s in zip(tiles.ids, tiles.sha256, strict=True)],
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    """Features per (encoder, tiles, recipe) as .pt files, so repeated probes (new seeds, classifiers) skip the
+    encoder; images are decoded only when some encoder misses."""
+
+    def __init__(self, folder: Path, export_dir: Path, corpus: Corpus, tiles: ProbeTiles):
+        self.folder, self.export_dir, self.corpus, self.tiles = Path(folder), Path(export_dir), corpus, tiles
+        self.config = json.loads((self.export_dir / "config.json").read_text())
+        self._images: torch.Tensor | None = None
+        self._memo: dict[str, torch.Tensor] = {}
+        self.hits = self.misses = 0
+
+    def images(self) -> torch.Tensor:
+        if self._images is None:
+            per_source = self.config.get("normalise", "global") == "source"
+            self._images = load_images(
+                self.corpus, self.tiles, self.config["bands"], self.config["img_size"], per_source
+            )
+        return self._images
+
+    def features(self, encoder: str) -> torch.Tensor:
+        """`encoder` is "pretrained" or "random_init:SEED"."""
+        if encoder in self._memo:
+            return self._memo[encoder]
+        name = f"pretrained:{file_sha256(self.export_dir / WEIGHTS)}" if encoder == "pretrained" else encoder
+        path = self.folder / f"{cache_key(name, self.tiles, self.config)}.pt"
+        if path.is_file():
+            self.hits += 1
+            self._memo[encoder] = torch.load(path, map_location="cpu", weights_only=True)
+            return self._memo[encoder]
+        self.misses += 1
+        if encoder == "pretrained":
+            model = load_timm(self.export_dir)
+        else:
+            model = random_init_model(self.export_dir, int(encoder.split(":")[1]))
+        feats = embed(model, self.images())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(feats, tmp)
+        tmp.replace(path)
+        self._memo[encoder] = feats
+        return feats
