@@ -6,6 +6,7 @@ Only parquet metadata is touched here (no image bytes), so planning an epoch ove
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -123,10 +124,59 @@ class Corpus:
     def source_names(self) -> list[str]:
         return sorted(self.stats.get("sources", {}))
 
-    def first_row_bands(self) -> tuple[list[str], list[float | None]]:
-        """Band names and wavelengths of the first tile: the reference when only `in_chans` is configured."""
-        table = pq.ParquetFile(self.shards[0]).read_row_group(0, columns=["bands", "wavelengths_um"])
-        return table.column("bands")[0].as_py(), table.column("wavelengths_um")[0].as_py() or []
+    @cached_property
+    def band_layouts(self) -> dict[tuple[tuple[str, ...], tuple[float | None, ...]], int]:
+        """Tile count per stored (band names, wavelengths) layout over every shard row: the corpus' own record of
+        what its bands are, read once from two small columns (never the image bytes)."""
+        layouts: Counter = Counter()
+        for shard in self.shards:
+            table = pq.read_table(shard, columns=["bands", "wavelengths_um"]).to_pydict()
+            for names, waves in zip(table["bands"], table["wavelengths_um"], strict=True):
+                layouts[(tuple(names or ()), tuple(waves or ()))] += 1
+        return dict(layouts)
+
+    def in_chans_bands(self, in_chans: int) -> list[str]:
+        """The band names `in_chans: C` stands for: the first C names of every tile that has C bands.
+
+        Tiles that hold the same C names in another order are reordered by name (each name keeps one meaning);
+        tiles whose first C names differ (an RGB tile and a Sentinel-2 B02/B03/B04 tile: opposite colour
+        order) are refused, since the first C channels would mean different bands in different tiles.
+        """
+        orders: Counter = Counter()
+        for (names, _), n in self.band_layouts.items():
+            if len(names) >= in_chans:
+                orders[names[:in_chans]] += n
+        if not orders:
+            raise ValueError(f"{self.root}: no tile has {in_chans} bands (data.in_chans)")
+        sets = {frozenset(order) for order in orders}
+        if len(sets) > 1:
+            found = "; ".join(f"{list(order)} ({n} tiles)" for order, n in orders.most_common())
+            raise ValueError(
+                f"{self.root}: in_chans: {in_chans} would mix different bands in the same channels: the first "
+                f"{in_chans} bands of the tiles are {found}. Choose the bands by name with data.bands: [...] "
+                "(tiles lacking one are skipped), or give each band set its own corpus."
+            )
+        return list(min(orders, key=lambda order: (-orders[order], order)))  # the most common order
+
+    def band_wavelengths(self, names: list[str]) -> list[float | None]:
+        """Each named band's centre wavelength over the tiles that hold all the names (the value most tiles
+        give where they disagree; None where no tile gives one)."""
+        votes: list[Counter] = [Counter() for _ in names]
+        for (row_names, waves), n in self.band_layouts.items():
+            if not set(names) <= set(row_names):
+                continue
+            for k, name in enumerate(names):
+                i = row_names.index(name)
+                if i < len(waves) and waves[i] is not None:
+                    votes[k][waves[i]] += n
+        return [max(v, key=lambda w: (v[w], -w)) if v else None for v in votes]
+
+    def input_scale(self, names: list[str], source: str | None = None) -> float:
+        """What timm's ToTensor divides the stored values by: 255 when every named band is stored as uint8
+        (an 8-bit image becomes 0-1), else 1 (non-8-bit data enters timm's transforms as a float tensor)."""
+        table = self.source_stats(names, source) if source is not None else None
+        table = self.stats.get("bands", {}) if table is None else table
+        return 255.0 if all(table.get(n, {}).get("dtype") == "uint8" for n in names) else 1.0
 
     @cached_property
     def shard_columns(self) -> set[str]:

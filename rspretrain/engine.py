@@ -121,11 +121,9 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------------------
     def _band_record(self) -> dict[str, Any]:
-        """Band names and their normalisation, recorded in checkpoints and exports."""
-        if self.cfg.data.bands:
-            names = list(self.cfg.data.bands)
-        else:
-            names = self.corpus.first_row_bands()[0][: self.channels]
+        """Band names, wavelengths and normalisation, recorded in checkpoints and exports; taken from the corpus
+        (stats.json and every tile's band columns), so they do not depend on which tile came first."""
+        names = list(self.cfg.data.bands or self.corpus.in_chans_bands(self.channels))
         mean, std = self.corpus.band_mean_std(names)
         per_source = {}
         if self.cfg.data.normalise == "source":
@@ -133,12 +131,14 @@ class Trainer:
                 if self.corpus.source_stats(names, source) is None:
                     continue  # its tiles (if any have these bands) use the all-source statistics
                 m, s = self.corpus.band_mean_std(names, source)
-                per_source[source] = {"mean": m.tolist(), "std": s.tolist()}
+                per_source[source] = {"mean": m.tolist(), "std": s.tolist(),
+                                      "input_scale": self.corpus.input_scale(names, source)}
         return {
             "names": names,
             "mean": mean.tolist(),
             "std": std.tolist(),
-            "wavelengths_um": None,
+            "input_scale": self.corpus.input_scale(names),
+            "wavelengths_um": self.corpus.band_wavelengths(names),
             "normalise": self.cfg.data.normalise,
             "per_source": per_source,
         }
@@ -249,10 +249,6 @@ class Trainer:
         for micro in range(t.accum_steps):
             batch = next(batches)
             self.position.advance(batch)
-            if self.bands["wavelengths_um"] is None:
-                self.bands["wavelengths_um"] = [
-                    None if math.isnan(w) else w for w in batch["wavelengths"][0].tolist()
-                ]
             images = batch["image"].to(self.device, non_blocking=True)
             wavelengths = batch["wavelengths"].to(self.device, non_blocking=True)
             sync = self.ddp_model is None or micro == t.accum_steps - 1

@@ -58,6 +58,42 @@ def timm_model_args(encoder: ViTEncoder) -> dict[str, Any]:
     }
 
 
+TIMM_INPUT = {
+    True: "8-bit data: timm.data.create_transform(**timm.data.resolve_data_config({}, model=model)) on a PIL "
+    "image (or a float (C, H, W) tensor of stored values / 255) with the bands in the order of `bands`",
+    False: "non-8-bit data: timm.data.create_transform(**timm.data.resolve_data_config({}, model=model)) on a "
+    "float32 (C, H, W) tensor of the stored values with the bands in the order of `bands` (timm's transforms "
+    "pass tensors through ToTensor unscaled; PIL cannot hold these images)",
+}
+
+
+def timm_data_config(bands: dict[str, Any], in_chans: int, img_size: int) -> dict[str, Any]:
+    """timm's data config (what resolve_data_config reads from pretrained_cfg) for a band record or one of its
+    per_source entries. mean/std are divided by the record's input_scale: timm's ToTensor turns an 8-bit image
+    into 0-1 values, so 8-bit statistics in stored units would leave every input near -2."""
+    scale = bands.get("input_scale", 1.0)
+    return {
+        "input_size": [in_chans, img_size, img_size],
+        "interpolation": "bilinear",  # what rspretrain.augment.resize does
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "mean": [m / scale for m in bands["mean"]],
+        "std": [s / scale for s in bands["std"]],
+    }
+
+
+def source_data_config(export_dir: Path, source: str | None = None) -> dict[str, Any]:
+    """timm's data config of an export, for `source`'s own statistics when the run normalised per source:
+    `timm.data.create_transform(**source_data_config(DIR, "NAME"))` feeds data like that source's tiles."""
+    config = json.loads((Path(export_dir) / "config.json").read_text())
+    if source is None:
+        return timm_data_config(config, config["in_chans"], config["img_size"])
+    if source not in config.get("per_source", {}):
+        raise KeyError(f"{export_dir}/config.json: no per-source statistics for {source!r}; "
+                       f"known: {sorted(config.get('per_source', {}))}")
+    return timm_data_config(config["per_source"][source], config["in_chans"], config["img_size"])
+
+
 def export(source: Path, out_dir: Path) -> Path:
     """Write `out_dir`/model.safetensors and config.json from a checkpoint or a run folder's newest one."""
     path = ckpt.resolve_checkpoint(Path(source))
@@ -75,21 +111,19 @@ def export(source: Path, out_dir: Path) -> Path:
     arch = VIT_SIZES[cfg.model.size].timm_name
     model_args = timm_model_args(encoder)
     c, size = encoder.in_chans, encoder.img_size
+    scale = bands.get("input_scale", 1.0)  # checkpoints written before it was recorded used stored values
+    data_config = timm_data_config(bands, c, size)
     config = {
         "architecture": arch,
         "num_classes": 0,
         "num_features": encoder.embed_dim,
         "model_args": model_args,
         "pretrained_cfg": {
-            "input_size": [c, size, size],
+            **data_config,
             "fixed_input_size": True,
-            "mean": bands["mean"],
-            "std": bands["std"],
             "num_classes": 0,
             "first_conv": "patch_embed.proj",
             "classifier": "head",
-            "interpolation": "bicubic",
-            "crop_pct": 1.0,
             "license": "see the corpus dataset card",
         },
         # what the remote-sensing user needs, flat
@@ -100,17 +134,16 @@ def export(source: Path, out_dir: Path) -> Path:
         "wavelengths_um": bands.get("wavelengths_um"),
         "mean": bands["mean"],
         "std": bands["std"],
-        "normalisation": "per band: (x - mean) / std on raw values, in the order of `bands`",
+        "input_scale": scale,
+        "normalisation": "per band, in the order of `bands`: (x - mean) / std on stored values, i.e. "
+        "(x / input_scale - pretrained_cfg.mean) / pretrained_cfg.std; invalid (nodata) pixels were set to the mean",
+        "timm_input": TIMM_INPUT[scale == 255.0],
         "normalise": bands.get("normalise", "global"),
-        # with normalise == source, training used each source's own statistics (mean/std above: all sources)
+        # with normalise == source, training used each source's own statistics (mean/std above: all sources);
+        # rspretrain.export.source_data_config(export_dir, source) gives timm's data config for one of them
         "per_source": bands.get("per_source", {}),
         # for timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay=...), file made absolute
-        "pretrained_cfg_overlay": {
-            "file": WEIGHTS,
-            "input_size": [c, size, size],
-            "mean": bands["mean"],
-            "std": bands["std"],
-        },
+        "pretrained_cfg_overlay": {"file": WEIGHTS, **data_config},
         "method": cfg.model.method,
         "step": state["step"],
         "source_checkpoint": str(path),

@@ -53,9 +53,10 @@ class BandPlan:
 class TileReader:
     """Turns a row (bands, wavelengths, encoding, bytes) into a normalised (C, H, W) float32 tensor.
 
-    Bands are chosen by name when `bands` is given, else the first `in_chans` bands of each tile; each chosen
-    band is normalised with its own mean/std from stats.json, looked up by band name (and by the tile's
-    source when `per_source`, see Corpus.band_mean_std).
+    Bands are chosen by name: `bands`, or the names `in_chans` stands for in this corpus (Corpus.in_chans_bands:
+    the first C names of every tile, reordered by name, mixed band sets refused). Each chosen band is normalised
+    with its own mean/std from stats.json, looked up by band name (and by the tile's source when `per_source`,
+    see Corpus.band_mean_std).
     """
 
     def __init__(
@@ -69,8 +70,7 @@ class TileReader:
             raise ValueError("choose channels with bands: [names] or in_chans: C")
         self.corpus = corpus
         self.per_source = per_source
-        self.bands = list(bands) if bands else None
-        self.in_chans = len(self.bands) if self.bands else int(in_chans or 0)
+        self.bands = list(bands) if bands else corpus.in_chans_bands(int(in_chans or 0))
         self._plans: dict[tuple, BandPlan] = {}
 
     def plan(
@@ -81,15 +81,10 @@ class TileReader:
         found = self._plans.get(key)
         if found is not None:
             return found
-        if self.bands is not None:
-            missing = [b for b in self.bands if b not in row_bands]
-            if missing:
-                raise MissingBands(f"tile has bands {row_bands}, lacks {missing}")
-            index = np.array([row_bands.index(b) for b in self.bands], dtype=np.int64)
-        else:
-            if len(row_bands) < self.in_chans:
-                raise MissingBands(f"tile has {len(row_bands)} bands, in_chans is {self.in_chans}")
-            index = np.arange(self.in_chans, dtype=np.int64)
+        missing = [b for b in self.bands if b not in row_bands]
+        if missing:
+            raise MissingBands(f"tile has bands {row_bands}, lacks {missing}")
+        index = np.array([row_bands.index(b) for b in self.bands], dtype=np.int64)
         names = [row_bands[i] for i in index]
         mean, std = self.corpus.band_mean_std(names, source)
         waves = list(row_wavelengths or [])

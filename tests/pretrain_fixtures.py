@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from rscurate.schema import SHARD
 from rspretrain.synthetic import RGB_BANDS, S2_BANDS, S2_WAVES, make_corpus, smooth_field, textured_tile
 
 __all__ = [
@@ -16,6 +19,7 @@ __all__ = [
     "S2_WAVES",
     "TINY_OVERRIDES",
     "make_corpus",
+    "rewrite_rows",
     "smooth_field",
     "textured_tile",
     "tiny_config",
@@ -34,6 +38,13 @@ TINY_OVERRIDES = [
     "train.tensorboard=false",
     "train.warmup_steps=2",
 ]
+
+
+def rewrite_rows(root: Path, change: Callable[[dict], dict]) -> None:
+    """Rewrite every shard row of a corpus through `change`, keeping shards and row groups (4 rows) as they were."""
+    for shard in sorted((Path(root) / "shards").glob("*.parquet")):
+        rows = [change(row) for row in pq.read_table(shard).to_pylist()]
+        pq.write_table(pa.Table.from_pylist(rows, schema=SHARD), shard, row_group_size=4)
 
 
 def tiny_config(preset: str = "selectivemae_vit_tiny", *overrides: str):

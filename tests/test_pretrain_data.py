@@ -12,10 +12,11 @@ import torch
 from pretrain_fixtures import (
     S2_BANDS,
     make_corpus,
+    rewrite_rows,
     torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
 )
 
-from rscurate.codec import decode
+from rscurate.codec import decode, encode_array
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
 from rspretrain.data import CorpusDataset, DataPosition, make_loader
@@ -92,12 +93,41 @@ def test_normalisation_uses_stats_json_by_band_name(corpus):
     np.testing.assert_allclose(sample["wavelengths"].numpy(), [0.842, 0.49], rtol=1e-6)
 
 
-def test_in_chans_takes_first_bands_of_every_tile(corpus):
-    ds = CorpusDataset(corpus, 24, DataConfig(in_chans=3, shuffle_buffer=4), num_workers=0)
-    batch = take(make_loader(ds, 8), 8)
-    assert all(b["image"].shape == (8, 3, 24, 24) for b in batch)
-    assert sum(int(b["skipped_bands"].sum()) for b in batch) == 0  # RGB tiles have 3 bands: kept
-    assert sum(int(b["skipped_corrupt"].sum()) for b in batch) >= 1
+def test_in_chans_refuses_tiles_whose_first_bands_are_other_bands(corpus):
+    """RGB tiles (red, green, blue) and S2 tiles (B02 blue, B03, B04 red): the first three channels would be
+    opposite colours in the two; the old reader took them as is and the model learned a mixture."""
+    with pytest.raises(ValueError, match=r"\['B02', 'B03', 'B04'\] \(49 tiles\); \['red', 'green', 'blue'\] \(8 "):
+        CorpusDataset(corpus, 24, DataConfig(in_chans=3, shuffle_buffer=4), num_workers=0)
+
+
+def test_in_chans_reorders_tiles_that_store_the_same_bands_in_another_order(tmp_path):
+    root = make_corpus(tmp_path, n_s2=12, n_rgb=0, n_corrupt=0)
+    flipped = set()
+
+    def store_reversed(row: dict) -> dict:  # a third of the tiles store B04, B03, B02 (and no B08)
+        if len(flipped) == 4:
+            return row
+        flipped.add(row["id"])
+        array = decode(row["image"], row["encoding"])[2::-1]
+        return {**row, "image": encode_array(np.ascontiguousarray(array)), "bands": row["bands"][2::-1],
+                "wavelengths_um": row["wavelengths_um"][2::-1], "channels": 3}
+
+    rewrite_rows(root, store_reversed)
+    corpus = Corpus(root)
+    names = ["B02", "B03", "B04"]
+    mean, std = corpus.band_mean_std(names, "s2")
+    raw = {}
+    for shard in corpus.shards:
+        raw.update({r["id"]: r for r in pq.read_table(shard).to_pylist()})
+    samples = list(CorpusDataset(corpus, 40, DataConfig(in_chans=3, shuffle_buffer=1), num_workers=0,
+                                 augment=False, epochs=1))
+    assert len(samples) == 12 and len(flipped) == 4
+    for sample in samples:
+        row = raw[sample["id"]]
+        by_name = decode(row["image"], row["encoding"])[[row["bands"].index(n) for n in names]]
+        expected = (by_name.astype(np.float32) - mean[:, None, None]) / std[:, None, None]
+        np.testing.assert_allclose(sample["image"].numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sample["wavelengths"].numpy(), [0.49, 0.56, 0.665], rtol=1e-6)
 
 
 def test_small_tiles_are_resized_up_and_augmentation_is_seeded(corpus):
