@@ -31,10 +31,13 @@ class ModelConfig:
     mask_ratio: float | None = None  # default: 0.75 for mae, 0.85 for selective_mae
     norm_pix_loss: bool = True
     patch_embed: str = "conv"  # conv | wavelength
-    # SelectiveMAE only
-    keep_ratio: float = 0.25  # fraction of the masked patches the decoder reconstructs
+    # SelectiveMAE only (defaults: the published method; docs/pretraining.md lists our variants)
+    keep_ratio: float = 0.25  # fraction of the patches the decoder reconstructs ...
+    keep_of: str = "all"  # ... all: of all patches (published) | masked: of the masked ones
     selection: str = "hog"  # hog | random: how the visible set is chosen
-    seed_fraction: float = 0.25  # fraction of the visible set taken straight from the HOG ranking
+    seed_fraction: float = 0.5  # fraction of the visible set taken straight from the HOG ranking
+    similarity: str = "embedding"  # embedding (published) | hog: what the seed set grows by
+    growth_rounds: int = 2  # rounds the growth is split into (published 2)
     hog_bins: int = 9
     hog_cell: int = 8
     # curriculum boundaries as fractions of the run (published: 280/300/580/600 of 800 epochs)
@@ -80,7 +83,8 @@ class TrainConfig:
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     batch_size: int = 64  # per rank and micro-batch
     accum_steps: int = 1
-    blr: float = 1.5e-4  # lr = blr * effective_batch / 256
+    blr: float = 1.5e-4  # lr = blr * effective_batch / 256 (* reconstructed / masked, see lr_scaling)
+    lr_scaling: str = "kept_masked"  # kept_masked: SelectiveMAE scales lr by keep / mask ratio (published) | none
     lr: float | None = None  # absolute lr; overrides blr when set
     min_lr: float = 0.0
     warmup_epochs: float = 0.05
@@ -101,6 +105,8 @@ class TrainConfig:
             self.amp = "auto" if self.amp else "off"
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"train.amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.lr_scaling not in ("kept_masked", "none"):
+            raise ValueError(f"train.lr_scaling must be kept_masked or none, got {self.lr_scaling!r}")
 
 
 @dataclass

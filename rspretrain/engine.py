@@ -26,7 +26,7 @@ from rspretrain.corpus import Corpus
 from rspretrain.data import CorpusDataset, DataPosition, make_loader
 from rspretrain.models import build_model
 from rspretrain.models.selection import curriculum_stage
-from rspretrain.optim import build_optimizer, effective_lr, lr_at
+from rspretrain.optim import build_optimizer, effective_lr, lr_at, reconstruction_lr_scale
 from rspretrain.run_log import RunLog
 
 log = logging.getLogger("rspretrain")
@@ -96,7 +96,8 @@ class Trainer:
             t.warmup_steps if t.warmup_steps is not None else round(t.warmup_epochs * self.steps_per_epoch)
         )
         self.warmup_steps = min(warmup, self.total_steps)
-        self.base_lr = effective_lr(t.blr, t.lr, self.global_batch)
+        lr_scale = reconstruction_lr_scale(cfg.model, t.lr_scaling)
+        self.base_lr = effective_lr(t.blr, t.lr, self.global_batch, lr_scale)
         self.amp_dtype = autocast_dtype(t.amp, self.device)
 
         torch.manual_seed(t.seed)  # identical initial weights on every rank

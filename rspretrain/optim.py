@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from rspretrain.config import ModelConfig
+
 NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
 
 
@@ -45,6 +47,15 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def effective_lr(blr: float, lr: float | None, effective_batch: int) -> float:
-    """MAE's linear scaling rule: lr = blr * effective_batch / 256, unless an absolute lr is given."""
-    return lr if lr is not None else blr * effective_batch / 256
+def effective_lr(blr: float, lr: float | None, effective_batch: int, scale: float = 1.0) -> float:
+    """MAE's linear scaling rule: lr = blr * effective_batch / 256 * scale, unless an absolute lr is given."""
+    return lr if lr is not None else blr * effective_batch / 256 * scale
+
+
+def reconstruction_lr_scale(model: ModelConfig, rule: str) -> float:
+    """SelectiveMAE's published lr factor, kept / mask ratio (0.25 / 0.85 = 0.29): its decoder reconstructs
+    only that share of the masked patches. 1 for MAE (every masked patch) and for rule `none`."""
+    if rule == "none" or model.method != "selective_mae":
+        return 1.0
+    mask = model.resolved_mask_ratio()
+    return model.keep_ratio if model.keep_of == "masked" else model.keep_ratio / mask

@@ -12,7 +12,7 @@ from pretrain_fixtures import (
     torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
 )
 
-from rspretrain.models.hog import hog_cells, patch_hog, richness
+from rspretrain.models.hog import flat_patches, hog_cells, patch_hog, richness
 from rspretrain.models.selection import curriculum_mix, curriculum_stage, grow_visible, sample_targets
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -104,3 +104,57 @@ def test_targets_are_masked_patches_only():
     targets = sample_targets(visible, 196, 41)
     for v, t in zip(visible.tolist(), targets.tolist(), strict=True):
         assert not set(v) & set(t) and len(set(t)) == 41
+
+
+def with_fill_columns(batch: int = 4, size: int = 64) -> torch.Tensor:
+    """Textured tiles whose two left patch columns are nodata fill (the band mean: 0 after normalising)."""
+    rng = np.random.default_rng(3)
+    tiles = np.stack([textured_tile(rng, 3, size, built=True) for _ in range(batch)])
+    images = torch.from_numpy(tiles).float()
+    images = (images - images.mean()) / images.std()
+    images[..., :16] = 0.0
+    return images
+
+
+def test_flat_patches_are_the_fill_and_nothing_else():
+    images = with_fill_columns()
+    flat = flat_patches(patch_hog(images, patch=8, cell=4), patch=8).reshape(-1, 8, 8)
+    assert bool(flat[..., :1].all())  # column 1 touches the texture: its last pixels have a gradient
+    assert not bool(flat[..., 2:].any())
+
+
+@pytest.mark.parametrize("rule", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)])
+def test_near_and_far_growth_never_prefer_fill(rule):
+    """A flat patch's HOG vector normalises to zero, the least similarity: "far" took fill first."""
+    images = with_fill_columns()
+    feats = patch_hog(images, patch=8, cell=4)
+    flat = flat_patches(feats, patch=8)
+    visible = grow_visible(feats, richness(feats), 16, 8, rule, flat=flat)
+    assert not bool(flat.gather(1, visible).any())
+
+
+@pytest.mark.parametrize("similarity", ["embedding", "hog"])
+def test_far_stage_of_the_model_encodes_no_fill(similarity):
+    from rspretrain.config import ModelConfig
+    from rspretrain.models import build_model
+
+    cfg = ModelConfig(
+        method="selective_mae", size="tiny", img_size=64, patch_size=8, depth=1, decoder_dim=32,
+        decoder_depth=1, decoder_heads=4, hog_cell=4, similarity=similarity,
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg, 3)
+    model.set_progress(0.5)  # the far stage of the default curriculum
+    visible = model.select(with_fill_columns())
+    assert bool((visible % 8 >= 1).all())
+
+
+def test_two_growth_rounds_measure_similarity_to_the_first_rounds_picks():
+    """Round 2 compares to the seeds and round 1's patches: B (like A, unlike the seed) beats C."""
+    seed, a, b, c = [10.0, 0, 0], [1.0, 1, 0], [0.2, 1, 0], [1.0, 0, 1.2]
+    feats = torch.tensor([[seed, a, b, c]])
+    near = (1.0, 0.0, 0.0)
+    one = grow_visible(feats, richness(feats), 3, 1, near, rounds=1)
+    two = grow_visible(feats, richness(feats), 3, 1, near, rounds=2)
+    assert one.tolist() == [[0, 1, 3]]
+    assert two.tolist() == [[0, 1, 2]]

@@ -51,8 +51,11 @@ def build_model(cfg: ModelConfig, in_chans: int) -> MaskedAutoencoder:
         return SelectiveMAE(
             encoder,
             keep_ratio=cfg.keep_ratio,
+            keep_of=cfg.keep_of,
             selection=cfg.selection,
             seed_fraction=cfg.seed_fraction,
+            similarity=cfg.similarity,
+            growth_rounds=cfg.growth_rounds,
             curriculum=tuple(cfg.curriculum),
             hog_cell=cfg.hog_cell,
             hog_bins=cfg.hog_bins,

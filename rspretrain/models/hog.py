@@ -74,3 +74,16 @@ def richness(features: torch.Tensor) -> torch.Tensor:
     its ranking is therefore arbitrary. The norm grows with edges and texture and is ~0 on flat patches.
     """
     return features.norm(dim=-1)
+
+
+FLAT_GRADIENT = 1e-2  # mean gradient magnitude per pixel, in normalised (per-band std) units
+
+
+def flat_patches(features: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, N, F) patch HOG vectors -> (B, N) bool: patches with (almost) no gradient anywhere.
+
+    The votes of a patch's pixels sum to their gradient magnitudes, so the vector's sum over the patch's
+    pixel count is the mean gradient. Below 1 % of a band's std per pixel a patch is fill or saturation
+    (nodata is set to the band mean, i.e. exactly 0), not content; 8-bit quantisation alone gives more.
+    """
+    return features.sum(dim=-1) / (patch * patch) < FLAT_GRADIENT

@@ -1,15 +1,21 @@
 """SelectiveMAE's progressive semantic token selection: which patches the encoder sees.
 
-A seed set of the richest patches (HOG energy) is grown to the visible budget by cosine similarity of HOG
-vectors to the seeds: first the most similar ("near", an easy, coherent context), then the least similar
-("far", diverse context), then at random; the stage boundaries are fractions of the run with linear blends
-in between (the published 280/300/580/600 of 800 epochs). Everything is batched tensor ops.
+A seed set of the richest patches (HOG energy) is grown to the visible budget in `rounds` rounds; each round
+adds its share of the budget by cosine similarity to everything chosen so far (patch embeddings in the
+published method, HOG vectors as a variant): first the most similar ("near", an easy, coherent context),
+then the least similar ("far", diverse context), then at random; the stage boundaries are fractions of the
+run with linear blends in between (the published 280/300/580/600 of 800 epochs). Flat patches (nodata fill,
+saturated cloud) are ranked after every textured patch in the near and far rules: a flat patch's HOG vector
+is zero, so without that rule its similarity is the minimum and "far" would pick fill first.
+Everything is batched tensor ops.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rspretrain.models.patches import gather_tokens
 
 NEAR, FAR, RANDOM = 0, 1, 2
 
@@ -44,21 +50,34 @@ def grow_visible(
     num_visible: int,
     num_seed: int,
     mix: tuple[float, float, float],
+    rounds: int = 1,
+    flat: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, num_visible) patch indices: top-`num_seed` by score, plus the rest chosen by each sample's rule."""
+    """(B, num_visible) patch indices: top-`num_seed` by score, then the rest in `rounds` rounds by each
+    sample's rule, similarity measured to all patches chosen before the round. `flat` (B, N) marks patches
+    that near/far growth takes only when no other patch is left."""
     b, n, _ = features.shape
     num_seed = min(max(num_seed, 1), num_visible)
     seeds = scores.topk(num_seed, dim=1).indices
+    chosen = torch.zeros(b, n, dtype=torch.bool, device=features.device).scatter(1, seeds, True)
     unit = F.normalize(features.float(), dim=-1)
-    seed_vecs = torch.gather(unit, 1, seeds[..., None].expand(-1, -1, unit.shape[-1]))
-    similarity = (unit @ seed_vecs.transpose(1, 2)).amax(dim=2)  # (B, N): closeness to the seed set
     rule = torch.multinomial(torch.tensor(mix, device=features.device).float(), b, replacement=True)
     rule = rule.to(features.device)[:, None]
     noise = torch.rand(b, n, device=features.device)
-    growth = torch.where(rule == NEAR, similarity, torch.where(rule == FAR, -similarity, noise))
-    growth = growth.scatter(1, seeds, float("-inf"))
-    extra = growth.topk(num_visible - num_seed, dim=1).indices
-    return torch.cat([seeds, extra], dim=1)
+    # similarities lie in [-1, 1]: a penalty of 4 puts every flat patch below every textured one
+    penalty = 4.0 * (flat & (rule != RANDOM)) if flat is not None else 0.0
+    picked, extra = [seeds], num_visible - num_seed
+    for r in range(rounds):
+        count = extra // rounds + (extra % rounds if r == rounds - 1 else 0)
+        if count == 0:
+            continue
+        chosen_vecs = gather_tokens(unit, torch.cat(picked, dim=1))
+        similarity = (unit @ chosen_vecs.transpose(1, 2)).amax(dim=2)  # (B, N): closeness to the chosen set
+        growth = torch.where(rule == NEAR, similarity, torch.where(rule == FAR, -similarity, noise)) - penalty
+        added = growth.masked_fill(chosen, float("-inf")).topk(count, dim=1).indices
+        chosen = chosen.scatter(1, added, True)
+        picked.append(added)
+    return torch.cat(picked, dim=1)
 
 
 def sample_targets(visible: torch.Tensor, num_patches: int, num_targets: int) -> torch.Tensor:
