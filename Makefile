@@ -21,8 +21,8 @@ corpus: sample-data
 	$(VENV)/bin/rscurate verify corpus/
 
 demo: corpus
-	$(VENV)/bin/rspretrain run --config configs/mae_vit_tiny.yaml --data corpus --out runs/demo --overwrite \
-	  --max-steps 60 --set "data.bands=[red, green, blue]"
+	$(VENV)/bin/rspretrain run --config configs/mae_vit_tiny.yaml --data corpus --out runs/demo \
+	  --overwrite --max-steps 300 --set "data.bands=[red, green, blue]" --set "data.crop_scale=[0.0625, 0.25]"
 	$(VENV)/bin/rspretrain export runs/demo --out runs/demo/export
 
 test: sample-data

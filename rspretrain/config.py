@@ -132,8 +132,18 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ValueError(f"{where}{name} must be a mapping")
             kwargs[name] = _build(sub, value, f"{where}{name}.")
         else:
-            kwargs[name] = value
+            kwargs[name] = _number(value, known[name].type, where + name)
     return cls(**kwargs)
+
+
+def _number(value: Any, annotation: Any, name: str) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string: a float option takes it as the number it spells."""
+    if not isinstance(value, str) or not str(annotation).startswith("float"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 _SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}

@@ -25,6 +25,8 @@ from rspretrain.config import RunConfig
 from rspretrain.corpus import Corpus
 from rspretrain.data import CorpusDataset, DataPosition, make_loader
 from rspretrain.models import build_model
+from rspretrain.models.base import MaskedAutoencoder, MaskedOutput
+from rspretrain.models.patches import gather_tokens, norm_pix_target, patchify
 from rspretrain.models.selection import curriculum_stage
 from rspretrain.optim import build_optimizer, effective_lr, lr_at, reconstruction_lr_scale
 from rspretrain.run_log import RunLog
@@ -40,7 +42,27 @@ class NonFiniteLoss(RuntimeError):
 class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)  # per optimizer step run by this call
+    baselines: list[dict[str, float]] = field(default_factory=list)  # trivial predictors' losses, same steps
     last_checkpoint: Path | None = None
+
+
+BASELINES = ("loss_zeros", "loss_visible_mean")
+
+
+@torch.no_grad()
+def trivial_losses(model: MaskedAutoencoder, images: torch.Tensor, out: MaskedOutput) -> list[float]:
+    """The loss of two predictors that learn nothing, on this step's targets (see BASELINES).
+
+    Zeros is the mean of every target (a norm-pix target is standardised per patch, so it scores ~1); the
+    visible mean predicts every hidden patch as the mean of the image's visible (normalised) patches. A
+    run has learned something only once its loss is below both, which the raw loss alone cannot show.
+    """
+    patches = patchify(images.float(), model.patch_size)
+    target = norm_pix_target(gather_tokens(patches, out.targets), model.norm_pix_loss)
+    seen = norm_pix_target(gather_tokens(patches, out.visible), model.norm_pix_loss)
+    zeros = target.pow(2).mean()
+    visible_mean = (target - seen.mean(dim=1, keepdim=True)).pow(2).mean()
+    return [float(zeros), float(visible_mean)]
 
 
 def select_device(preference: str) -> torch.device:
@@ -229,6 +251,7 @@ class Trainer:
                 loss, info = self._train_step(batches)
                 self.step += 1
                 result.losses.append(loss)
+                result.baselines.append({k: info[k] for k in BASELINES})
                 if self.is_main and (self.step % t.log_every == 0 or self.step == end):
                     runlog.write({"step": self.step, **info})
                 if self.step % t.checkpoint_every == 0 or self.step == end:
@@ -236,6 +259,8 @@ class Trainer:
         finally:
             runlog.close()
         result.steps = self.step
+        if self.is_main and result.losses:
+            log.info("%s", summarise(result))
         return result
 
     def _train_step(self, batches) -> tuple[float, dict[str, Any]]:
@@ -246,7 +271,7 @@ class Trainer:
             group["lr"] = lr
         self.model.set_progress(self.step / self.total_steps)
         net = self.ddp_model or self.model
-        losses = []
+        losses, trivial = [], []
         for micro in range(t.accum_steps):
             batch = next(batches)
             self.position.advance(batch)
@@ -258,7 +283,9 @@ class Trainer:
                     self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
                 ):
                     out = net(images, wavelengths)
-                value = ddp.mean_across_ranks([out.loss.item()], self.device)[0]
+                value, *baselines = ddp.mean_across_ranks(
+                    [out.loss.item(), *trivial_losses(self.model, images, out)], self.device
+                )
                 if not math.isfinite(value):
                     where = self.last_checkpoint or "none written yet"
                     raise NonFiniteLoss(
@@ -268,6 +295,7 @@ class Trainer:
                     )
                 self.scaler.scale(out.loss / t.accum_steps).backward()
             losses.append(value)
+            trivial.append(baselines)
         self.scaler.unscale_(self.optimizer)
         grad_norm = None
         if t.clip_grad:
@@ -284,6 +312,7 @@ class Trainer:
         info = {
             "epoch": round((self.step + 1) / self.steps_per_epoch, 4),
             "loss": loss,
+            **{k: sum(v) / len(v) for k, v in zip(BASELINES, zip(*trivial, strict=True), strict=True)},
             "lr": lr,
             "grad_norm": grad_norm,
             "images_per_s": images / elapsed,
@@ -300,6 +329,14 @@ class Trainer:
 
     def close(self) -> None:
         ddp.shutdown()
+
+
+def summarise(result: TrainResult, last: int = 10) -> str:
+    """The run's final loss next to the trivial predictors' on the same steps (mean of the last steps)."""
+    n = min(last, len(result.losses))
+    final = sum(result.losses[-n:]) / n
+    parts = [f"{k.removeprefix('loss_')} {sum(b[k] for b in result.baselines[-n:]) / n:.3f}" for k in BASELINES]
+    return f"loss of the last {n} steps {final:.3f}; predicting {', '.join(parts)}"
 
 
 def train(

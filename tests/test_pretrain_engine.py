@@ -156,7 +156,7 @@ def test_no_weight_decay_on_norms_biases_positions_and_tokens():
 
 
 def test_effective_batch_scales_lr_and_sets_epoch_length(corpus, tmp_path):
-    cfg = tiny_config("mae_vit_tiny", "train.epochs=2", "train.accum_steps=2", "train.blr=2.56e-3")
+    cfg = tiny_config("mae_vit_tiny", "train.epochs=2", "train.accum_steps=2", "train.blr=2.56e-3", "train.lr=null")
     trainer = engine.Trainer(cfg, corpus, tmp_path)
     assert trainer.global_batch == 8
     assert math.isclose(trainer.base_lr, 2.56e-3 * 8 / 256)
