@@ -15,6 +15,14 @@ from rscurate.sample_data import fetch
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
+SMALL_MANIFEST = """\
+    name: small
+    license: CC0-1.0
+    root: data
+    include: ["*.tif"]
+    tile: {size: 128}
+    """
+"""A one-source manifest over data/*.tif cut at 128 px (indented: write it with write_manifest)."""
 
 
 def textured(rng: np.random.Generator, bands: int, h: int, w: int, dtype: str = "uint16") -> np.ndarray:

@@ -15,15 +15,8 @@ from typer.testing import CliRunner
 from rscurate.cli import app
 from rscurate.out_dir import OutDirError
 from rscurate.verify import VerifyError, verify
+from tests.conftest import SMALL_MANIFEST as MANIFEST
 from tests.conftest import run_build, textured, write_manifest, write_tif
-
-MANIFEST = """\
-    name: small
-    license: CC0-1.0
-    root: data
-    include: ["*.tif"]
-    tile: {size: 128}
-    """
 
 
 @pytest.fixture
