@@ -133,8 +133,12 @@ def probe(
         str, typer.Option(help="probe tiles that were pretraining tiles: refuse, drop or warn")
     ] = "refuse",
     linear_epochs: Annotated[int, typer.Option(help="epochs of the linear probe")] = 100,
+    ep_epochs: Annotated[
+        int, typer.Option(help="epochs of the efficient attentive probe on patch tokens; 0 leaves it out")
+    ] = 50,
+    ep_queries: Annotated[int, typer.Option(help="learned queries of the attentive probe (divide the width)")] = 8,
 ) -> None:
-    """k-NN and linear-probe accuracy of the exported encoder vs the same architecture at our random init."""
+    """k-NN, linear and attentive-probe accuracy of the exported encoder vs the same architecture at our random init."""
     import json
 
     from rspretrain.probe import KS, run_probe
@@ -145,6 +149,7 @@ def probe(
         report = run_probe(
             export_dir, data, out=out, ks=tuple(k or KS), test_fraction=test_fraction, seeds=seeds,
             max_tiles=max_tiles, pretrain_data=pretrain_data, on_overlap=on_overlap, linear_epochs=linear_epochs,
+            ep_epochs=ep_epochs, ep_queries=ep_queries,
         )
     except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)

@@ -1,8 +1,9 @@
 """`rspretrain probe`: what an exported encoder learned, measured as published evaluations do.
 
 Frozen features (mean patch token) of labelled tiles feed temperature-weighted cosine k-NN (k = 5, 10, 20) and a
-linear probe (BatchNorm without affine + linear, cosine schedule), over stratified splits repeated for several
-seeds (mean and spread), for the exported weights and, in the same run, the same architecture at our random
+linear probe (BatchNorm without affine + linear, cosine schedule); the patch tokens themselves feed an efficient
+attentive probe (learned queries, probe_attentive). All run over stratified splits repeated for several seeds (mean
+and spread), for the exported weights and, in the same run, the same architecture at our random
 initialisation (one init per seed): the number that says "learned something". Probe tiles that were pretraining
 tiles are refused, dropped or flagged (probe_overlap). Features are cached; the report is JSON and Markdown.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from rspretrain.corpus import Corpus
+from rspretrain.probe_attentive import EP_QUERIES, attentive_predict
 from rspretrain.probe_classifiers import knn_predict, linear_predict
 from rspretrain.probe_features import FeatureCache, select_tiles
 from rspretrain.probe_overlap import check_overlap
@@ -37,10 +39,15 @@ def run_probe(
     on_overlap: str = "refuse",
     cache_dir: Path | None = None,
     linear_epochs: int = 100,
+    ep_epochs: int = 50,
+    ep_queries: int = EP_QUERIES,
 ) -> dict[str, Any]:
-    """Probe report (also written to out/report.json and out/report.md when `out` is given)."""
+    """Probe report (also written to out/report.json and out/report.md when `out` is given); ep_epochs=0 leaves
+    the attentive probe out."""
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    if ep_epochs < 0:
+        raise ValueError(f"--ep-epochs must be 0 (no attentive probe) or more, got {ep_epochs}")
     export_dir, data = Path(export_dir), Path(data)
     if not (export_dir / "config.json").is_file():
         raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
@@ -54,18 +61,24 @@ def run_probe(
     y = torch.tensor([classes.index(label) for label in tiles.labels])
     cache = FeatureCache(cache_dir or (out / "features" if out else export_dir / "probe_features"), export_dir,
                          corpus, tiles)
-    metrics = [f"knn_k{k}" for k in ks] + ["linear"]
-    per_class_metrics = [f"knn_k{max(ks)}", "linear"]
+    attentive = ["ep"] if ep_epochs else []
+    metrics = [f"knn_k{k}" for k in ks] + ["linear"] + attentive
+    per_class_metrics = [f"knn_k{max(ks)}", "linear"] + attentive
     encoders = ("pretrained", "random_init")
     acc: dict[str, dict[str, list[float]]] = {e: {m: [] for m in metrics} for e in encoders}
     per_class: dict[str, dict[str, list]] = {e: {m: [] for m in per_class_metrics} for e in encoders}
     for seed in range(seeds):
         train, test = stratified_split(y, test_fraction, seed)
         for encoder in encoders:
-            feats = cache.features("pretrained" if encoder == "pretrained" else f"random_init:{seed}")
+            name = "pretrained" if encoder == "pretrained" else f"random_init:{seed}"
+            feats = cache.features(name)
             preds = {f"knn_k{k}": p for k, p in
                      knn_predict(feats[train], y[train], feats[test], ks, len(classes)).items()}
             preds["linear"] = linear_predict(feats[train], y[train], feats[test], len(classes), seed, linear_epochs)
+            if ep_epochs:
+                tokens = cache.tokens(name)
+                preds["ep"] = attentive_predict(tokens[train], y[train], tokens[test], len(classes), seed, ep_epochs,
+                                                ep_queries)
             for m in metrics:
                 acc[encoder][m].append(float((preds[m] == y[test]).float().mean()))
             for m in per_class_metrics:
@@ -83,6 +96,7 @@ def run_probe(
         "metrics": metrics,
         "per_class_metrics": per_class_metrics,
         "encoders": list(encoders),
+        "settings": {"linear_epochs": linear_epochs, "ep_epochs": ep_epochs, "ep_queries": ep_queries},
         "overlap": overlap,
         "cache": {"folder": str(cache.folder), "hits": cache.hits, "misses": cache.misses},
     }

@@ -22,7 +22,7 @@ from rspretrain.export import WEIGHTS, load_timm, timm_state_dict
 from rspretrain.models import ViTEncoder
 from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
 
-FEATURE_VERSION = "mean-patch-tokens-v1"  # part of the cache key: bump when features change meaning
+FEATURE_VERSION = "mean-and-patch-tokens-v2"  # part of the cache key: bump when features change meaning
 
 
 @dataclass
@@ -102,14 +102,16 @@ def random_init_model(export_dir: Path, seed: int) -> nn.Module:
 
 
 @torch.no_grad()
-def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-    """Mean of the final (normed) patch tokens: MAE-style encoders probe better by patches than by cls."""
+def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled, tokens): the mean of the final (normed) patch tokens in float32 (MAE-style encoders probe better
+    by patches than by cls) and the patch tokens themselves in float16 (half the memory; the attentive probe)."""
     model.eval()
-    out = []
+    pooled, tokens = [], []
     for i in range(0, len(images), batch):
-        tokens = model.forward_features(images[i : i + batch])
-        out.append(tokens[:, model.num_prefix_tokens :].mean(1))
-    return torch.cat(out).float()
+        patches = model.forward_features(images[i : i + batch])[:, model.num_prefix_tokens :]
+        pooled.append(patches.mean(1).float())
+        tokens.append(patches.half())
+    return torch.cat(pooled), torch.cat(tokens)
 
 
 def file_sha256(path: Path) -> str:
@@ -136,7 +138,8 @@ def cache_key(encoder: str, tiles: ProbeTiles, config: dict[str, Any]) -> str:
 
 class FeatureCache:
     """Features per (encoder, tiles, recipe) as .pt files, so repeated probes (new seeds, classifiers) skip the
-    encoder; images are decoded only when some encoder misses."""
+    encoder; images are decoded only when some encoder misses. Pooled features (KEY.pt) stay in memory; patch
+    tokens (KEY.tokens.pt, float16) are read from disk when asked for, so only one encoder's are held at a time."""
 
     def __init__(self, folder: Path, export_dir: Path, corpus: Corpus, tiles: ProbeTiles):
         self.folder, self.export_dir, self.corpus, self.tiles = Path(folder), Path(export_dir), corpus, tiles
@@ -153,13 +156,17 @@ class FeatureCache:
             )
         return self._images
 
+    def _path(self, encoder: str) -> Path:
+        name = f"pretrained:{file_sha256(self.export_dir / WEIGHTS)}" if encoder == "pretrained" else encoder
+        return self.folder / f"{cache_key(name, self.tiles, self.config)}.pt"
+
     def features(self, encoder: str) -> torch.Tensor:
-        """`encoder` is "pretrained" or "random_init:SEED"."""
+        """Pooled features; `encoder` is "pretrained" or "random_init:SEED"."""
         if encoder in self._memo:
             return self._memo[encoder]
-        name = f"pretrained:{file_sha256(self.export_dir / WEIGHTS)}" if encoder == "pretrained" else encoder
-        path = self.folder / f"{cache_key(name, self.tiles, self.config)}.pt"
-        if path.is_file():
+        path = self._path(encoder)
+        tokens_path = path.with_suffix(".tokens.pt")
+        if path.is_file() and tokens_path.is_file():
             self.hits += 1
             self._memo[encoder] = torch.load(path, map_location="cpu", weights_only=True)
             return self._memo[encoder]
@@ -168,10 +175,16 @@ class FeatureCache:
             model = load_timm(self.export_dir)
         else:
             model = random_init_model(self.export_dir, int(encoder.split(":")[1]))
-        feats = embed(model, self.images())
+        feats, tokens = embed(model, self.images())
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(feats, tmp)
-        tmp.replace(path)
+        for value, target in ((tokens, tokens_path), (feats, path)):  # pooled last: its file marks both complete
+            tmp = target.with_suffix(".tmp")
+            torch.save(value, tmp)
+            tmp.replace(target)
         self._memo[encoder] = feats
         return feats
+
+    def tokens(self, encoder: str) -> torch.Tensor:
+        """(tiles, patches, width) float16 patch tokens of `encoder`, computed with its pooled features."""
+        self.features(encoder)
+        return torch.load(self._path(encoder).with_suffix(".tokens.pt"), map_location="cpu", weights_only=True)

@@ -19,7 +19,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['tiles']} labelled tiles, {len(report['classes'])} classes "
         f"({', '.join(f'{c}: {n}' for c, n in report['class_counts'].items())}); stratified splits, "
         f"{report['train']} train / {report['test']} test, seeds {report['seeds']}. "
-        "Accuracy: mean ± sample std over seeds.",
+        "Accuracy: mean ± sample std over seeds."
+        + (f" ep: efficient attentive probe, {report['settings']['ep_queries']} queries over the patch tokens, "
+           f"{report['settings']['ep_epochs']} epochs." if "ep" in metrics else ""),
         "",
         "| encoder | " + " | ".join(metrics) + " |",
         "| --- |" + " --- |" * len(metrics),
