@@ -37,8 +37,10 @@ class EfficientProbe(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, _, d = tokens.shape
         m = len(self.queries)
-        values = self.value(tokens).reshape(b, -1, m, d // m)  # chunk m of the channels belongs to query m
-        pooled = torch.einsum("bmn,bnmc->bmc", self.attention(tokens), values).reshape(b, d)
+        # query m keeps chunk m of the value channels; the value map is linear, so it is applied to each query's
+        # weighted token average instead of to every token (cost independent of the number of patches)
+        attended = self.attention(tokens) @ tokens  # (B, M, D)
+        pooled = torch.einsum("bmd,mcd->bmc", attended, self.value.weight.view(m, d // m, d)).reshape(b, d)
         return self.head(pooled)
 
 
