@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from rspretrain.corpus import Corpus
-from rspretrain.probe_attentive import EP_QUERIES, attentive_predict
+from rspretrain.probe_attentive import EP_QUERIES, attentive_predict, check_queries
 from rspretrain.probe_classifiers import knn_predict, linear_predict
 from rspretrain.probe_features import FeatureCache, select_tiles
 from rspretrain.probe_overlap import check_overlap
@@ -52,6 +52,8 @@ def run_probe(
     if not (export_dir / "config.json").is_file():
         raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
     config = json.loads((export_dir / "config.json").read_text())
+    if ep_epochs:
+        check_queries(config["model_args"]["embed_dim"], ep_queries)  # before any tile is decoded
     corpus = Corpus(data)
     tiles = select_tiles(corpus, config["bands"], max_tiles, seed=0)
     tiles, overlap = check_overlap(tiles, export_dir, pretrain_data, on_overlap)

@@ -17,13 +17,18 @@ from torch import nn
 EP_QUERIES = 8
 
 
+def check_queries(dim: int, queries: int) -> None:
+    """Each query owns an equal chunk of the channels, so the query count must divide the token width."""
+    if queries < 1 or dim % queries:
+        raise ValueError(f"--ep-queries must divide the token width {dim}, got {queries}")
+
+
 class EfficientProbe(nn.Module):
     """M learned queries over (B, N, D) tokens -> (B, D) pooled -> linear head."""
 
     def __init__(self, dim: int, num_classes: int, queries: int = EP_QUERIES):
         super().__init__()
-        if queries < 1 or dim % queries:
-            raise ValueError(f"--ep-queries must divide the token width {dim}, got {queries}")
+        check_queries(dim, queries)
         self.queries = nn.Parameter(torch.randn(queries, dim) * 0.02)
         self.value = nn.Linear(dim, dim, bias=False)
         self.head = nn.Linear(dim, num_classes)

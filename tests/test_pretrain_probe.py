@@ -175,4 +175,8 @@ def test_cli_refuses_probe_tiles_that_were_pretraining_tiles(exported, tmp_path)
     report = json.loads(res.output.strip().splitlines()[-1])
     assert report["metrics"] == ["knn_k3", "linear", "ep"] and report["seeds"] == [0, 1]
     assert report["settings"]["ep_queries"] == 4
+    res = runner.invoke(app, ["probe", str(export_dir), "--data", str(corpus), "--out", str(tmp_path / "q"),
+                              "--on-overlap", "warn", "--ep-queries", "5"])
+    assert res.exit_code == 1 and "--ep-queries must divide the token width 192, got 5" in res.output
+    assert not (tmp_path / "q/features").exists()  # refused before any encoder ran
     assert (tmp_path / "p/report.md").is_file()
