@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from pretrain_fixtures import (
     tiny_config,
     torch_single_thread,  # noqa: F401  (a fixture, used by pytestmark)
@@ -78,6 +79,15 @@ def test_footprints_pair_same_place_in_same_crs_only() -> None:
     gallery = placed([[25, 0, 35, 10], [1, 1, 11, 11], [0, 0, 10, 10], [40, 0, 50, 10]],
                      ["EPSG:1", "EPSG:1", "EPSG:2", "EPSG:2"])
     assert true_matches(query, gallery).tolist() == [1, -1, -1]
+
+
+def test_a_global_shift_of_one_date_does_not_make_every_query_find_the_same_tiles() -> None:
+    """Gallery = the query features plus a large common offset (a hazier date): plain cosine sends every query to
+    the gallery tiles most aligned with the offset (recall@1 0.5); centring each date finds them all."""
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(30, 16, generator=gen) + 3
+    gallery = query + 0.05 * torch.randn(30, 16, generator=gen) + torch.linspace(0, 40, 16)
+    assert recall_at(query, gallery, np.arange(30), (1,))[1] == 1.0
 
 
 def test_raw_pixels_find_the_other_date_and_wrong_pairs_do_not(two_dates: Path) -> None:
