@@ -1,4 +1,4 @@
-"""`rspretrain` command line: run (pretrain), export (timm weights) and probe (what was learned)."""
+"""`rspretrain` command line: run (pretrain), export (timm weights), probe and retrieve (what was learned)."""
 
 from __future__ import annotations
 
@@ -151,6 +151,34 @@ def probe(
             max_tiles=max_tiles, pretrain_data=pretrain_data, on_overlap=on_overlap, linear_epochs=linear_epochs,
             ep_epochs=ep_epochs, ep_queries=ep_queries,
         )
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from err
+    typer.echo((out / "report.md").read_text())
+    typer.echo(json.dumps(report))
+
+
+@app.command()
+def retrieve(
+    export_dir: Annotated[Path, typer.Argument(help="folder written by `rspretrain export`")],
+    data: Annotated[Path, typer.Option(help="corpus holding two acquisitions of the same place")],
+    query: Annotated[str, typer.Option(help="source or scene name of the query acquisition")],
+    gallery: Annotated[str, typer.Option(help="source or scene name of the acquisition searched")],
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (report.json, report.md, features/); default "
+                                       "EXPORT/retrieval/QUERY--GALLERY")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="random-init baselines 0..N-1")] = 3,
+) -> None:
+    """Cross-date retrieval recall@1/@5 of the exported encoder vs the same architecture at our random init."""
+    import json
+
+    from rspretrain.retrieval import run_retrieval
+
+    _setup_logging(quiet=True)
+    out = out or export_dir / "retrieval" / f"{Path(query).name}--{Path(gallery).name}"
+    try:
+        report = run_retrieval(export_dir, data, query, gallery, out=out, seeds=seeds)
     except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
