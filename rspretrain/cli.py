@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -139,18 +140,23 @@ def probe(
     ep_queries: Annotated[int, typer.Option(help="learned queries of the attentive probe (divide the width)")] = 8,
 ) -> None:
     """k-NN, linear and attentive-probe accuracy of the exported encoder vs the same architecture at our random init."""
-    import json
-
     from rspretrain.probe import KS, run_probe
 
     _setup_logging(quiet=True)
     out = out or export_dir / "probe" / data.resolve().name
+    _print_report(out, lambda: run_probe(
+        export_dir, data, out=out, ks=tuple(k or KS), test_fraction=test_fraction, seeds=seeds,
+        max_tiles=max_tiles, pretrain_data=pretrain_data, on_overlap=on_overlap, linear_epochs=linear_epochs,
+        ep_epochs=ep_epochs, ep_queries=ep_queries,
+    ))
+
+
+def _print_report(out: Path, run: Callable[[], dict]) -> None:
+    """Run an evaluation that writes OUT/report.md and report.json; print both, or exit 1 with the error."""
+    import json
+
     try:
-        report = run_probe(
-            export_dir, data, out=out, ks=tuple(k or KS), test_fraction=test_fraction, seeds=seeds,
-            max_tiles=max_tiles, pretrain_data=pretrain_data, on_overlap=on_overlap, linear_epochs=linear_epochs,
-            ep_epochs=ep_epochs, ep_queries=ep_queries,
-        )
+        report = run()
     except (ValueError, FileNotFoundError, KeyError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
@@ -171,19 +177,11 @@ def retrieve(
     seeds: Annotated[int, typer.Option(help="random-init baselines 0..N-1")] = 3,
 ) -> None:
     """Cross-date retrieval recall@1/@5 of the exported encoder vs the same architecture at our random init."""
-    import json
-
     from rspretrain.retrieval import run_retrieval
 
     _setup_logging(quiet=True)
     out = out or export_dir / "retrieval" / f"{Path(query).name}--{Path(gallery).name}"
-    try:
-        report = run_retrieval(export_dir, data, query, gallery, out=out, seeds=seeds)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
-    typer.echo((out / "report.md").read_text())
-    typer.echo(json.dumps(report))
+    _print_report(out, lambda: run_retrieval(export_dir, data, query, gallery, out=out, seeds=seeds))
 
 
 @app.command()

@@ -21,7 +21,7 @@ from rspretrain.probe_attentive import EP_QUERIES, attentive_predict, check_quer
 from rspretrain.probe_classifiers import knn_predict, linear_predict
 from rspretrain.probe_features import FeatureCache, select_tiles
 from rspretrain.probe_overlap import check_overlap
-from rspretrain.probe_report import markdown
+from rspretrain.probe_report import markdown, write_report
 from rspretrain.probe_splits import mean_per_class, per_class_accuracy, stratified_split, summarise
 
 KS = (5, 10, 20)
@@ -105,9 +105,5 @@ def run_probe(
     for e in encoders:
         report[e] = {m: summarise(acc[e][m]) for m in metrics}
         report[e]["per_class"] = {m: mean_per_class(per_class[e][m]) for m in per_class_metrics}
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-        (out / "report.md").write_text(markdown(report))
+    write_report(out, report, markdown)
     return report

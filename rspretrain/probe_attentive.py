@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from rspretrain.probe_classifiers import fit
+
 EP_QUERIES = 8
 
 
@@ -66,20 +68,9 @@ def attentive_predict(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = EfficientProbe(train_tokens.shape[-1], num_classes, queries)
-    batch_size = min(batch_size, len(train_tokens))
-    total = epochs * math.ceil(len(train_tokens) / batch_size)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    probe.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_tokens), generator=gen)
-        for i in range(0, len(order), batch_size):
-            batch = order[i : i + batch_size]
-            loss = nn.functional.cross_entropy(probe(train_tokens[batch].float()), train_y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+    fit(probe, train_tokens, train_y, opt, epochs, batch_size, gen)
+    batch_size = min(batch_size, len(train_tokens))
     probe.eval()
     with torch.no_grad():
         return torch.cat([probe(test_tokens[i : i + batch_size].float()).argmax(1)

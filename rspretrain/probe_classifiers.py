@@ -36,6 +36,27 @@ def knn_predict(
     return out
 
 
+def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, epochs: int,
+        batch_size: int, gen: torch.Generator, min_rows: int = 1) -> None:
+    """Minibatch cross-entropy training of a probe (rows cast to float32 per batch, so float16 caches stay small),
+    the learning rate decaying to 0 on a cosine over every step; batches under `min_rows` rows are skipped."""
+    batch_size = min(batch_size, len(x))
+    total = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            if len(batch) < min_rows:
+                continue
+            loss = nn.functional.cross_entropy(model(x[batch].float()), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+
+
 def linear_predict(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -55,23 +76,8 @@ def linear_predict(
     head = nn.Sequential(norm, nn.Linear(train_x.shape[1], num_classes))
     nn.init.trunc_normal_(head[1].weight, std=0.01)
     nn.init.zeros_(head[1].bias)
-    batch_size = min(batch_size, len(train_x))
-    steps_per_epoch = math.ceil(len(train_x) / batch_size)
-    total = epochs * steps_per_epoch
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    head.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(train_x), generator=gen)
-        for i in range(0, len(order), batch_size):
-            batch = order[i : i + batch_size]
-            if len(batch) < 2:  # BatchNorm needs two rows for a variance
-                continue
-            loss = nn.functional.cross_entropy(head(train_x[batch]), train_y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+    fit(head, train_x, train_y, opt, epochs, batch_size, gen, min_rows=2)  # BatchNorm needs two rows
     head.eval()
     with torch.no_grad():
         return head(test_x).argmax(1)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +41,13 @@ def markdown(report: dict[str, Any]) -> str:
         overlap.get("message", f"none ({overlap['pretrain_data']})") if overlap["checked"] else overlap["message"]
     )]
     return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path | str | None, report: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """report.json and report.md (as `render` writes it) in `out`, created; nothing when `out` is None."""
+    if out is None:
+        return
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "report.md").write_text(render(report))

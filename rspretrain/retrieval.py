@@ -20,6 +20,7 @@ import torch
 
 from rspretrain.corpus import Corpus
 from rspretrain.probe_features import FeatureCache, ProbeTiles
+from rspretrain.probe_report import write_report
 from rspretrain.probe_splits import summarise
 
 MIN_IOU = 0.5
@@ -152,11 +153,7 @@ def run_retrieval(
     }
     for encoder, by_k in results.items():
         report[encoder] = {f"recall@{k}": summarise(v) for k, v in by_k.items()}
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-        (out / "report.md").write_text(markdown(report))
+    write_report(out, report, markdown)
     return report
 
 

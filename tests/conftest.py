@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,29 @@ def write_manifest(path: Path, body: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(body))
     return path
+
+
+def landsat_dates(sample_dir: Path, root: Path, side: int, dates: Callable[[np.ndarray], dict[str, np.ndarray]],
+                  tile: int) -> Path:
+    """Acquisitions of one real Landsat 8 crop (row 224/078, `side` px from pixel 600, 600) under one georeference:
+    `dates(crop)` gives each file's uint16 pixels by name. Returns their manifest (source l8_dates, `tile` px)."""
+    with rasterio.open(sample_dir / "LC08_L1TP_224078_20200518_20200518_01_RT.TIF") as ds:
+        window = ((600, 600 + side), (600, 600 + side))
+        data = ds.read(window=window)
+        profile = dict(driver="GTiff", width=side, height=side, count=3, dtype="uint16", crs=ds.crs,
+                       transform=ds.window_transform(window))
+    (root / "data").mkdir(parents=True)
+    for name, arr in dates(data).items():
+        with rasterio.open(root / "data" / f"{name}.tif", "w", **profile) as out:
+            out.write(np.clip(arr, 1, 65535).astype(np.uint16))
+    return write_manifest(root / "l8.yaml", textwrap.dedent(f"""\
+        name: l8_dates
+        license: public domain (USGS)
+        root: data
+        include: ["*.tif"]
+        bands: [{{name: blue}}, {{name: green}}, {{name: red}}]
+        tile: {{size: {tile}}}
+        """))
 
 
 def run_build(sources: list[Path], out: Path, **kw) -> BuildReport:

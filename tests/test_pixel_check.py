@@ -18,7 +18,7 @@ from PIL import Image
 from rasterio.transform import from_bounds
 
 from rscurate.pixel_check import MAX_CHANGE, MIN_CORRELATION, Pixels, compare, georegistered, placed, whole_views
-from tests.conftest import SHARED_REAL, run_build, write_manifest
+from tests.conftest import SHARED_REAL, landsat_dates, run_build, write_manifest
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
 S2_BOX = (465181.05, 5079244.89, 466180.53, 5080254.63)  # TestEOPatch_bbox.geojson, EPSG:32633
@@ -131,28 +131,11 @@ def test_a_later_date_in_a_build_is_kept_and_a_repeat_is_dropped(tmp_path: Path,
                                                                   rng: np.random.Generator) -> None:
     """Three deliveries of one Landsat crop, one georeference, cut on each scene's grid: a repeat with 1 % noise
     is dropped for the original; a greener later date (which pHash puts within the radius) is kept."""
-    with rasterio.open(sample_dir / L8_078) as ds:
-        window = ((600, 1112), (600, 1112))
-        data = ds.read(window=window)
-        profile = dict(driver="GTiff", width=512, height=512, count=3, dtype="uint16", crs=ds.crs,
-                       transform=ds.window_transform(window))
-    versions = {
+    manifest = landsat_dates(sample_dir, tmp_path, 512, lambda data: {
         "a_original": data,
-        "b_repeat": np.clip(data * (1 + rng.normal(0, 0.01, data.shape)), 1, 65535).astype(np.uint16),
+        "b_repeat": data * (1 + rng.normal(0, 0.01, data.shape)),
         "c_later": (data * np.array([1.0, 1.10, 0.85])[:, None, None]).astype(np.uint16),
-    }
-    (tmp_path / "data").mkdir()
-    for name, arr in versions.items():
-        with rasterio.open(tmp_path / "data" / f"{name}.tif", "w", **profile) as out:
-            out.write(arr)
-    manifest = write_manifest(tmp_path / "l8.yaml", textwrap.dedent("""\
-        name: l8_dates
-        license: public domain (USGS)
-        root: data
-        include: ["*.tif"]
-        bands: [{name: blue}, {name: green}, {name: red}]
-        tile: {size: 256}
-        """))
+    }, tile=256)
     out = tmp_path / "corpus"
     run_build([manifest], out)
     index = pd.read_parquet(out / "index.parquet")

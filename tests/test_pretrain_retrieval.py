@@ -7,12 +7,10 @@ built with --radius 0 so both are kept: each tile of one date has exactly one sa
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 from pretrain_fixtures import (
     tiny_config,
@@ -26,36 +24,21 @@ from rspretrain.engine import train
 from rspretrain.export import export
 from rspretrain.probe_features import ProbeTiles, load_images
 from rspretrain.retrieval import PlacedTiles, placed_tiles, recall_at, run_retrieval, true_matches
-from tests.conftest import run_build, write_manifest
+from tests.conftest import landsat_dates, run_build
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 BANDS = ["blue", "green", "red"]
-L8_078 = "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
 
 
 @pytest.fixture(scope="module")
 def two_dates(tmp_path_factory, sample_dir: Path) -> Path:
     """A corpus of 2 x 36 tiles (64 px): the Landsat crop and a later, greener, noisy acquisition of it."""
     root = tmp_path_factory.mktemp("retrieval")
-    with rasterio.open(sample_dir / L8_078) as ds:
-        window = ((600, 984), (600, 984))
-        data = ds.read(window=window)
-        profile = dict(driver="GTiff", width=384, height=384, count=3, dtype="uint16", crs=ds.crs,
-                       transform=ds.window_transform(window))
     rng = np.random.default_rng(0)
-    later = data * np.array([0.95, 1.10, 0.85])[:, None, None] * (1 + rng.normal(0, 0.02, data.shape))
-    (root / "data").mkdir()
-    for name, arr in {"date1": data, "date2": np.clip(later, 1, 65535).astype(np.uint16)}.items():
-        with rasterio.open(root / "data" / f"{name}.tif", "w", **profile) as out:
-            out.write(arr)
-    manifest = write_manifest(root / "l8.yaml", textwrap.dedent("""\
-        name: l8_dates
-        license: public domain (USGS)
-        root: data
-        include: ["*.tif"]
-        bands: [{name: blue}, {name: green}, {name: red}]
-        tile: {size: 64}
-        """))
+    manifest = landsat_dates(sample_dir, root, 384, lambda data: {
+        "date1": data,
+        "date2": data * np.array([0.95, 1.10, 0.85])[:, None, None] * (1 + rng.normal(0, 0.02, data.shape)),
+    }, tile=64)
     run_build([manifest], root / "corpus", radius=0)
     return root / "corpus"
 
