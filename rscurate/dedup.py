@@ -39,6 +39,8 @@ NEAR_NODATA_CONFIRM = 0.1
 PairSearch = Callable[[np.ndarray, int], Pairs]
 MIN_COVERED = 0.5
 """A tile is dropped for another only if at least this share of its valid pixels lies on the other's."""
+OVERLAP_CANDIDATES = 8
+"""Footprint pairs checked per tile: its nearest by pHash (nearest_overlaps)."""
 
 
 class PixelOracle(Protocol):
@@ -246,7 +248,7 @@ def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, searchable: np.ndarra
         pi, pj = idx[pairs.i][ok], idx[pairs.j][ok]
     else:
         pi = pj = np.zeros(0, np.int64)
-    oi, oj = overlap_pairs(cands, pool) if pixels is not None else (pi[:0], pj[:0])
+    oi, oj = nearest_overlaps(cands, *overlap_pairs(cands, pool)) if pixels is not None else (pi[:0], pj[:0])
     codes = np.unique(np.concatenate((np.minimum(pi, pj) * len(cands) + np.maximum(pi, pj),
                                       np.minimum(oi, oj) * len(cands) + np.maximum(oi, oj))).astype(np.int64))
     pi, pj = codes // max(len(cands), 1), codes % max(len(cands), 1)
@@ -261,6 +263,20 @@ def near_duplicates(cands: pd.DataFrame, pool: np.ndarray, searchable: np.ndarra
     drops = select_kept(rank[members], local, identical_groups=False)
     dropped, kept = members[drops.dropped], members[drops.kept]
     return _dup_rows(cands.iloc[dropped], cands.iloc[kept], "near", drops.dist.astype(np.int64))
+
+
+def nearest_overlaps(cands: pd.DataFrame, i: np.ndarray, j: np.ndarray,
+                     per_tile: int = OVERLAP_CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """Of the footprint pairs, those among the `per_tile` nearest by pHash distance of either tile: a stack of many
+    acquisitions of one place (a daily gridded product) would otherwise ask one pixel check per pair of dates."""
+    if len(i) == 0:
+        return i, j
+    h = cands["phash"].to_numpy(np.uint64)
+    d = np.bitwise_count(h[i] ^ h[j])
+    ends = pd.DataFrame({"tile": np.concatenate((i, j)), "pair": np.tile(np.arange(len(i)), 2),
+                         "d": np.concatenate((d, d))}).sort_values(["d", "pair"], kind="stable")
+    chosen = np.unique(ends.loc[(ends.groupby("tile").cumcount() < per_tile).to_numpy(), "pair"].to_numpy())
+    return i[chosen], j[chosen]
 
 
 def _scene_table(cands: pd.DataFrame, scenes: pd.DataFrame) -> pd.DataFrame:

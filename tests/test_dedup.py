@@ -277,3 +277,22 @@ def test_sample_scene_signatures(sample_dir: Path) -> None:
     assert min(dist(bands77, bands78)) > 2 * DEFAULT_RADIUS
     assert dist(blue60, bands77)[0] > DEFAULT_RADIUS
     assert max(dist(blue60, bands77, "blue")) <= DEFAULT_RADIUS
+
+
+def test_a_stack_of_dates_of_one_place_costs_few_pixel_checks_per_tile() -> None:
+    """Forty acquisitions of one tile's ground (a daily gridded product): 780 footprint pairs, of which only
+    each tile's OVERLAP_CANDIDATES nearest by pHash go to the pixels; the true copy (distance 1) is among them."""
+    from rscurate.dedup import OVERLAP_CANDIDATES, nearest_overlaps
+    from rscurate.footprints import overlap_pairs
+
+    n = 40
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, n, dtype=np.uint64)
+    hashes[1] = hashes[0] ^ np.uint64(1)  # date 1 repeats date 0
+    cands = pd.DataFrame({"source": "daily", "scene": [f"d{k}.tif" for k in range(n)], "crs": "EPSG:32633",
+                          "minx": 0.0, "miny": 0.0, "maxx": 2560.0, "maxy": 2560.0, "phash": hashes})
+    i, j = overlap_pairs(cands, np.ones(n, bool))
+    assert len(i) == n * (n - 1) // 2
+    ni, nj = nearest_overlaps(cands, i, j)
+    assert len(ni) <= n * OVERLAP_CANDIDATES
+    assert (0, 1) in set(zip(ni.tolist(), nj.tolist(), strict=True))
