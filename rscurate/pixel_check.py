@@ -8,8 +8,8 @@ misregistration wash out, fine enough that real change shows):
   or an 8-bit rendering of the same acquisition keeps it near 1; different acquisitions lose it);
 - radiometry: where both tiles hold a band of the same name in the same dtype (the same units), the RMS difference
   of that band over the pooled std; the median over shared bands is `change`. Two dates whose grey structure agrees
-  still differ here (vegetation growth raises near-infrared by 20 %; thresholds in docs/dedup.md, fitted on real
-  pairs by bench/pixel_check_fit.py).
+  still differ here (vegetation growth raises near-infrared by 20 %). The thresholds are fitted on real pairs
+  (docs/dedup.md, section 8a) and asserted by tests/test_pixel_check.py.
 How the two tiles are put on one grid depends on what is known: their georeference (same CRS), a placement found
 by the eval-leak search (offset and scale), or nothing (whole views, with a small shift search).
 """
