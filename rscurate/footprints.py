@@ -11,9 +11,48 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import transform
 
 MIN_OVERLAP = 0.5
 """Shared ground, as a fraction of the smaller footprint, from which two tiles are compared as possible copies."""
+SAME_FRAME_M = 0.5
+"""Two CRS definitions are one frame when points 10 km apart map onto themselves within this (metres or degrees)."""
+_frames: dict[tuple[str, str], bool] = {}
+
+
+def same_frame(a: str, b: str, x: float, y: float) -> bool:
+    """Whether CRS strings a and b put the same coordinates on the same ground, tested around (x, y) in a and
+    remembered per pair: a crop re-saved with a user WKT ("UTM Zone 18, Northern Hemisphere", unknown datum on the
+    WGS 84 ellipsoid) is EPSG:32618 under another name, and its tiles overlap the original's."""
+    if a == b:
+        return True
+    if not a or not b:
+        return False
+    if (a, b) not in _frames:
+        try:
+            step = 10_000.0 if CRS.from_user_input(a).is_projected else 0.1
+            xs, ys = [x, x + step, x], [y, y, y + step]
+            tx, ty = transform(CRS.from_user_input(a), CRS.from_user_input(b), xs, ys)
+            _frames[(a, b)] = bool(np.allclose(tx, xs, atol=SAME_FRAME_M) and np.allclose(ty, ys, atol=SAME_FRAME_M))
+        except (CRSError, ValueError, RuntimeError):  # unreadable or non-invertible: not provably the same frame
+            _frames[(a, b)] = False
+    return _frames[(a, b)]
+
+
+def canonical_crs(rows: pd.DataFrame) -> pd.Series:
+    """The rows' `crs` with every definition that is one frame with an earlier one (same_frame, tested at its
+    tiles' median centre) replaced by that one, so footprints compare across differently written CRSs."""
+    crs = rows["crs"].fillna("")
+    cx, cy = (rows["minx"] + rows["maxx"]) / 2, (rows["miny"] + rows["maxy"]) / 2
+    names: dict[str, str] = {}
+    for text in sorted(set(crs) - {""}):
+        at = crs == text
+        x, y = float(np.nanmedian(cx[at])), float(np.nanmedian(cy[at]))
+        names[text] = next((r for r in dict.fromkeys(names.values())
+                            if np.isfinite(x) and same_frame(text, r, x, y)), text)
+    return crs.map(lambda c: names.get(c, c))
 
 
 def footprint_iou(rows: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:

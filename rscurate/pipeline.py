@@ -32,6 +32,7 @@ from rscurate import out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide
 from rscurate.discover import Discovery, discover
+from rscurate.footprints import canonical_crs
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
 from rscurate.out_dir import WORK
@@ -310,13 +311,16 @@ def build(opts: BuildOptions) -> BuildReport:
         eval_sources = {m.name for m in manifests if m.role == "eval"}
         scene_size = {(p.scene.source, p.scene.scene): p.width * p.height for ps in plans.values() for p in ps}
         cands["scene_pixels"] = [scene_size.get(k, 0) for k in zip(cands["source"], cands["scene"], strict=True)]
+        cands["crs"] = canonical_crs(cands)  # one name per frame: footprints compare across CRS spellings
+        signed = _scene_signatures(plans)
+        signed["crs"] = canonical_crs(signed)
         by_name = {m.name: m for m in manifests}
         refs = {(p.scene.source, p.scene.scene): (by_name[p.scene.source], p.scene)
                 for ps in plans.values() for p in ps}
         t_dedup = time.perf_counter()
         is_eval = cands["source"].isin(eval_sources).to_numpy()
         probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
-        decisions = decide(cands, _scene_signatures(plans), priority, eval_sources, DedupSettings(opts.radius),
+        decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius),
                            search=lambda h, r: find_pairs_dask(h, r, client),
                            pixels=DaskPixels(client, out, cands, refs), probes=probes)
         log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from rscurate.codec import decode, decode_mask
+from rscurate.footprints import same_frame
 from rscurate.parquet_io import read_rows
 from rscurate.phash import canonical_view
 from rscurate.readers import valid_from_nodata
@@ -238,9 +239,16 @@ def _pixel_box(p: Pixels, box: tuple[float, float, float, float]) -> tuple[slice
     return slice(r0, r1), slice(c0, c1)
 
 
+def _one_frame(a: Pixels, b: Pixels) -> bool:
+    """Both tiles georeferenced, in one CRS however it is written (footprints.same_frame)."""
+    if a.bounds is None or b.bounds is None:
+        return False
+    return same_frame(a.crs, b.crs, (a.bounds[0] + a.bounds[2]) / 2, (a.bounds[1] + a.bounds[3]) / 2)
+
+
 def georegistered(a: Pixels, b: Pixels) -> Similarity:
     """Two tiles in one CRS, compared over the intersection of their footprints."""
-    if not a.crs or a.crs != b.crs or a.bounds is None or b.bounds is None:
+    if not _one_frame(a, b):
         return NOT_COMPARABLE
     box = (max(a.bounds[0], b.bounds[0]), max(a.bounds[1], b.bounds[1]),
            min(a.bounds[2], b.bounds[2]), min(a.bounds[3], b.bounds[3]))
@@ -325,7 +333,7 @@ def placed(chip: Pixels, tile: Pixels, x: float, y: float, scale: float) -> Simi
 
 def compare(a: Pixels, b: Pixels) -> Similarity:
     """Georegistered when both tiles are in one CRS with overlapping footprints, else by whole views."""
-    if a.crs and a.crs == b.crs and a.bounds is not None and b.bounds is not None:
+    if _one_frame(a, b):
         return georegistered(a, b)
     return whole_views(a, b)
 

@@ -296,3 +296,34 @@ def test_a_stack_of_dates_of_one_place_costs_few_pixel_checks_per_tile() -> None
     ni, nj = nearest_overlaps(cands, i, j)
     assert len(ni) <= n * OVERLAP_CANDIDATES
     assert (0, 1) in set(zip(ni.tolist(), nj.tolist(), strict=True))
+
+
+def test_a_crop_saved_under_another_crs_name_is_found_on_its_parent(tmp_path: Path, sample_dir: Path) -> None:
+    """rasterio's rgb1..4 test rasters are crops of RGB.byte.tif saved with a user WKT ("UTM Zone 18, Northern
+    Hemisphere", unknown datum on the WGS 84 ellipsoid): EPSG:32618 under another name. Here a crop of the sample's
+    rgbn.tif (EPSG:32618) at offset (13, 9) is saved with such a definition: its tiles overlap the parent's on
+    offset grids, and are found through their footprints only once the two CRS strings count as one frame."""
+    from rasterio.crs import CRS
+
+    from rscurate.footprints import same_frame
+    from rscurate.readers import SceneRef, open_scene
+
+    renamed = CRS.from_proj4("+proj=utm +zone=18 +ellps=WGS84 +units=m +no_defs")  # GDAL names it EPSG:3450
+    with rasterio.open(sample_dir / "rgbn.tif") as ds:
+        data, t = ds.read(), ds.transform
+    write_tif(tmp_path / "data" / "parent.tif", data, res=t.a, origin=(t.c, t.f), crs="EPSG:32618",
+              photometric="MINISBLACK")
+    write_tif(tmp_path / "data" / "crop.tif", data[:, 9:265, 13:333], res=t.a,
+              origin=(t.c + 13 * t.a, t.f + 9 * t.e), crs=renamed.to_wkt(), photometric="MINISBLACK")
+    names = {n: open_scene(SceneRef(n, n, (str(tmp_path / "data" / n),), "geotiff"), [], None).crs
+             for n in ("parent.tif", "crop.tif")}
+    assert names["parent.tif"] == "EPSG:32618" != names["crop.tif"], "the premise: two names for one frame"
+    assert same_frame(names["parent.tif"], names["crop.tif"], t.c, t.f)
+    assert not same_frame("EPSG:32618", "EPSG:32619", t.c, t.f)
+    parent = _source(tmp_path, "parent", "parent.tif", extra=RGBN_BANDS + "priority: 1\n")
+    crop = _source(tmp_path, "crop", "crop.tif", extra=RGBN_BANDS)
+    out = tmp_path / "corpus"
+    run_build([parent, crop], out)
+    index, dups, _ = _tables(out)
+    assert set(index["source"]) == {"parent"}, "every crop tile lies at least half on a parent tile"
+    assert len(dups[dups["source"] == "crop"]) == (256 // 64) * (320 // 64)
