@@ -48,6 +48,9 @@ def build_cmd(
     radius: Annotated[int, typer.Option(
         min=0, max=32, help="pHash Hamming radius for near/scene duplicates and eval leakage (0: exact only)")
     ] = DEFAULT_RADIUS,
+    curate: Annotated[bool, typer.Option(
+        help="--no-curate keeps every tile with a valid pixel: no quality rules, duplicates or leak search "
+        "(the uncurated baseline of docs/results.md)")] = True,
 ) -> None:
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
     from rscurate.build_summary import unreadable_summary
@@ -55,7 +58,7 @@ def build_cmd(
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
                         quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, overwrite=overwrite, radius=radius,
-                        command="rscurate build " + " ".join(sys.argv[2:]))
+                        curate=curate, command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)
     except (ManifestError, OutDirError) as err:

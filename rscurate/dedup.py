@@ -417,6 +417,15 @@ def _resolve_kept(dups: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def keep_all(cands: pd.DataFrame, eval_sources: set[str]) -> Decisions:
+    """The uncurated baseline (`rscurate build --no-curate`): every training tile kept, no duplicate or leak
+    searched; eval tiles are still never training tiles."""
+    none = cands.iloc[:0]
+    return Decisions(keep=~cands["source"].isin(eval_sources).to_numpy(),
+                     duplicates=_dup_rows(none, none, "exact", 0).reset_index(drop=True),
+                     leaks=_leak_rows(none, []).reset_index(drop=True))
+
+
 def decide(cands: pd.DataFrame, scenes: pd.DataFrame, priority: dict[str, int], eval_sources: set[str],
            settings: DedupSettings = DedupSettings(), search: PairSearch = find_pairs,
            pixels: PixelOracle | None = None, probes: ProbeSets | None = None) -> Decisions:

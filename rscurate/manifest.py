@@ -175,6 +175,10 @@ class Manifest(_Strict):
                     raise ValueError(f"quality.cloud names band {name!r}, which is not among bands {names}")
         return self
 
+    def uncurated(self) -> Manifest:
+        """This source with its quality rules off (`--no-curate`): only tiles without a single valid pixel go."""
+        return self.model_copy(update={"quality": Quality(max_nodata_fraction=1.0, min_std=0.0)})
+
     def settings_json(self) -> str:
         """The validated content that decides tiles, without the descriptive text only the card shows."""
         return self.model_dump_json(exclude=DESCRIPTIVE)

@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rscurate import out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
-from rscurate.dedup import DedupSettings, ProbeSets, decide
+from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
 from rscurate.footprints import canonical_crs
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
@@ -63,6 +63,7 @@ class BuildOptions:
     keep_work: bool = False
     overwrite: bool = False  # empty a non-empty --out that holds another build (or anything else)
     radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
+    curate: bool = True  # False: every tile with a valid pixel is kept (no quality rules, no dedup, no leak search)
     processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
@@ -254,7 +255,7 @@ def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: 
     return {
         "command": opts.command,
         "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
-                     "strict": opts.strict, "radius": opts.radius, "keep_work": opts.keep_work,
+                     "strict": opts.strict, "radius": opts.radius, "curate": opts.curate, "keep_work": opts.keep_work,
                      "scheduler": opts.scheduler or "LocalCluster"},
         "rscurate_version": version("rsfm-toolkit"),
         "started": started.isoformat(timespec="seconds"),
@@ -268,7 +269,9 @@ def build(opts: BuildOptions) -> BuildReport:
     t0 = time.perf_counter()
     started = datetime.now(UTC)
     manifests = load_manifests(opts.sources)
-    inputs_fp = out_dir.fingerprint(manifests, opts.radius, opts.unit_tiles)
+    if not opts.curate:
+        manifests = [m.uncurated() for m in manifests]
+    inputs_fp = out_dir.fingerprint(manifests, opts.radius if opts.curate else -1, opts.unit_tiles)
     out_dir.check(opts.out, inputs_fp, opts.overwrite)
     discoveries = [discover(m) for m in manifests]
     absent = [d.absent for d in discoveries if d.absent]
@@ -322,7 +325,8 @@ def build(opts: BuildOptions) -> BuildReport:
         probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
         decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius),
                            search=lambda h, r: find_pairs_dask(h, r, client),
-                           pixels=DaskPixels(client, out, cands, refs), probes=probes)
+                           pixels=DaskPixels(client, out, cands, refs), probes=probes) if opts.curate else (
+            keep_all(cands, eval_sources))
         log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
 
         kept = cands[decisions.keep]

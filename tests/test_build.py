@@ -85,6 +85,22 @@ def test_exact_duplicates_point_at_kept_tile(defects_corpus: tuple[Path, Path]) 
     assert set(dups["scene"]) == {"copy_u16.tif"} and set(dups["kept_scene"]) == {"clean_u16.tif"}
 
 
+def test_no_curate_keeps_every_tile_with_a_valid_pixel(defects_corpus: tuple[Path, Path], tmp_path: Path) -> None:
+    """The uncurated baseline of docs/results.md: duplicates, flat, cloudy and mostly-nodata tiles stay; only tiles
+    without a valid pixel and files that cannot be tiled go."""
+    curated, data = defects_corpus
+    out = tmp_path / "uncurated"
+    run_build([data.parent / "manifests"], out, curate=False)
+    index, excl = pd.read_parquet(out / "index.parquet"), pd.read_parquet(out / "excluded.parquet")
+    assert len(pd.read_parquet(out / "duplicates.parquet")) == 0
+    assert {"copy_u16.tif", "flat.tif", "cloudy.tif"} <= set(index["scene"])
+    assert set(excl["reason"]) == {"nodata", "too_small", "unreadable"}
+    assert (excl[excl["reason"] == "nodata"]["detail"].str.startswith("nodata_fraction=1.000")).all()
+    assert len(index) == len(pd.read_parquet(curated / "index.parquet")) + 4 + 1 + 1  # copies, flat, cloudy
+    assert json.loads((out / "build.json").read_text())["settings"]["curate"] is False
+    verify(out)
+
+
 def test_tiles_round_trip_losslessly(defects_corpus: tuple[Path, Path]) -> None:
     out, data = defects_corpus
     import rasterio
