@@ -98,6 +98,7 @@ class TrainConfig:
     log_every: int = 1
     tensorboard: bool = True
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # torch.compile the training forward (GPU: fewer kernel launches; compiles for minutes)
 
     def __post_init__(self) -> None:
         # YAML reads a bare `off` / `on` as a boolean

@@ -141,6 +141,8 @@ class Trainer:
             if self.world > 1
             else None
         )
+        wrapped = self.ddp_model or self.model
+        self.net = torch.compile(wrapped) if t.compile else wrapped  # same parameters: checkpoints are unchanged
 
     # -- set-up ----------------------------------------------------------------------------------
     def _band_record(self) -> dict[str, Any]:
@@ -270,7 +272,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.set_progress(self.step / self.total_steps)
-        net = self.ddp_model or self.model
+        net = self.net
         losses, trivial = [], []
         for micro in range(t.accum_steps):
             batch = next(batches)
