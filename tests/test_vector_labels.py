@@ -119,6 +119,13 @@ def _write_points(path: Path) -> None:
                       geometry_type="Point")
 
 
+def _write_two_layers(path: Path) -> None:
+    _write_vector(path)
+    pyogrio.raw.write(str(path), geometry=shapely.to_wkb(np.array([_px_box(0, 0, 4, 4)], dtype=object)),
+                      field_data=[np.array(["tree"], dtype=object)], fields=["class"], crs="EPSG:32633",
+                      geometry_type="Polygon", layer="other", append=True)
+
+
 @pytest.mark.parametrize("labels, make, message", [
     ("{file: p.gpkg, column: klass}", lambda p: _write_vector(p / "p.gpkg"),
      "has no column 'klass'; its columns are ['class']"),
@@ -126,6 +133,10 @@ def _write_points(path: Path) -> None:
      "cannot be read as a vector file"),
     ("{file: gone.gpkg, column: class}", lambda p: None, "does not exist"),
     ("{file: p.gpkg, column: class}", lambda p: _write_points(p / "p.gpkg"), "holds ['Point'] geometries"),
+    ("{file: p.gpkg, column: class}", lambda p: _write_two_layers(p / "p.gpkg"),
+     "holds layers ['p', 'other']; name one with labels.layer"),
+    ("{file: p.gpkg, column: class, layer: roads}", lambda p: _write_two_layers(p / "p.gpkg"),
+     "has no layer 'roads'; its layers are ['p', 'other']"),
 ])
 def test_an_unusable_label_file_fails_the_manifest(tmp_path: Path, labels: str, make, message: str) -> None:
     make(tmp_path)
@@ -135,6 +146,12 @@ def test_an_unusable_label_file_fails_the_manifest(tmp_path: Path, labels: str, 
     text = str(err.value)
     assert str(m) in text and "field 'labels'" in text and message in text
     assert str(tmp_path / labels.split(",")[0].split(": ")[1]) in text  # the label file itself, resolved
+
+
+def test_labels_layer_picks_the_layer(tmp_path: Path) -> None:
+    _write_two_layers(tmp_path / "p.gpkg")
+    source = load_manifest(_manifest(tmp_path, "{file: p.gpkg, column: class, layer: other}")).label_source()
+    assert source is not None and source.polygons().classes.tolist() == ["tree"]
 
 
 @pytest.mark.parametrize("labels, message", [
