@@ -8,6 +8,7 @@ tile's pixels show, and nodata pixels neither count for a class nor against it.
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,7 +59,8 @@ class LabelSource:
         """Size and mtime of the file and its siblings (a Shapefile's classes live in its .dbf): a changed file
         is read again and changes the build's unit keys."""
         path = Path(self.path)
-        found = sorted(p for p in path.parent.glob(f"{path.stem}.*") if p.is_file()) if path.exists() else []
+        siblings = path.parent.glob(f"{glob.escape(path.stem)}.*")
+        found = sorted(p for p in siblings if p.is_file()) if path.exists() else []
         return ";".join(f"{p.name}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in found)
 
     def polygons(self) -> ClassPolygons:
