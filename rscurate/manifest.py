@@ -15,6 +15,8 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rscurate.vector_labels import LabelFileError, LabelSource
+
 FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4")
 DESCRIPTIVE = {"description", "citation", "homepage", "download"}  # card text: changes no tile
 
@@ -135,7 +137,26 @@ class Exclude(_Strict):
 
 
 class Labels(_Strict):
-    mode: Literal["folder"] = "folder"
+    """Probe labels: each file's parent folder (`folder`), or polygons with a class column (`vector`: a tile takes
+    the class covering most of its valid pixels when it covers at least `min_fraction` of them)."""
+
+    mode: Literal["folder", "vector"] | None = Field(default=None, description="default: vector when file is set")
+    file: str | None = Field(default=None, description="GeoPackage, GeoJSON or Shapefile; relative to the manifest")
+    layer: str | None = Field(default=None, description="the layer of a file holding several")
+    column: str | None = Field(default=None, description="the attribute holding each polygon's class")
+    min_fraction: float = Field(default=0.5, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Labels:
+        vector_fields = {"file", "layer", "column", "min_fraction"} & self.model_fields_set
+        if self.mode is None:
+            self.mode = "vector" if vector_fields else "folder"
+        if self.mode == "folder" and vector_fields:
+            raise ValueError(f"mode: folder takes no {sorted(vector_fields)}; drop them, or drop `mode: folder` "
+                             "for polygon labels")
+        if self.mode == "vector" and (self.file is None or self.column is None):
+            raise ValueError("vector labels need `file` (the polygons) and `column` (their class attribute)")
+        return self
 
 
 class Manifest(_Strict):
@@ -189,6 +210,16 @@ class Manifest(_Strict):
                     Band(name="blue", wavelength_um=0.48)]  # order matches readers.RGB_NAMES
         return list(self.bands or [])
 
+    def label_source(self) -> LabelSource | None:
+        """Where the polygon labels are, with ${VAR} expanded and relative to the manifest; None without them."""
+        labels = self.labels
+        if labels is None or labels.mode != "vector":
+            return None
+        assert labels.file is not None and labels.column is not None  # Labels._mode_fields
+        path = Path(expand_vars(labels.file, self.path, "labels.file"))
+        path = path if path.is_absolute() else (self.path.parent / path).resolve()
+        return LabelSource(str(path), labels.column, labels.layer, labels.min_fraction)
+
     def root_dir(self) -> Path:
         """Root with ${VAR} expanded, relative to the manifest's folder unless absolute."""
         root = Path(expand_vars(self.root, self.path))
@@ -198,7 +229,7 @@ class Manifest(_Strict):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_vars(text: str, where: Path) -> str:
+def expand_vars(text: str, where: Path, field: str = "root") -> str:
     """Expand ${VAR} and ${VAR:-default}; an unset variable without default is an error."""
 
     def sub(m: re.Match[str]) -> str:
@@ -206,7 +237,7 @@ def expand_vars(text: str, where: Path) -> str:
         if value is None:
             if m.group(2) is None:
                 raise ManifestError(
-                    f"{where}: field 'root': environment variable {m.group(1)} is not set; "
+                    f"{where}: field '{field}': environment variable {m.group(1)} is not set; "
                     f"export it or write ${{{m.group(1)}:-default}}"
                 )
             return m.group(2)
@@ -231,6 +262,12 @@ def load_manifest(path: Path) -> Manifest:
         raise ManifestError(_explain(path, err)) from err
     manifest.path = path.resolve()
     manifest.root_dir()  # an unset ${VAR} fails here, before any work
+    labels = manifest.label_source()
+    if labels is not None:  # read now: an unusable label file fails the build before any work
+        try:
+            labels.polygons()
+        except LabelFileError as err:
+            raise ManifestError(f"{path}: field 'labels': {err}") from err
     return manifest
 
 

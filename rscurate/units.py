@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,9 @@ def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]
     h = hashlib.sha256(FORMAT_VERSION.encode())
     h.update(repr(probe_sides).encode())
     h.update(manifest.settings_json().encode())
+    labels = manifest.label_source()
+    if labels is not None:  # new polygons relabel the tiles
+        h.update(labels.stamp().encode())
     for scene, windows in items:
         for p in scene.paths:
             st = os.stat(p)
@@ -214,6 +218,14 @@ class _Collector:
         return probe_table(rows, hashes, windows)
 
 
+def _labeller(manifest: Manifest, scene: SceneRef, reader: SceneReader) -> Callable[[Window, np.ndarray], str | None]:
+    """Each tile's label from its window and valid pixels: the scene's folder label, or its polygons' majority."""
+    labels = manifest.label_source()
+    if labels is None:
+        return lambda window, valid: scene.label
+    return labels.labeller(reader.crs, reader.transform)
+
+
 def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out: _Collector) -> None:
     manifest = unit.manifest
     try:
@@ -227,6 +239,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
         names = [b.name for b in data_bands]
         wavelengths = [b.wavelength_um for b in data_bands]
         gsd = reader.gsd_m()
+        label = _labeller(manifest, scene, reader)
         for window in windows:
             try:
                 res = reader.read(*window)
@@ -257,7 +270,8 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "nodata_fraction": stats.nodata_fraction, "valid_pixels": stats.valid_pixels,
                 "band_mean": stats.column("mean"), "band_std": stats.std, "band_min": stats.column("min"),
                 "band_max": stats.column("max"), "band_scale": reader.scales, "band_offset": reader.offsets,
-                "label": scene.label, "image": image, "valid_mask": _stored_mask(res.data, res.valid, reader.nodata),
+                "label": label(window, res.valid), "image": image,
+                "valid_mask": _stored_mask(res.data, res.valid, reader.nodata),
             }, stats.bands, canonical_view(res.data, names, res.valid))
     finally:
         reader.close()

@@ -50,7 +50,8 @@ def select_tiles(corpus: Corpus, bands: list[str], max_tiles: int | None, seed: 
     if not labels:
         raise ValueError(
             f"{corpus.root}: no labelled tile with bands {bands}; probes need a `label` column "
-            "(build the corpus with `labels: {mode: folder}` in the manifest)"
+            "(build the corpus with `labels: {mode: folder}` or `labels: {file, column}` in the manifest; "
+            "docs/manifests.md, Labels)"
         )
     keep = np.arange(len(labels))
     if max_tiles and max_tiles < len(labels):
