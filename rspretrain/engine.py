@@ -167,10 +167,7 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.checkpoint_dir(self.run_dir)}")
-        state = ckpt.load(path)
+        path, state = ckpt.load_latest(self.run_dir)
         saved = Layout(**state["layout"])
         if saved != self.layout:
             raise ValueError(
