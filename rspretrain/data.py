@@ -49,7 +49,7 @@ class DataFault(ValueError):
 
     def __str__(self) -> str:
         # raised in a DataLoader worker, it reaches the trainer as this type with the worker's traceback in front
-        return super().__str__().rsplit(f"{type(self).__name__}: ", 1)[-1]
+        return super().__str__().rsplit(f"{type(self).__name__}: ", 1)[-1].strip()
 
 
 @dataclass
