@@ -110,7 +110,7 @@ def export_cmd(
 
     try:
         folder = export(source, out)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:  # ValueError: an unsafe or damaged checkpoint
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from err
     typer.echo(f"exported {folder}")

@@ -61,10 +61,16 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     hflip: bool = True
+    on_error: str = "skip"  # skip | stop: a row whose bytes do not decode, a shard that vanished or cannot be read
+    max_skip_fraction: float = 0.05  # skip: stop anyway once a worker skipped more than this share of its rows
 
     def __post_init__(self) -> None:
         if self.normalise not in ("source", "global"):
             raise ValueError(f"data.normalise must be source or global, got {self.normalise!r}")
+        if self.on_error not in ("skip", "stop"):
+            raise ValueError(f"data.on_error must be skip or stop, got {self.on_error!r}")
+        if not 0 <= self.max_skip_fraction <= 1:
+            raise ValueError(f"data.max_skip_fraction is a share of rows, 0 to 1, got {self.max_skip_fraction!r}")
 
     def channels(self) -> int:
         if self.bands:

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 STD_FLOOR = 1e-6  # a constant band has std 0; dividing by it would turn the whole tile into inf
@@ -45,16 +46,30 @@ class Corpus:
             raise FileNotFoundError(f"{self.shard_dir}: no *.parquet shards")
 
     @cached_property
-    def row_groups(self) -> list[RowGroup]:
+    def _plan(self) -> tuple[list[RowGroup], set[str]]:
+        """Every shard's row groups, and the shards' columns, from the footers: once, at start, so a shard that
+        vanishes or is damaged during a run changes neither (its rows are then skipped by the reader)."""
         groups: list[RowGroup] = []
+        columns: set[str] = set()
         for shard in self.shards:
-            meta = pq.ParquetFile(shard).metadata
+            try:
+                meta = pq.ParquetFile(shard).metadata
+            except (OSError, pa.ArrowException) as err:
+                raise ValueError(
+                    f"{shard}: not a readable parquet shard ({err}); restore it from the corpus' origin "
+                    "(`rscurate verify CORPUS` lists what the index expects) or rebuild the corpus"
+                ) from err
+            columns = columns or set(meta.schema.to_arrow_schema().names)
             groups += [
                 RowGroup(shard.name, i, meta.row_group(i).num_rows)
                 for i in range(meta.num_row_groups)
                 if meta.row_group(i).num_rows > 0
             ]
-        return groups
+        return groups, columns
+
+    @property
+    def row_groups(self) -> list[RowGroup]:
+        return self._plan[0]
 
     @property
     def num_rows(self) -> int:
@@ -178,9 +193,9 @@ class Corpus:
         table = self.stats.get("bands", {}) if table is None else table
         return 255.0 if all(table.get(n, {}).get("dtype") == "uint8" for n in names) else 1.0
 
-    @cached_property
+    @property
     def shard_columns(self) -> set[str]:
-        return set(pq.read_schema(self.shards[0]).names)
+        return self._plan[1]
 
     def read_row_group(self, group: RowGroup, columns: list[str]):
         """The listed columns of one row group; optional columns that older corpora lack are left out."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -38,16 +39,28 @@ log = logging.getLogger(__name__)
 _BUFFER_SALT = 0x5EED
 _AUGMENT_SALT = 0xA06
 _WARN_LIMIT = 5
+_FAULT_FLOOR = 1000  # rows: below this many, max_skip_fraction is taken of 1000 (one early bad row is no trend)
+SKIP_KINDS = ("skipped_corrupt", "skipped_unreadable", "skipped_bands")
+FAULTS = ("skipped_corrupt", "skipped_unreadable")  # what on_error and max_skip_fraction apply to
+
+
+class DataFault(ValueError):
+    """A row or shard could not be read and data.on_error (or max_skip_fraction) says stop."""
+
+    def __str__(self) -> str:
+        # raised in a DataLoader worker, it reaches the trainer as this type with the worker's traceback in front
+        return super().__str__().rsplit(f"{type(self).__name__}: ", 1)[-1].strip()
 
 
 @dataclass
 class DataPosition:
-    """Where a rank's data stream stands: batches taken, next output index per stream, skip counters."""
+    """Where a rank's data stream stands: batches taken, next output index per stream, skip counters (SKIP_KINDS)."""
 
     batches: int = 0
     cursors: dict[int, int] = field(default_factory=dict)
-    skipped_corrupt: int = 0
-    skipped_bands: int = 0
+    skipped_corrupt: int = 0  # bytes that do not decode to the row's bands
+    skipped_unreadable: int = 0  # rows of a row group whose shard vanished or cannot be read
+    skipped_bands: int = 0  # tiles lacking a requested band (a choice of the run, not a fault)
 
     def advance(self, batch: dict[str, torch.Tensor]) -> None:
         """Record a batch as consumed (call once per batch actually trained on)."""
@@ -55,15 +68,14 @@ class DataPosition:
         for s, j in zip(batch["stream"].tolist(), batch["ordinal"].tolist(), strict=True):
             if j + 1 > self.cursors.get(s, 0):
                 self.cursors[s] = j + 1
-        self.skipped_corrupt += int(batch["skipped_corrupt"].sum())
-        self.skipped_bands += int(batch["skipped_bands"].sum())
+        for kind in SKIP_KINDS:
+            setattr(self, kind, getattr(self, kind) + int(batch[kind].sum()))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "batches": self.batches,
             "cursors": {str(k): v for k, v in self.cursors.items()},
-            "skipped_corrupt": self.skipped_corrupt,
-            "skipped_bands": self.skipped_bands,
+            **{kind: getattr(self, kind) for kind in SKIP_KINDS},
         }
 
     @classmethod
@@ -71,8 +83,7 @@ class DataPosition:
         return cls(
             batches=int(d["batches"]),
             cursors={int(k): int(v) for k, v in d["cursors"].items()},
-            skipped_corrupt=int(d.get("skipped_corrupt", 0)),
-            skipped_bands=int(d.get("skipped_bands", 0)),
+            **{kind: int(d.get(kind, 0)) for kind in SKIP_KINDS},
         )
 
 
@@ -111,7 +122,7 @@ class CorpusDataset(IterableDataset):
         self.augment = augment
         self.epochs = epochs  # None: endless (training); N: stop after N passes (evaluation, tests)
         self.position = DataPosition()
-        self.stats = {"rows": 0, "samples": 0, "skipped_corrupt": 0, "skipped_bands": 0}
+        self.stats = {"rows": 0, "samples": 0, **dict.fromkeys(SKIP_KINDS, 0)}
         n_streams = self.world * max(num_workers, 1)
         if len(corpus.row_groups) < n_streams:
             raise ValueError(
@@ -164,16 +175,14 @@ class CorpusDataset(IterableDataset):
         stream, n_streams = self._stream()
         start = self.position.cursors.get(stream, 0)
         pending: dict[tuple[int, int], int] = {}
-        cache: dict[tuple[int, int], dict[str, list]] = {}
-        skipped = {"skipped_corrupt": 0, "skipped_bands": 0}
+        cache: dict[tuple[int, int], dict[str, list] | str] = {}
+        skipped = dict.fromkeys(SKIP_KINDS, 0)
         for j, (epoch, gi, row) in enumerate(self._shuffled(stream, n_streams, pending)):
             key = (epoch, gi)
             if j >= start:
                 if key not in cache:
-                    cache[key] = self.corpus.read_row_group(
-                        self.corpus.row_groups[gi], ROW_COLUMNS
-                    ).to_pydict()
-                sample = self._sample(cache[key], row, stream, j, skipped)
+                    cache[key] = self._read_group(gi)
+                sample = self._sample(cache[key], gi, row, stream, j, skipped)
                 if sample is not None:
                     sample["epoch"] = epoch
                     yield sample
@@ -182,17 +191,45 @@ class CorpusDataset(IterableDataset):
                 del pending[key]
                 cache.pop(key, None)
 
-    def _sample(self, table: dict[str, list], row: int, stream: int, j: int, skipped: dict) -> dict | None:
-        record = {k: v[row] for k, v in table.items()}
+    def _read_group(self, gi: int) -> dict[str, list] | str:
+        """Row group `gi`'s rows, or why its shard cannot be read (it vanished, was truncated or overwritten)."""
+        group = self.corpus.row_groups[gi]
+        try:
+            return self.corpus.read_row_group(group, ROW_COLUMNS).to_pydict()
+        except (OSError, pa.ArrowException) as err:
+            return f"{self.corpus.shard_dir / group.shard} row group {group.index} cannot be read: {err}"
+
+    def _skip(self, kind: str, why: str, skipped: dict) -> None:
+        """Count a skipped row (reported with the next sample); stop on a fault when on_error or the limit say so."""
+        skipped[kind] += 1
+        self.stats[kind] += 1
+        if kind in FAULTS:
+            if self.cfg.on_error == "stop":
+                raise DataFault(f"{why}. data.on_error is stop: repair or restore the shard (`rscurate verify "
+                                "CORPUS` checks them all), or set data.on_error=skip to skip and count such rows")
+            faults, rows = sum(self.stats[k] for k in FAULTS), self.stats["rows"]
+            if faults > self.cfg.max_skip_fraction * max(rows, _FAULT_FLOOR):
+                raise DataFault(f"{faults} of the {rows} rows this data worker read could not be used, more than "
+                                f"data.max_skip_fraction={self.cfg.max_skip_fraction} allows; the last: {why}. "
+                                "Check the corpus with `rscurate verify CORPUS`, or raise the limit")
+        if self.stats[kind] <= _WARN_LIMIT:
+            log.warning("skipping a row (%s): %s", kind, why)
+
+    def _sample(
+        self, table: dict[str, list] | str, gi: int, row: int, stream: int, j: int, skipped: dict
+    ) -> dict | None:
         self.stats["rows"] += 1
+        if isinstance(table, str):
+            self._skip("skipped_unreadable", table, skipped)
+            return None
+        record = {k: v[row] for k, v in table.items()}
         try:
             tile, plan = self.reader.raw(record)
         except (CorruptTile, MissingBands) as err:
+            group = self.corpus.row_groups[gi]
+            where = f"{self.corpus.shard_dir / group.shard} row group {group.index} row {row}"
             kind = "skipped_corrupt" if isinstance(err, CorruptTile) else "skipped_bands"
-            skipped[kind] += 1
-            self.stats[kind] += 1
-            if self.stats[kind] <= _WARN_LIMIT:
-                log.warning("skipping tile (%s): %s", kind, err)
+            self._skip(kind, f"{where}: {err}", skipped)
             return None
         if self.augment:
             rng = np.random.default_rng([self.seed, stream, j, _AUGMENT_SALT])
@@ -215,7 +252,7 @@ class CorpusDataset(IterableDataset):
             "ordinal": j,
             **skipped,
         }
-        skipped["skipped_corrupt"] = skipped["skipped_bands"] = 0
+        skipped.update(dict.fromkeys(SKIP_KINDS, 0))
         return sample
 
 

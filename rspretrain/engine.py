@@ -23,7 +23,7 @@ from rspretrain import checkpoint as ckpt
 from rspretrain import distributed as ddp
 from rspretrain.config import RunConfig
 from rspretrain.corpus import Corpus
-from rspretrain.data import CorpusDataset, DataPosition, make_loader
+from rspretrain.data import SKIP_KINDS, CorpusDataset, DataPosition, make_loader
 from rspretrain.models import build_model
 from rspretrain.models.base import MaskedAutoencoder, MaskedOutput
 from rspretrain.models.patches import gather_tokens, norm_pix_target, patchify
@@ -169,10 +169,7 @@ class Trainer:
         }
 
     def _restore(self) -> None:
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt.checkpoint_dir(self.run_dir)}")
-        state = ckpt.load(path)
+        path, state = ckpt.load_latest(self.run_dir)
         saved = Layout(**state["layout"])
         if saved != self.layout:
             raise ValueError(
@@ -307,9 +304,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - start
         images = self.global_batch
-        skipped = ddp.sum_across_ranks(
-            [self.position.skipped_corrupt, self.position.skipped_bands], self.device
-        )
+        skipped = ddp.sum_across_ranks([getattr(self.position, k) for k in SKIP_KINDS], self.device)
         loss = sum(losses) / len(losses)
         info = {
             "epoch": round((self.step + 1) / self.steps_per_epoch, 4),
@@ -321,8 +316,7 @@ class Trainer:
             "tokens_encoded": out.tokens_encoded * images,
             "decoder_queries": out.decoder_queries * images,
             "step_s": elapsed,
-            "skipped_corrupt": int(skipped[0]),
-            "skipped_bands": int(skipped[1]),
+            **{k: int(n) for k, n in zip(SKIP_KINDS, skipped, strict=True)},
         }
         stage = self._stage()
         if stage is not None:

@@ -69,7 +69,7 @@ def test_a_finite_pass_yields_each_good_tile_once_and_counts_every_skip(corpus):
     ds = CorpusDataset(corpus, 16, s2_cfg(), num_workers=0, epochs=1)
     ids = [sample["id"] for sample in ds]
     assert sorted(ids) == sorted(good_ids(corpus))
-    assert ds.stats == {"rows": 57, "samples": 48, "skipped_corrupt": 1, "skipped_bands": 8}
+    assert ds.stats == {"rows": 57, "samples": 48, "skipped_corrupt": 1, "skipped_unreadable": 0, "skipped_bands": 8}
 
 
 def test_normalisation_uses_stats_json_by_band_name(corpus):
