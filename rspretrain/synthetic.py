@@ -173,22 +173,29 @@ _MODIS_EMISSIVE = {"B21", "B27", "B28", "B29", "B30", "B31", "B32", "B33"}
 
 
 def make_modis_corpus(
-    root: Path, n: int = 32, size: int = 128, rows_per_group: int = 4, rows_per_shard: int = 16, seed: int = 0
+    root: Path, n: int = 32, size: int = 128, rows_per_group: int = 4, rows_per_shard: int = 16, seed: int = 0,
+    source: str = "modis",
 ) -> Path:
     """A corpus of SatVision-TOA-shaped chips: float32 (14, size, size) in MODIS L1B band order, reflective bands as
-    TOA reflectance % (5-85), emissive ones as brightness temperature K (210-300), all bands sharing one scene layout
-    (clouds: bright in the reflective bands, cold in the emissive ones) so bands predict each other."""
+    TOA reflectance % (5-85), emissive ones as brightness temperature K (210-300), all bands sharing one scene: a
+    smooth field plus, on every other chip (label "cloudy"), sharp-edged clouds, bright in the reflective bands and
+    cold in the emissive ones."""
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
     stats_of: list = []
     for i in range(n):
-        scene = textured_tile(rng, 1, size, built=i % 2 == 0)[0]
+        scene = 0.4 * smooth_field(rng, 1, size)[0]
+        for _ in range(2 if i % 2 == 0 else 0):  # clouds: sharp-edged blocks, bright and cold
+            y, x = rng.integers(0, size // 2, 2)
+            h, w = rng.integers(size // 8, size // 2, 2)
+            scene[y : y + h, x : x + w] += rng.uniform(0.3, 0.6)
+        scene = np.clip(scene, 0, 1)
         gains = rng.uniform(0.6, 1.0, len(MODIS_BANDS))
         bands = [
             300 - 90 * gain * scene if name in _MODIS_EMISSIVE else 5 + 80 * gain * scene
             for name, gain in zip(MODIS_BANDS, gains, strict=True)
         ]
         tile = np.stack(bands).astype(np.float32)
-        rows.append(_row(tile, MODIS_BANDS, MODIS_WAVES, "cloudy" if i % 2 == 0 else "clear", "modis", i))
-        stats_of.append(("modis", MODIS_BANDS, tile.dtype.name, _tile_stats(tile, None).bands))
+        rows.append(_row(tile, MODIS_BANDS, MODIS_WAVES, "cloudy" if i % 2 == 0 else "clear", source, i))
+        stats_of.append((source, MODIS_BANDS, tile.dtype.name, _tile_stats(tile, None).bands))
     return _write(root, rows, stats_of, rows_per_group, rows_per_shard, kept=n)
