@@ -61,6 +61,7 @@ class SimMIM(nn.Module):
         self.encoder = encoder
         self.mask_ratio, self.mask_patch_size = mask_ratio, mask_patch_size
         self.patch_size, self.in_chans = encoder.patch_size, encoder.in_chans
+        self.num_patches = encoder.num_patches
         self.mask_token = nn.Parameter(torch.zeros(1, 1, encoder.embed_dim))
         trunc_normal_(self.mask_token, std=0.02)
         self.decoder = nn.Sequential(
