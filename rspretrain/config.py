@@ -16,10 +16,10 @@ import yaml
 
 @dataclass
 class ModelConfig:
-    """What network is trained. `method` picks the objective, `size` the ViT shape."""
+    """What network is trained. `method` picks the objective, `size` the ViT (or, for simmim, SwinV2) shape."""
 
-    method: str = "selective_mae"  # mae | selective_mae
-    size: str = "base"  # tiny | small | base | large (see rspretrain.models.vit_sizes)
+    method: str = "selective_mae"  # mae | selective_mae | simmim
+    size: str = "base"  # ViT: tiny | small | base | large | huge; SwinV2 (simmim): tiny | base | huge | giant
     img_size: int = 224
     patch_size: int = 16
     embed_dim: int | None = None  # overrides of the size preset
@@ -28,7 +28,7 @@ class ModelConfig:
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
-    mask_ratio: float | None = None  # default: 0.75 for mae, 0.85 for selective_mae
+    mask_ratio: float | None = None  # default: 0.75 for mae, 0.85 for selective_mae, 0.6 for simmim
     norm_pix_loss: bool = True
     patch_embed: str = "conv"  # conv | wavelength
     # SelectiveMAE only (defaults: the published method; docs/pretraining.md lists our variants)
@@ -42,11 +42,16 @@ class ModelConfig:
     hog_cell: int = 8
     # curriculum boundaries as fractions of the run (published: 280/300/580/600 of 800 epochs)
     curriculum: list[float] = field(default_factory=lambda: [0.35, 0.375, 0.725, 0.75])
+    # SimMIM (SwinV2) only: overrides of the size preset's stages, the attention window, the mask cell (pixels)
+    stage_depths: list[int] | None = None
+    stage_heads: list[int] | None = None
+    window_size: int = 8
+    mask_patch_size: int = 8
 
     def resolved_mask_ratio(self) -> float:
         if self.mask_ratio is not None:
             return self.mask_ratio
-        return 0.85 if self.method == "selective_mae" else 0.75
+        return {"selective_mae": 0.85, "simmim": 0.6}.get(self.method, 0.75)
 
 
 @dataclass
@@ -55,7 +60,9 @@ class DataConfig:
 
     bands: list[str] | None = None  # select bands by name, in this order
     in_chans: int | None = None  # or take the first C bands of each tile (when bands is unset)
-    normalise: str = "source"  # source: each tile's source's band stats (else global) | global: all sources
+    # source: each tile's source's band stats (else global) | global: all sources | satvision: SatVision-TOA's fixed
+    # MODIS scaling (reflectance % x 0.01, brightness temperature min-max per band; rspretrain.modis_scaling)
+    normalise: str = "source"
     shuffle_buffer: int = 1024
     num_workers: int = 2
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])
@@ -65,8 +72,8 @@ class DataConfig:
     max_skip_fraction: float = 0.05  # skip: stop anyway once a worker skipped more than this share of its rows
 
     def __post_init__(self) -> None:
-        if self.normalise not in ("source", "global"):
-            raise ValueError(f"data.normalise must be source or global, got {self.normalise!r}")
+        if self.normalise not in ("source", "global", "satvision"):
+            raise ValueError(f"data.normalise must be source, global or satvision, got {self.normalise!r}")
         if self.on_error not in ("skip", "stop"):
             raise ValueError(f"data.on_error must be skip or stop, got {self.on_error!r}")
         if not 0 <= self.max_skip_fraction <= 1:

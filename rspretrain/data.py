@@ -111,7 +111,7 @@ class CorpusDataset(IterableDataset):
     ):
         super().__init__()
         self.corpus = corpus
-        self.reader = TileReader(corpus, cfg.bands, cfg.in_chans, per_source=cfg.normalise == "source")
+        self.reader = TileReader(corpus, cfg.bands, cfg.in_chans, normalise=cfg.normalise)
         self.img_size = img_size
         self.cfg = cfg
         self.seed = seed

@@ -26,10 +26,11 @@ from rspretrain.corpus import Corpus
 from rspretrain.data import SKIP_KINDS, CorpusDataset, DataPosition, make_loader
 from rspretrain.models import build_model
 from rspretrain.models.base import MaskedAutoencoder, MaskedOutput
-from rspretrain.models.patches import gather_tokens, norm_pix_target, patchify
 from rspretrain.models.selection import curriculum_stage
+from rspretrain.models.simmim import SimMIM, SimMIMOutput
 from rspretrain.optim import build_optimizer, effective_lr, lr_at, reconstruction_lr_scale
 from rspretrain.run_log import RunLog
+from rspretrain.tiles import band_normalisation
 
 log = logging.getLogger("rspretrain")
 
@@ -49,20 +50,12 @@ class TrainResult:
 BASELINES = ("loss_zeros", "loss_visible_mean")
 
 
-@torch.no_grad()
-def trivial_losses(model: MaskedAutoencoder, images: torch.Tensor, out: MaskedOutput) -> list[float]:
-    """The loss of two predictors that learn nothing, on this step's targets (see BASELINES).
-
-    Zeros is the mean of every target (a norm-pix target is standardised per patch, so it scores ~1); the
-    visible mean predicts every hidden patch as the mean of the image's visible (normalised) patches. A
-    run has learned something only once its loss is below both, which the raw loss alone cannot show.
-    """
-    patches = patchify(images.float(), model.patch_size)
-    target = norm_pix_target(gather_tokens(patches, out.targets), model.norm_pix_loss)
-    seen = norm_pix_target(gather_tokens(patches, out.visible), model.norm_pix_loss)
-    zeros = target.pow(2).mean()
-    visible_mean = (target - seen.mean(dim=1, keepdim=True)).pow(2).mean()
-    return [float(zeros), float(visible_mean)]
+def trivial_losses(model: MaskedAutoencoder | SimMIM, images: torch.Tensor, out: MaskedOutput | SimMIMOutput
+                   ) -> list[float]:
+    """The losses of BASELINES' predictors, which learn nothing, on this step's targets, in the model's own loss
+    (norm-pix MSE for the MAEs, masked L1 for SimMIM). A run has learned something only once its loss is below
+    both, which the raw loss alone cannot show."""
+    return model.trivial_losses(images, out)
 
 
 def select_device(preference: str) -> torch.device:
@@ -149,7 +142,7 @@ class Trainer:
         """Band names, wavelengths and normalisation, recorded in checkpoints and exports; taken from the corpus
         (stats.json and every tile's band columns), so they do not depend on which tile came first."""
         names = list(self.cfg.data.bands or self.corpus.in_chans_bands(self.channels))
-        mean, std = self.corpus.band_mean_std(names)
+        mean, std = band_normalisation(self.corpus, names, self.cfg.data.normalise)
         per_source = {}
         if self.cfg.data.normalise == "source":
             for source in self.corpus.source_names():

@@ -1,10 +1,10 @@
 """Encoder-only export: model.safetensors + config.json that timm loads without any hub access.
 
-The encoder already uses timm's VisionTransformer parameter names, so the weights are the checkpoint's
-`encoder.*` tensors with the prefix removed; a wavelength-conditioned patch embedding is baked into the plain
-convolution for the run's bands. config.json is timm's hub layout (architecture, model_args, pretrained_cfg)
-plus what a remote-sensing user needs: bands, wavelengths, per-band mean/std. Either load with
-`timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), **kwargs)`
+The encoder already uses timm's parameter names (VisionTransformer's, or SwinTransformerV2's for SimMIM), so the
+weights are the checkpoint's `encoder.*` tensors with the prefix removed; a wavelength-conditioned patch embedding
+is baked into the plain convolution for the run's bands. config.json is timm's hub layout (architecture,
+model_args, pretrained_cfg) plus what a remote-sensing user needs: bands, wavelengths, per-band mean/std. Either
+load with `timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), **kwargs)`
 or simply `timm.create_model("local-dir:" + DIR, pretrained=True)`.
 """
 
@@ -19,12 +19,15 @@ from safetensors.torch import save_file
 
 from rspretrain import checkpoint as ckpt
 from rspretrain.config import config_from_dict
-from rspretrain.models import VIT_SIZES, ViTEncoder, build_encoder
+from rspretrain.models import SwinEncoder, ViTEncoder, build_encoder, timm_architecture
 
 WEIGHTS = "model.safetensors"
 
 
-def encoder_from_checkpoint(state: dict[str, Any]) -> ViTEncoder:
+Encoder = ViTEncoder | SwinEncoder
+
+
+def encoder_from_checkpoint(state: dict[str, Any]) -> Encoder:
     """The trained encoder of a checkpoint, as an rspretrain module."""
     cfg = config_from_dict(state["config"])
     encoder = build_encoder(cfg.model, len(state["bands"]["names"]))
@@ -33,9 +36,13 @@ def encoder_from_checkpoint(state: dict[str, Any]) -> ViTEncoder:
     return encoder.eval()
 
 
-def timm_state_dict(encoder: ViTEncoder, wavelengths: list[float | None] | None) -> dict[str, torch.Tensor]:
-    """Encoder weights under timm names, with the patch embedding as a plain convolution."""
-    weights = {k: v for k, v in encoder.state_dict().items() if not k.startswith("patch_embed.")}
+def timm_state_dict(encoder: Encoder, wavelengths: list[float | None] | None) -> dict[str, torch.Tensor]:
+    """Encoder weights under timm names, with the patch embedding as a plain convolution (its norm kept)."""
+    weights = {
+        k: v
+        for k, v in encoder.state_dict().items()
+        if not k.startswith("patch_embed.") or k.startswith("patch_embed.norm.")
+    }
     waves = None
     if wavelengths is not None:
         waves = torch.tensor([float("nan") if w is None else w for w in wavelengths], dtype=torch.float32)
@@ -46,7 +53,17 @@ def timm_state_dict(encoder: ViTEncoder, wavelengths: list[float | None] | None)
     return {k: v.detach().float().contiguous().clone() for k, v in weights.items()}
 
 
-def timm_model_args(encoder: ViTEncoder) -> dict[str, Any]:
+def timm_model_args(encoder: Encoder) -> dict[str, Any]:
+    if isinstance(encoder, SwinEncoder):
+        return {
+            "img_size": encoder.img_size,
+            "patch_size": encoder.patch_size,
+            "in_chans": encoder.in_chans,
+            "embed_dim": encoder.embed_dim,
+            "depths": list(encoder.depths),
+            "num_heads": list(encoder.num_heads),
+            "window_size": encoder.window_size,
+        }
     return {
         "img_size": encoder.img_size,
         "patch_size": encoder.patch_size,
@@ -82,6 +99,14 @@ def timm_data_config(bands: dict[str, Any], in_chans: int, img_size: int) -> dic
     }
 
 
+def encoder_from_model_args(config: dict[str, Any]) -> Encoder:
+    """A fresh rspretrain encoder (our initialisation) of an export's architecture, from its config.json."""
+    args = dict(config["model_args"])
+    if config.get("method") == "simmim":
+        return SwinEncoder(**args)
+    return ViTEncoder(**{k: v for k, v in args.items() if k != "qkv_bias"})
+
+
 def source_data_config(export_dir: Path, source: str | None = None) -> dict[str, Any]:
     """timm's data config of an export, for `source`'s own statistics when the run normalised per source:
     `timm.data.create_transform(**source_data_config(DIR, "NAME"))` feeds data like that source's tiles."""
@@ -108,7 +133,7 @@ def export(source: Path, out_dir: Path) -> Path:
         str(out_dir / WEIGHTS),
         metadata={"format": "pt", "source": str(path)},
     )
-    arch = VIT_SIZES[cfg.model.size].timm_name
+    arch = timm_architecture(cfg.model)
     model_args = timm_model_args(encoder)
     c, size = encoder.in_chans, encoder.img_size
     scale = bands.get("input_scale", 1.0)  # checkpoints written before it was recorded used stored values
@@ -116,14 +141,14 @@ def export(source: Path, out_dir: Path) -> Path:
     config = {
         "architecture": arch,
         "num_classes": 0,
-        "num_features": encoder.embed_dim,
+        "num_features": encoder.num_features,
         "model_args": model_args,
         "pretrained_cfg": {
             **data_config,
             "fixed_input_size": True,
             "num_classes": 0,
             "first_conv": "patch_embed.proj",
-            "classifier": "head",
+            "classifier": "head.fc" if isinstance(encoder, SwinEncoder) else "head",
             "license": "see the corpus dataset card",
         },
         # what the remote-sensing user needs, flat

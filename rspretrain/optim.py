@@ -9,11 +9,12 @@ from torch import nn
 
 from rspretrain.config import ModelConfig
 
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
+# SwinV2's attention temperature and continuous position-bias MLP are exempt too, as in SimMIM's optimizer
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "logit_scale", "cpb_mlp")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: norms, biases, position embeddings and learned tokens are exempt."""
+    """Decay matrices only: norms, biases, position embeddings/biases and learned tokens are exempt."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

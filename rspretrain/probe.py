@@ -53,7 +53,7 @@ def run_probe(
         raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
     config = json.loads((export_dir / "config.json").read_text())
     if ep_epochs:
-        check_queries(config["model_args"]["embed_dim"], ep_queries)  # before any tile is decoded
+        check_queries(config["num_features"], ep_queries)  # before any tile is decoded
     corpus = Corpus(data)
     tiles = select_tiles(corpus, config["bands"], max_tiles, seed=0)
     tiles, overlap = check_overlap(tiles, export_dir, pretrain_data, on_overlap)

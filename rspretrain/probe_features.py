@@ -18,8 +18,7 @@ from torch import nn
 
 from rspretrain.augment import resize
 from rspretrain.corpus import Corpus
-from rspretrain.export import WEIGHTS, load_timm, timm_state_dict
-from rspretrain.models import ViTEncoder
+from rspretrain.export import WEIGHTS, encoder_from_model_args, load_timm, timm_state_dict
 from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
 
 FEATURE_VERSION = "mean-and-patch-tokens-v2"  # part of the cache key: bump when features change meaning
@@ -65,9 +64,9 @@ def select_tiles(corpus: Corpus, bands: list[str], max_tiles: int | None, seed: 
     )
 
 
-def load_images(corpus: Corpus, tiles: ProbeTiles, bands: list[str], img_size: int, per_source: bool) -> torch.Tensor:
-    """The tiles decoded, band-selected, resized to img_size and normalised as in training."""
-    reader = TileReader(corpus, bands=bands, per_source=per_source)
+def load_images(corpus: Corpus, tiles: ProbeTiles, bands: list[str], img_size: int, normalise: str) -> torch.Tensor:
+    """The tiles decoded, band-selected, resized to img_size and normalised as in training (`data.normalise`)."""
+    reader = TileReader(corpus, bands=bands, normalise=normalise)
     wanted: dict[int, list[int]] = {}
     for g, i in tiles.locations:
         wanted.setdefault(g, []).append(i)
@@ -84,19 +83,12 @@ def load_images(corpus: Corpus, tiles: ProbeTiles, bands: list[str], img_size: i
 
 
 def random_init_model(export_dir: Path, seed: int) -> nn.Module:
-    """The export's timm architecture holding *our* initialisation (MAE's xavier/LayerNorm init, sin-cos positions):
-    the baseline a pretrained encoder must beat is what pretraining started from, not timm's init."""
+    """The export's timm architecture holding *our* initialisation (the ViT: MAE's xavier/LayerNorm init, sin-cos
+    positions; the SwinV2: timm's init with our patch embedding): the baseline a pretrained encoder must beat is
+    what pretraining started from."""
     config = json.loads((Path(export_dir) / "config.json").read_text())
-    args = config["model_args"]
     torch.manual_seed(seed)
-    encoder = ViTEncoder(
-        in_chans=args["in_chans"],
-        img_size=args["img_size"],
-        patch_size=args["patch_size"],
-        embed_dim=args["embed_dim"],
-        depth=args["depth"],
-        num_heads=args["num_heads"],
-    )
+    encoder = encoder_from_model_args(config)
     model = load_timm(export_dir, pretrained=False)
     model.load_state_dict(timm_state_dict(encoder, None))
     return model
@@ -109,7 +101,9 @@ def embed(model: nn.Module, images: torch.Tensor, batch: int = 64) -> tuple[torc
     model.eval()
     pooled, tokens = [], []
     for i in range(0, len(images), batch):
-        patches = model.forward_features(images[i : i + batch])[:, model.num_prefix_tokens :]
+        features = model.forward_features(images[i : i + batch])
+        # a ViT's (B, prefix + N, D) tokens, or a SwinV2's final (B, h, w, F) map, as (B, N, width) patch tokens
+        patches = features.flatten(1, 2) if features.ndim == 4 else features[:, model.num_prefix_tokens :]
         pooled.append(patches.mean(1).float())
         tokens.append(patches.half())
     return torch.cat(pooled), torch.cat(tokens)
@@ -151,9 +145,9 @@ class FeatureCache:
 
     def images(self) -> torch.Tensor:
         if self._images is None:
-            per_source = self.config.get("normalise", "global") == "source"
             self._images = load_images(
-                self.corpus, self.tiles, self.config["bands"], self.config["img_size"], per_source
+                self.corpus, self.tiles, self.config["bands"], self.config["img_size"],
+                self.config.get("normalise", "global"),
             )
         return self._images
 

@@ -142,7 +142,13 @@ def make_corpus(
         rows.append(_row(tile, S2_BANDS, S2_WAVES, None, "broken", i, image=b"\x28\xb5\x2f\xfd not zstd"))
     order = rng.permutation(len(rows))
     rows = [rows[k] for k in order]
+    return _write(root, rows, stats_of, rows_per_group, rows_per_shard, kept=len(rows) - n_corrupt)
 
+
+def _write(
+    root: Path, rows: list[dict], stats_of: list, rows_per_group: int, rows_per_shard: int, kept: int
+) -> Path:
+    """Shards of `rows` in order, and stats.json (global and per-source band statistics)."""
     shard_dir = Path(root) / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     for n, start in enumerate(range(0, len(rows), rows_per_shard)):
@@ -152,10 +158,44 @@ def make_corpus(
 
     per_source, overall = summarise(accumulate(*zip(*stats_of, strict=True)))
     stats = {
-        "counts": {"kept": len(rows) - n_corrupt},
+        "counts": {"kept": kept},
         "sources": {src: {"kept": sum(1 for r in rows if r["source"] == src), "bands": bands}
                     for src, bands in per_source.items()},
         "bands": overall,
     }
     (Path(root) / "stats.json").write_text(json.dumps(stats, indent=2))
     return Path(root)
+
+
+MODIS_BANDS = ["B01", "B02", "B03", "B06", "B07", "B21", "B26", "B27", "B28", "B29", "B30", "B31", "B32", "B33"]
+MODIS_WAVES = [0.645, 0.858, 0.469, 1.64, 2.13, 3.959, 1.375, 6.715, 7.325, 8.55, 9.73, 11.03, 12.02, 13.335]
+_MODIS_EMISSIVE = {"B21", "B27", "B28", "B29", "B30", "B31", "B32", "B33"}
+
+
+def make_modis_corpus(
+    root: Path, n: int = 32, size: int = 128, rows_per_group: int = 4, rows_per_shard: int = 16, seed: int = 0,
+    source: str = "modis",
+) -> Path:
+    """A corpus of SatVision-TOA-shaped chips: float32 (14, size, size) in MODIS L1B band order, reflective bands as
+    TOA reflectance % (5-85), emissive ones as brightness temperature K (210-300), all bands sharing one scene: a
+    smooth field plus, on every other chip (label "cloudy"), sharp-edged clouds, bright in the reflective bands and
+    cold in the emissive ones."""
+    rng = np.random.default_rng(seed)
+    rows: list[dict] = []
+    stats_of: list = []
+    for i in range(n):
+        scene = 0.4 * smooth_field(rng, 1, size)[0]
+        for _ in range(2 if i % 2 == 0 else 0):  # clouds: sharp-edged blocks, bright and cold
+            y, x = rng.integers(0, size // 2, 2)
+            h, w = rng.integers(size // 8, size // 2, 2)
+            scene[y : y + h, x : x + w] += rng.uniform(0.3, 0.6)
+        scene = np.clip(scene, 0, 1)
+        gains = rng.uniform(0.6, 1.0, len(MODIS_BANDS))
+        bands = [
+            300 - 90 * gain * scene if name in _MODIS_EMISSIVE else 5 + 80 * gain * scene
+            for name, gain in zip(MODIS_BANDS, gains, strict=True)
+        ]
+        tile = np.stack(bands).astype(np.float32)
+        rows.append(_row(tile, MODIS_BANDS, MODIS_WAVES, "cloudy" if i % 2 == 0 else "clear", source, i))
+        stats_of.append((source, MODIS_BANDS, tile.dtype.name, _tile_stats(tile, None).bands))
+    return _write(root, rows, stats_of, rows_per_group, rows_per_shard, kept=n)

@@ -12,6 +12,7 @@ import torch
 
 from rscurate.codec import decode, decode_mask
 from rspretrain.corpus import Corpus
+from rspretrain.modis_scaling import satvision_mean_std
 
 # valid_mask is optional: corpora written before it existed lack the column (Corpus.read_row_group skips it)
 ROW_COLUMNS = ["id", "source", "bands", "wavelengths_um", "encoding", "image", "label", "nodata", "valid_mask"]
@@ -30,6 +31,16 @@ def _invalid_pixels(array: np.ndarray, nodata: float | None, valid_mask: bytes |
     else:
         mask = np.all(array == np.asarray(nodata).astype(array.dtype), axis=0)
     return mask if mask.any() else None
+
+
+def band_normalisation(
+    corpus: Corpus, names: list[str], normalise: str, source: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band (mean, std) of `data.normalise`: stats.json's (the source's own with `source`, when `normalise` is
+    source and stats.json has them) or SatVision-TOA's fixed MODIS scaling."""
+    if normalise == "satvision":
+        return satvision_mean_std(names)
+    return corpus.band_mean_std(names, source if normalise == "source" else None)
 
 
 class CorruptTile(ValueError):
@@ -55,8 +66,8 @@ class TileReader:
 
     Bands are chosen by name: `bands`, or the names `in_chans` stands for in this corpus (Corpus.in_chans_bands:
     the first C names of every tile, reordered by name, mixed band sets refused). Each chosen band is normalised
-    with its own mean/std from stats.json, looked up by band name (and by the tile's source when `per_source`,
-    see Corpus.band_mean_std).
+    with its own mean/std from stats.json, looked up by band name (and by the tile's source when `normalise` is
+    source, see Corpus.band_mean_std), or SatVision-TOA's fixed scaling (`normalise` satvision).
     """
 
     def __init__(
@@ -64,19 +75,19 @@ class TileReader:
         corpus: Corpus,
         bands: list[str] | None = None,
         in_chans: int | None = None,
-        per_source: bool = True,
+        normalise: str = "source",
     ):
         if not bands and not in_chans:
             raise ValueError("choose channels with bands: [names] or in_chans: C")
         self.corpus = corpus
-        self.per_source = per_source
+        self.normalise = normalise
         self.bands = list(bands) if bands else corpus.in_chans_bands(int(in_chans or 0))
         self._plans: dict[tuple, BandPlan] = {}
 
     def plan(
         self, row_bands: list[str], row_wavelengths: list[float | None] | None, source: str | None = None
     ) -> BandPlan:
-        source = source if self.per_source else None
+        source = source if self.normalise == "source" else None
         key = (tuple(row_bands), tuple(row_wavelengths or ()), source)
         found = self._plans.get(key)
         if found is not None:
@@ -86,7 +97,7 @@ class TileReader:
             raise MissingBands(f"tile has bands {row_bands}, lacks {missing}")
         index = np.array([row_bands.index(b) for b in self.bands], dtype=np.int64)
         names = [row_bands[i] for i in index]
-        mean, std = self.corpus.band_mean_std(names, source)
+        mean, std = band_normalisation(self.corpus, names, self.normalise, source)
         waves = list(row_wavelengths or [])
         wl = [waves[i] if i < len(waves) and waves[i] is not None else float("nan") for i in index]
         plan = BandPlan(

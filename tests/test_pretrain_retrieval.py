@@ -81,7 +81,7 @@ def test_raw_pixels_find_the_other_date_and_wrong_pairs_do_not(two_dates: Path) 
     match = true_matches(q, g)
     assert len(q.tiles.ids) == len(g.tiles.ids) == 36 and (match >= 0).all() and len(set(match)) == 36
     both = ProbeTiles(*(getattr(q.tiles, f) + getattr(g.tiles, f) for f in ("ids", "sha256", "labels", "locations")))
-    pixels = load_images(corpus, both, BANDS, 64, per_source=False).flatten(1)
+    pixels = load_images(corpus, both, BANDS, 64, normalise="global").flatten(1)
     recall = recall_at(pixels[:36], pixels[36:], match, (1, 5))
     assert recall[1] >= 0.9 and recall[5] >= recall[1]
     assert recall_at(pixels[:36], pixels[36:], np.roll(match, 1), (1,))[1] <= 0.2

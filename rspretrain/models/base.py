@@ -52,6 +52,21 @@ class MaskedAutoencoder(nn.Module):
     def set_progress(self, progress: float) -> None:
         """Fraction of the run done; objectives with a curriculum override this."""
 
+    @torch.no_grad()
+    def trivial_losses(self, images: torch.Tensor, out: MaskedOutput) -> list[float]:
+        """The loss of two predictors that learn nothing, on this step's targets (see engine.BASELINES).
+
+        Zeros is the mean of every target (a norm-pix target is standardised per patch, so it scores ~1); the
+        visible mean predicts every hidden patch as the mean of the image's visible (normalised) patches. A
+        run has learned something only once its loss is below both, which the raw loss alone cannot show.
+        """
+        patches = patchify(images.float(), self.patch_size)
+        target = norm_pix_target(gather_tokens(patches, out.targets), self.norm_pix_loss)
+        seen = norm_pix_target(gather_tokens(patches, out.visible), self.norm_pix_loss)
+        zeros = target.pow(2).mean()
+        visible_mean = (target - seen.mean(dim=1, keepdim=True)).pow(2).mean()
+        return [float(zeros), float(visible_mean)]
+
     def loss(self, images: torch.Tensor, pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean squared error between predictions and (norm-pix) targets, over the `targets` patches."""
         target = gather_tokens(patchify(images, self.patch_size), targets)

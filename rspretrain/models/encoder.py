@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from rspretrain.models.patch_embed import build_patch_embed
+from rspretrain.models.patch_embed import Rows, build_patch_embed, by_band_set
 from rspretrain.models.patches import gather_tokens, patchify
 from rspretrain.models.pos_embed import sincos_2d
 
@@ -70,6 +70,7 @@ class ViTEncoder(nn.Module):
             raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
         self.in_chans, self.img_size, self.patch_size = in_chans, img_size, patch_size
         self.embed_dim, self.depth, self.num_heads = embed_dim, depth, num_heads
+        self.num_features = embed_dim  # width of the final tokens (timm's name)
         self.grid = img_size // patch_size
         self.num_patches = self.grid * self.grid
         self.patch_embed = build_patch_embed(patch_embed, in_chans, embed_dim, patch_size)
@@ -95,13 +96,15 @@ class ViTEncoder(nn.Module):
         """
         if visible is None:
             return self.patch_embed(x, wavelengths) + self.pos_embed[:, 1:]
-        if wavelengths is not None and wavelengths.ndim == 2:
-            wavelengths = wavelengths[0]
-        weight, bias = self.patch_embed.conv_weights(wavelengths)
-        matrix = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (D, p*p*C) in patchify's order
         patches = gather_tokens(patchify(x, self.patch_size), visible)
+
+        def project(rows: Rows, waves: torch.Tensor | None) -> torch.Tensor:
+            weight, bias = self.patch_embed.conv_weights(waves)
+            matrix = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)  # (D, p*p*C) in patchify's order
+            return F.linear(patches[rows], matrix.to(patches.dtype), bias.to(patches.dtype))
+
         pos = gather_tokens(self.pos_embed[:, 1:].expand(x.shape[0], -1, -1), visible)
-        return F.linear(patches, matrix.to(patches.dtype), bias.to(patches.dtype)) + pos
+        return by_band_set(wavelengths, x.shape[0], project) + pos
 
     def forward(
         self, x: torch.Tensor, visible: torch.Tensor | None = None, wavelengths: torch.Tensor | None = None
