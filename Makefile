@@ -1,4 +1,4 @@
-# Two commands matter: `make demo` (set up, fetch the sample, build a corpus, pretrain briefly)
+# Two commands matter: `make demo` (set up, fetch the sample, build a corpus, pretrain briefly, probe)
 # and `make test`. Everything installs into .venv.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -24,6 +24,10 @@ demo: corpus
 	$(VENV)/bin/rspretrain run --config configs/mae_vit_tiny.yaml --data corpus --out runs/demo \
 	  --overwrite --max-steps 300 --set "data.bands=[red, green, blue]" --set "data.crop_scale=[0.0625, 0.25]"
 	$(VENV)/bin/rspretrain export runs/demo --out runs/demo/export
+	rm -rf runs/demo/probe-data
+	$(VENV)/bin/rspretrain synthetic --out runs/demo/probe-data --tiles 256 --size 64 \
+	  --band-names blue,green,red,nir --contrast 0.1 --noise 0.05
+	$(VENV)/bin/rspretrain probe runs/demo/export --data runs/demo/probe-data --out runs/demo/probe --seeds 3
 
 test: sample-data
 	$(VENV)/bin/pytest

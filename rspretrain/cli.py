@@ -192,13 +192,19 @@ def synthetic(
     ] = 256,
     size: Annotated[int, typer.Option(help="tile size in pixels")] = 64,
     seed: Annotated[int, typer.Option()] = 0,
+    band_names: Annotated[str, typer.Option(
+        help="the four bands' names, comma-separated (blue,green,red,nir suits the RGB presets)")] = "B02,B03,B04,B08",
+    contrast: Annotated[float, typer.Option(help="strength of the built class's edges and stripes (1: obvious)")] = 1.0,
+    noise: Annotated[float, typer.Option(help="std of pixel noise on every tile, in [0, 1] units")] = 0.0,
 ) -> None:
     """Write a small synthetic corpus in the rscurate format, for demos and benchmarks without downloads."""
     from rspretrain.synthetic import make_corpus
 
-    make_corpus(
-        out, n_s2=tiles, n_rgb=0, n_corrupt=0, size=size, rows_per_group=16, rows_per_shard=128, seed=seed
-    )
+    names = [n.strip() for n in band_names.split(",")]
+    if len(names) != 4 or len(set(names)) != 4:
+        raise typer.BadParameter(f"four distinct names, got {band_names!r}", param_hint="--band-names")
+    make_corpus(out, n_s2=tiles, n_rgb=0, n_corrupt=0, size=size, rows_per_group=16, rows_per_shard=128, seed=seed,
+                s2_names=names, contrast=contrast, noise=noise)
     typer.echo(f"wrote {tiles} tiles to {out}")
 
 

@@ -36,17 +36,21 @@ def smooth_field(rng: np.random.Generator, channels: int, size: int, coarse: int
     return rows[:, :, i0] * (1 - t) + rows[:, :, i0 + 1] * t
 
 
-def textured_tile(rng: np.random.Generator, channels: int, size: int, built: bool) -> np.ndarray:
-    """Smooth field; when `built`, add sharp-edged rectangles and a stripe pattern (values in [0, 1])."""
+def textured_tile(rng: np.random.Generator, channels: int, size: int, built: bool, contrast: float = 1.0,
+                  noise: float = 0.0) -> np.ndarray:
+    """Smooth field; when `built`, add sharp-edged rectangles and a stripe pattern scaled by `contrast`; then
+    Gaussian pixel noise of std `noise` on every tile (values clipped to [0, 1])."""
     tile = 0.3 * smooth_field(rng, channels, size)
     if built:
         for _ in range(3):
             y, x = rng.integers(0, size - 8, 2)
             h, w = rng.integers(4, size // 2, 2)
-            tile[:, y : y + h, x : x + w] += rng.uniform(0.3, 0.6, (channels, 1, 1))
+            tile[:, y : y + h, x : x + w] += contrast * rng.uniform(0.3, 0.6, (channels, 1, 1))
         period = int(rng.integers(3, 7))
         stripes = ((np.arange(size) // period) % 2).astype(float)
-        tile += 0.2 * stripes[None, None, :]
+        tile += contrast * 0.2 * stripes[None, None, :]
+    if noise:
+        tile += rng.normal(0, noise, tile.shape)
     return np.clip(tile, 0, 1)
 
 
@@ -105,6 +109,9 @@ def make_corpus(
     seed: int = 0,
     n_s2_reflectance: int = 0,
     n_nodata: int = 0,
+    s2_names: list[str] = S2_BANDS,
+    contrast: float = 1.0,
+    noise: float = 0.0,
 ) -> Path:
     """Write corpus/shards/part-NNNNN.parquet + stats.json; returns the corpus folder.
 
@@ -112,6 +119,8 @@ def make_corpus(
     n_corrupt rows whose bytes do not decode, and n_s2_reflectance float32 tiles with the same band names
     as the uint16 ones but reflectance scale (source "s2_reflectance": what per-source statistics are for).
     n_nodata uint16 S2 tiles have their left quarter set to nodata (0), as scene-edge tiles do.
+    `s2_names` renames the 4-band tiles' bands (e.g. blue, green, red, nir: what an RGB preset selects);
+    `contrast` and `noise` make the labelled tiles' classes harder to tell apart (textured_tile).
     Row order is shuffled so every shard mixes kinds. stats.json has global and per-source band statistics.
     """
     rng = np.random.default_rng(seed)
@@ -125,8 +134,8 @@ def make_corpus(
 
     for i in range(n_s2):
         built = i % 2 == 0
-        tile = (textured_tile(rng, 4, size, built) * 4000 + 500).astype(np.uint16)
-        add(tile, S2_BANDS, S2_WAVES, "built" if built else "natural", "s2", i)
+        tile = (textured_tile(rng, 4, size, built, contrast, noise) * 4000 + 500).astype(np.uint16)
+        add(tile, s2_names, S2_WAVES, "built" if built else "natural", "s2", i)
     for i in range(n_s2_reflectance):
         tile = (textured_tile(rng, 4, size, i % 2 == 0) * 0.4 + 0.05).astype(np.float32)
         add(tile, S2_BANDS, S2_WAVES, None, "s2_reflectance", i)

@@ -148,3 +148,21 @@ def test_version():
 
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.output.strip() == f"rspretrain {version('rsfm-toolkit')}"
+
+
+def test_synthetic_names_bands_and_sets_the_difficulty(tmp_path):
+    """The demo's labelled probe set: RGB-named bands, and a contrast knob that really weakens the class signal."""
+    from rspretrain.corpus import Corpus
+
+    def band_gap(folder: Path, contrast: str) -> float:
+        res = runner.invoke(app, ["synthetic", "--out", str(folder), "--tiles", "32", "--size", "16",
+                                  "--band-names", "blue,green,red,nir", "--contrast", contrast, "--noise", "0.05"])
+        assert res.exit_code == 0, res.output
+        rows = Corpus(folder).read_row_group(Corpus(folder).row_groups[0], ["bands", "label", "band_std"]).to_pylist()
+        assert all(r["bands"] == ["blue", "green", "red", "nir"] for r in rows)
+        std = {c: sum(r["band_std"][0] for r in rows if r["label"] == c) for c in ("built", "natural")}
+        return std["built"] / std["natural"]
+
+    assert band_gap(tmp_path / "easy", "1") > 2 * band_gap(tmp_path / "hard", "0.1")
+    res = runner.invoke(app, ["synthetic", "--out", str(tmp_path / "x"), "--band-names", "red,green,blue"])
+    assert res.exit_code != 0 and "four distinct names" in res.output
