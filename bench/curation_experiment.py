@@ -93,7 +93,8 @@ def main() -> None:
     p.add_argument("--bands", default="red,green,blue")
     p.add_argument("--set", action="append", default=["data.crop_scale=[0.0625, 0.25]", "train.tensorboard=false"],
                    help="extra rspretrain --set overrides for every run")
-    p.add_argument("--retrieval-corpus", type=Path, help="a corpus with co-registered acquisitions")
+    p.add_argument("--retrieval-corpus", type=Path, action="append", default=[],
+                   help="a corpus with co-registered acquisitions (repeatable: e.g. two tile sizes)")
     p.add_argument("--pair", action="append", default=[], help="QUERY:GALLERY source or scene names")
     p.add_argument("--labelled", type=Path, help="a corpus with a label column, for rspretrain probe")
     p.add_argument("--eval-seeds", type=int, default=3)
@@ -126,12 +127,14 @@ def main() -> None:
                     sh([str(BIN / "rspretrain"), "export", str(run), "--out", str(export)], log)
                 record = {"arm": arm, "method": method, "seed": seed, "steps": steps[method],
                           "wall_s": float((run / "wall_s.txt").read_text()), **final_losses(run)}
-                for pair in args.pair:
-                    query, gallery = pair.split(":")
-                    rep = run_retrieval(export, args.retrieval_corpus, query, gallery,
-                                        out=export / "retrieval" / f"{query}--{gallery}", seeds=args.eval_seeds)
-                    record[f"retrieval {pair}"] = scores(rep)
-                    record[f"retrieval {pair}"]["chance"] = rep["chance"]
+                for corpus in args.retrieval_corpus:
+                    for pair in args.pair:
+                        query, gallery = pair.split(":")
+                        rep = run_retrieval(export, corpus, query, gallery, seeds=args.eval_seeds,
+                                            out=export / "retrieval" / corpus.name / f"{query}--{gallery}")
+                        key = f"retrieval {corpus.name} {pair}"
+                        record[key] = scores(rep)
+                        record[key]["chance"] = rep["chance"]
                 if args.labelled:
                     rep = run_probe(export, args.labelled, out=export / "probe", seeds=args.eval_seeds,
                                     on_overlap="warn")
