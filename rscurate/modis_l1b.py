@@ -56,6 +56,7 @@ class ModisL1BReader(SceneReader):
 
         self.sd = SD(ref.paths[0], SDC.READ)
         self._sds: dict[str, object] = {}
+        self._strip: tuple[tuple[int, int], np.ndarray] | None = None  # (y, h) and its rows, calibrated
         try:
             self._open(bands, day_only)
         except BaseException:
@@ -158,7 +159,18 @@ class ModisL1BReader(SceneReader):
         return min(b.gsd_m for b in self.bands if b.gsd_m)
 
     def _read(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
-        sy, sx = _steps(h, w, out_shape)
+        """Full-resolution windows come from a cached strip of whole rows: a build reads a scene's grid windows row
+        by row, and one read of 128 whole rows per band costs about what one 128 px window does (HDF4 stores the
+        bands row-major, unchunked). Decimated views (scene hashing) are read directly."""
+        if out_shape is not None:
+            return self._calibrated(x, y, w, h, _steps(h, w, out_shape))
+        if self._strip is None or self._strip[0] != (y, h):
+            self._strip = ((y, h), self._calibrated(0, y, self.width, h, (1, 1)))
+        return np.ascontiguousarray(self._strip[1][:, :, x : x + w])
+
+    def _calibrated(self, x: int, y: int, w: int, h: int, steps: tuple[int, int]) -> np.ndarray:
+        """(C, h, w) float32 physical values of a window read at whole-pixel `steps` (rows, columns)."""
+        sy, sx = steps
         count = (1, -(-h // sy), -(-w // sx))
         out = np.empty((len(self._modis), *count[1:]), np.float32)
         for k, (m, index, (scale, offset)) in enumerate(zip(self._modis, self._index, self._coeffs, strict=True)):

@@ -98,6 +98,7 @@ def test_bands_in_satvision_order_read_from_their_datasets_by_band_names(tmp_pat
     assert [b.wavelength_um for b in reader.bands][:3] == [0.645, 0.858, 0.469]
     assert reader.bands[11].wavelength_um == 11.03 and (reader.width, reader.height) == (270, 130)
     assert reader.dtype == "float32" and np.isnan(reader.nodata) and reader.crs == "" and reader.gsd_m() == 1000.0
+    reader.read(0, 0, 128, 128)  # the next window comes from the same cached strip of rows
     data = reader.read(128, 0, 128, 128).data
     reader.close()
     emissive, attrs, _ = _sds(path, EMISSIVE_1KM)
