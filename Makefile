@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup sample-data demo corpus test test-fast bench lint
+.PHONY: setup sample-data demo demo-modis corpus test test-fast bench lint
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ demo: corpus
 	$(VENV)/bin/rspretrain run --config configs/mae_vit_tiny.yaml --data corpus --out runs/demo \
 	  --overwrite --max-steps 300 --set "data.bands=[red, green, blue]" --set "data.crop_scale=[0.0625, 0.25]"
 	$(VENV)/bin/rspretrain export runs/demo --out runs/demo/export
+
+# MODIS L1B ingest on generated MOD021KM-structured granules (docs/modis.md); pretraining on it:
+# rspretrain run --config configs/satvision_toa_tiny.yaml --data demo-modis/corpus --out runs/modis-demo
+demo-modis: setup
+	$(PY) -m rscurate.modis_synth demo-modis/granules --granules 3 --night 1
+	$(VENV)/bin/rscurate build --sources demo-modis/granules/modis_l1b.yaml --out demo-modis/corpus --overwrite
+	$(VENV)/bin/rscurate verify demo-modis/corpus
 
 test: sample-data
 	$(VENV)/bin/pytest
