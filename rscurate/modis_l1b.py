@@ -10,6 +10,7 @@ brightness temperature in kelvin, flagged counts as NaN (docs/modis.md).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 
@@ -27,15 +28,15 @@ _DAYNIGHT = re.compile(r"OBJECT\s*=\s*DAYNIGHTFLAG\b.*?VALUE\s*=\s*\"?(\w+)\"?.*
 _UINT16 = 23  # pyhdf's SDC.UINT16: every Earth-view dataset is uint16
 
 
-def day_night(sd: object) -> str | None:
+def day_night(sd: Any) -> str | None:
     """`Day`, `Night` or `Both` from CoreMetadata.0's DAYNIGHTFLAG, else from the SolarZenith dataset; None when
     the granule holds neither."""
-    found = _DAYNIGHT.search(sd.attributes().get("CoreMetadata.0", ""))  # type: ignore[attr-defined]
+    found = _DAYNIGHT.search(sd.attributes().get("CoreMetadata.0", ""))
     if found:
         return found.group(1).capitalize()
-    if "SolarZenith" not in sd.datasets():  # type: ignore[attr-defined]
+    if "SolarZenith" not in sd.datasets():
         return None
-    sds = sd.select("SolarZenith")  # type: ignore[attr-defined]
+    sds = sd.select("SolarZenith")
     attrs, raw = sds.attributes(), sds.get()
     sds.endaccess()
     zenith = raw[raw != attrs.get("_FillValue", -32767)] * float(attrs.get("scale_factor", 0.01))
@@ -55,7 +56,7 @@ class ModisL1BReader(SceneReader):
         from pyhdf.SD import SD, SDC
 
         self.sd = SD(ref.paths[0], SDC.READ)
-        self._sds: dict[str, object] = {}
+        self._sds: dict[str, Any] = {}  # pyhdf SDS of each Earth-view dataset in use
         self._strip: tuple[tuple[int, int], np.ndarray] | None = None  # (y, h) and its rows, calibrated
         try:
             self._open(bands, day_only)
@@ -102,9 +103,9 @@ class ModisL1BReader(SceneReader):
         self._set_scales([(1.0, 0.0)] * len(self.bands))  # stored values are physical already
         self._lat, self._lon = self._geolocation(datasets)
 
-    def _checked_dataset(self, name: str) -> object:
+    def _checked_dataset(self, name: str) -> Any:
         sds = self.sd.select(name)
-        _, rank, dims, dtype, _ = sds.info()
+        _, rank, _, dtype, _ = sds.info()
         if rank != 3 or dtype != _UINT16:
             sds.endaccess()
             raise ValueError(f"{self.ref.paths[0]}: {name} should be uint16 (band, rows, frames), got rank {rank} "
@@ -112,12 +113,12 @@ class ModisL1BReader(SceneReader):
         return sds
 
     def _attrs(self, m: ModisBand) -> dict:
-        return self._sds[m.sds].attributes()  # type: ignore[attr-defined]
+        return self._sds[m.sds].attributes()
 
     def _band_index(self, m: ModisBand) -> int:
         """Where band `m` is along its dataset's band axis, by the dataset's own band_names."""
         listed = str(self._attrs(m).get("band_names", "")).split(",")
-        count = self._sds[m.sds].info()[2][0]  # type: ignore[attr-defined]
+        count = self._sds[m.sds].info()[2][0]
         if len(listed) != count:
             raise ValueError(f"{self.ref.paths[0]}: {m.sds} band_names {','.join(listed)!r} name {len(listed)} "
                              f"bands but the dataset holds {count}")
@@ -174,7 +175,7 @@ class ModisL1BReader(SceneReader):
         count = (1, -(-h // sy), -(-w // sx))
         out = np.empty((len(self._modis), *count[1:]), np.float32)
         for k, (m, index, (scale, offset)) in enumerate(zip(self._modis, self._index, self._coeffs, strict=True)):
-            dn = self._sds[m.sds].get(start=(index, y, x), count=count, stride=(1, sy, sx))[0]  # type: ignore
+            dn = self._sds[m.sds].get(start=(index, y, x), count=count, stride=(1, sy, sx))[0]
             if m.emissive:
                 out[k] = cal.brightness_temperature(cal.radiance(dn, scale, offset), m.number)
             else:
@@ -206,6 +207,6 @@ class ModisL1BReader(SceneReader):
         """End access to each dataset before the file: pyhdf ends a dataset left open when it is garbage collected,
         and doing that after the file is closed crashes the interpreter."""
         for sds in self._sds.values():
-            sds.endaccess()  # type: ignore[attr-defined]
+            sds.endaccess()
         self._sds.clear()
         self.sd.end()

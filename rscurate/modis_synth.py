@@ -20,6 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,13 +178,13 @@ def write_granule(path: Path, g: Granule = Granule()) -> Path:
     return path
 
 
-def _ev_attributes(sds: object, name: str, band_names: str, coeffs: list[tuple[float, float]],
+def _ev_attributes(sds: Any, name: str, band_names: str, coeffs: list[tuple[float, float]],
                    emissive: bool) -> None:
     """The Earth-view dataset's attributes with the file spec's types (pyhdf would write float64/int32)."""
     from pyhdf.SD import SDC
 
     def put(key: str, kind: int, value: object) -> None:
-        sds.attr(key).set(kind, value)  # type: ignore[attr-defined]
+        sds.attr(key).set(kind, value)
 
     scales, offsets = [c[0] for c in coeffs], [c[1] for c in coeffs]
     put("long_name", SDC.CHAR8, "Earth View " + name.removeprefix("EV_").replace("_", " ") + " Scaled Integers")
@@ -202,7 +203,7 @@ def _ev_attributes(sds: object, name: str, band_names: str, coeffs: list[tuple[f
         put("corrected_counts_units", SDC.CHAR8, "counts")
 
 
-def _geolocation(sd: object, lat: np.ndarray, lon: np.ndarray, zenith: np.ndarray) -> None:
+def _geolocation(sd: Any, lat: np.ndarray, lon: np.ndarray, zenith: np.ndarray) -> None:
     """Latitude, Longitude (float32 degrees) and SolarZenith (int16, 0.01 degrees) on the 5 km grid."""
     from pyhdf.SD import SDC
 
@@ -211,7 +212,7 @@ def _geolocation(sd: object, lat: np.ndarray, lon: np.ndarray, zenith: np.ndarra
     for name, values, kind, rng, fill in (("Latitude", lat, SDC.FLOAT32, (-90.0, 90.0), -999.0),
                                           ("Longitude", lon, SDC.FLOAT32, (-180.0, 180.0), -999.0),
                                           ("SolarZenith", np.rint(zenith * 100), SDC.INT16, (0, 18000), -32767)):
-        sds = sd.create(name, kind, shape)  # type: ignore[attr-defined]
+        sds = sd.create(name, kind, shape)
         for i, dim in enumerate(dims):
             sds.dim(i).setname(dim)
         sds.setfillvalue(fill)
