@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup sample-data demo corpus test test-fast bench lint
+.PHONY: setup sample-data demo demo-modis corpus test test-fast bench lint
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ demo: corpus
 	$(VENV)/bin/rspretrain synthetic --out runs/demo/probe-data --tiles 256 --size 64 \
 	  --band-names blue,green,red,nir --contrast 0.1 --noise 0.05
 	$(VENV)/bin/rspretrain probe runs/demo/export --data runs/demo/probe-data --out runs/demo/probe --seeds 3
+
+# MODIS L1B ingest on generated MOD021KM-structured granules (docs/modis.md); pretraining on it:
+# rspretrain run --config configs/satvision_toa_tiny.yaml --data demo-modis/corpus --out runs/modis-demo
+demo-modis: setup
+	$(PY) -m rscurate.modis_synth demo-modis/granules --granules 3 --night 1
+	$(VENV)/bin/rscurate build --sources demo-modis/granules/modis_l1b.yaml --out demo-modis/corpus --overwrite
+	$(VENV)/bin/rscurate verify demo-modis/corpus
 
 test: sample-data
 	$(VENV)/bin/pytest

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from rscurate.discover import discover
 from rscurate.manifest import Manifest
-from rscurate.readers import SceneRef
+from rscurate.readers import SceneLeftOut, SceneRef
 from rscurate.tiling import min_tile_size, plan_windows
 from rscurate.units import _open
 
@@ -52,6 +52,8 @@ def scene_row(manifest: Manifest, ref: SceneRef) -> SceneRow:
     """Open a scene's header and plan its windows; an unreadable file becomes a row with the error."""
     try:
         reader = _open(manifest, ref)
+    except SceneLeftOut as err:
+        return SceneRow(ref.scene, note=err.reason, detail=err.detail)
     except Exception as err:  # reported, never raised: inspect exists to find such files
         return SceneRow(ref.scene, note="unreadable", detail=f"{type(err).__name__}: {err}")
     try:

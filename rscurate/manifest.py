@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rscurate.vector_labels import LabelFileError, LabelSource
 
-FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4")
+FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4", "modis_l1b")
 DESCRIPTIVE = {"description", "citation", "homepage", "download"}  # card text: changes no tile
 
 
@@ -169,7 +169,7 @@ class Manifest(_Strict):
     layout: str = Field(default="", description="the folder layout expected under root, for users")
     root: str
     include: list[str] = Field(min_length=1)
-    format: Literal["auto", "geotiff", "image", "npy", "modis_hdf4"] = "auto"
+    format: Literal["auto", "geotiff", "image", "npy", "modis_hdf4", "modis_l1b"] = "auto"
     bands: list[Band] | Literal["rgb"] | None = None
     band_files: BandFiles | None = None
     nodata: float | None = None
@@ -182,6 +182,9 @@ class Manifest(_Strict):
     npy_layout: Literal["CHW", "HWC", "THWC", "TCHW"] | None = Field(
         default=None, description="axis order of npy stacks; default HWC for 3-d, THWC for 4-d"
     )
+    daynight: Literal["day", "any"] = Field(
+        default="day", description="modis_l1b: `day` keeps granules whose DAYNIGHTFLAG is Day or Both (and only their "
+        "sunlit pixels count as data); `any` keeps night granules too")
     path: Path = Field(default=Path("."), exclude=True, description="the manifest file (set by the loader)")
 
     @model_validator(mode="after")
@@ -194,7 +197,25 @@ class Manifest(_Strict):
             for name in ([cloud.band] if cloud.band else []) + cloud.bands:
                 if name not in names:
                     raise ValueError(f"quality.cloud names band {name!r}, which is not among bands {names}")
+        if self.format == "modis_l1b":
+            self._modis_l1b_defaults()
+        elif "daynight" in self.model_fields_set and self.format != "auto":
+            raise ValueError(f"daynight applies to format modis_l1b only (this source is {self.format}); remove it")
         return self
+
+    def _modis_l1b_defaults(self) -> None:
+        """MODIS L1B: SatVision-TOA's 128 px chips unless the tile size is given; bands named by MODIS number."""
+        from rscurate.modis_bands import band
+
+        if "size" not in self.tile.model_fields_set:
+            self.tile.size = 128
+        for b in self.band_list() if isinstance(self.bands, list) else []:
+            band(b.name)  # ValueError naming the valid bands
+            if b.qa or b.sds or b.file or b.scale is not None or b.offset is not None:
+                raise ValueError(f"band {b.name}: modis_l1b bands take only name, wavelength_um and gsd_m (the "
+                                 "granule's band_names and calibration attributes say the rest)")
+        if self.bands == "rgb":
+            raise ValueError("modis_l1b bands are MODIS band names (B01..B36), not rgb; list them or leave bands out")
 
     def uncurated(self) -> Manifest:
         """This source with its quality rules off (`--no-curate`): only tiles without a single valid pixel go."""

@@ -40,6 +40,15 @@ class DecodeError(RuntimeError):
     """GDAL warned while decoding pixels: the file, or the block under the window, is damaged."""
 
 
+class SceneLeftOut(Exception):
+    """A readable scene that the source's rules leave out whole (a night granule of a day-only MODIS source):
+    recorded with its own `reason`, not as unreadable."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
 class _GdalWarnings(logging.Handler):
     """GDAL warnings (rasterio logs them on `rasterio._err`) raised while this thread reads pixels.
 
@@ -94,7 +103,7 @@ class SceneRef:
     source: str
     scene: str  # stable key: path(s) relative to the manifest root, '#t' for a frame of a time stack
     paths: tuple[str, ...]  # absolute paths; one per band for band-per-file scenes
-    format: str  # geotiff | image | npy | modis_hdf4
+    format: str  # geotiff | image | npy | modis_hdf4 | modis_l1b
     frame: int | None = None  # time index of a (T, ...) npy stack
     label: str | None = None
 
@@ -246,6 +255,11 @@ class SceneReader:
         x0, y0 = self.transform @ (x, y)
         x1, y1 = self.transform @ (x + w, y + h)
         return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    def lonlat_bounds(self, x: int, y: int, w: int, h: int) -> tuple[float, float, float, float] | None:
+        """(lon_min, lat_min, lon_max, lat_max) of a window of a swath without a CRS (MODIS L1B); None elsewhere,
+        where `bounds` in the scene's CRS says where the window is."""
+        return None
 
     def close(self) -> None:
         """Release file handles."""
@@ -523,8 +537,13 @@ def _steps(h: int, w: int, out_shape: tuple[int, int] | None) -> tuple[int, int]
     return max(1, -(-h // out_shape[0])), max(1, -(-w // out_shape[1]))
 
 
+L1B_NAME = re.compile(r"^M[OY]D021KM\.", re.IGNORECASE)  # Terra/Aqua 1 km L1B granules, as NASA names them
+
+
 def detect_format(path: str) -> str:
     suffix = Path(path).suffix.lower()
+    if suffix == ".hdf" and L1B_NAME.match(Path(path).name):
+        return "modis_l1b"
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix == ".npy":
@@ -540,14 +559,20 @@ def open_scene(
     nodata: float | None,
     resampling: str = "bilinear",
     npy_layout: str | None = None,
+    day_only: bool = True,
 ) -> SceneReader:
-    """Open a scene with the reader its format needs; errors propagate for the caller to record."""
+    """Open a scene with the reader its format needs; errors propagate for the caller to record. `day_only`:
+    a MODIS L1B night granule raises SceneLeftOut."""
     if len(ref.paths) > 1:
         return BandFilesReader(ref, bands, nodata, resampling)
     if ref.format == "npy":
         return NpyReader(ref, bands, nodata, npy_layout)
     if ref.format == "modis_hdf4":
         return ModisHdf4Reader(ref, bands, nodata)
+    if ref.format == "modis_l1b":
+        from rscurate.modis_l1b import ModisL1BReader  # imports this module
+
+        return ModisL1BReader(ref, bands, nodata, day_only)
     return RasterioReader(ref, bands, nodata)
 
 

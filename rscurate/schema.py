@@ -23,6 +23,11 @@ TILE_META = [
     pa.field("miny", pa.float64()),
     pa.field("maxx", pa.float64()),
     pa.field("maxy", pa.float64()),
+    # swaths without a CRS (MODIS L1B): the window's geolocation bounds in degrees; null elsewhere
+    pa.field("lon_min", pa.float64()),
+    pa.field("lat_min", pa.float64()),
+    pa.field("lon_max", pa.float64()),
+    pa.field("lat_max", pa.float64()),
     pa.field("gsd_m", pa.float64()),
     pa.field("bands", pa.list_(pa.string())),
     pa.field("wavelengths_um", pa.list_(pa.float64())),
@@ -62,4 +67,5 @@ DUPLICATES = pa.schema(
     ]
 )
 
-EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "eval_split", "eval_leak", "unreadable")
+EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "eval_split", "eval_leak", "unreadable",
+                   "night")

@@ -27,13 +27,22 @@ from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
 from rscurate.pixel_check import Pixels, Similarity, compare
 from rscurate.probes import chip_probes, probe_table, tile_probes
-from rscurate.readers import STRICT_DECODE, SceneReader, SceneRef, error_text, open_scene, valid_from_nodata
+from rscurate.readers import (
+    STRICT_DECODE,
+    SceneLeftOut,
+    SceneReader,
+    SceneRef,
+    error_text,
+    open_scene,
+    valid_from_nodata,
+)
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
+# 9: lon/lat bounds columns (MODIS L1B swaths);
 # 8: per-band validity, 12-bit float bins, band_scale/band_offset, off-grid bands warped, valid_mask column,
 # original bytes only where Pillow agrees; 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
-FORMAT_VERSION = "8"
+FORMAT_VERSION = "9"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
@@ -71,7 +80,8 @@ class Unit:
 
 def _open(manifest: Manifest, scene: SceneRef) -> SceneReader:
     resampling = manifest.band_files.resampling if manifest.band_files else "bilinear"
-    return open_scene(scene, manifest.band_list(), manifest.nodata, resampling, manifest.npy_layout)
+    return open_scene(scene, manifest.band_list(), manifest.nodata, resampling, manifest.npy_layout,
+                      manifest.daynight == "day")
 
 
 def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
@@ -83,6 +93,8 @@ def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
 def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
     try:
         reader = _open(manifest, scene)
+    except SceneLeftOut as err:  # readable, but the source's rules leave it out (a night granule)
+        return ScenePlan(scene, reason=err.reason, detail=err.detail)
     except Exception as err:  # any unreadable input is recorded, never fatal
         return ScenePlan(scene, reason="unreadable", detail=error_text(err))
     try:
@@ -259,11 +271,14 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 image, encoding = codec.encode_array(res.data), codec.NPY_ZSTD
             bounds = reader.bounds(*window)
             minx, miny, maxx, maxy = bounds if bounds else (None, None, None, None)
+            lonlat = reader.lonlat_bounds(*window) or (None, None, None, None)
             x, y, w, h = window
             out.keep({
                 "id": tile_id(scene.source, scene.scene, window, sha), "source": scene.source,
                 "scene": scene.scene, "x": x, "y": y, "width": w, "height": h, "crs": reader.crs,
-                "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "gsd_m": gsd, "bands": names,
+                "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                **dict(zip(("lon_min", "lat_min", "lon_max", "lat_max"), lonlat, strict=True)),
+                "gsd_m": gsd, "bands": names,
                 "wavelengths_um": wavelengths, "dtype": res.data.dtype.name, "channels": res.data.shape[0],
                 "encoding": encoding or None, "sha256": sha,
                 "nodata": reader.nodata,
