@@ -29,12 +29,15 @@ demo: corpus
 	  --band-names blue,green,red,nir --contrast 0.1 --noise 0.05
 	$(VENV)/bin/rspretrain probe runs/demo/export --data runs/demo/probe-data --out runs/demo/probe --seeds 3
 
-# MODIS L1B ingest on generated MOD021KM-structured granules (docs/modis.md); pretraining on it:
-# rspretrain run --config configs/satvision_toa_tiny.yaml --data demo-modis/corpus --out runs/modis-demo
+# MODIS L1B ingest on generated MOD021KM-structured granules, then a short SwinV2 SimMIM pretraining on the
+# chips and a timm-loadable export (docs/modis.md)
 demo-modis: setup
 	$(PY) -m rscurate.modis_synth demo-modis/granules --granules 3 --night 1
 	$(VENV)/bin/rscurate build --sources demo-modis/granules/modis_l1b.yaml --out demo-modis/corpus --overwrite
 	$(VENV)/bin/rscurate verify demo-modis/corpus
+	$(VENV)/bin/rspretrain run --config configs/satvision_toa_tiny.yaml --data demo-modis/corpus \
+	  --out demo-modis/run --overwrite --max-steps 200
+	$(VENV)/bin/rspretrain export demo-modis/run --out demo-modis/export
 
 test: sample-data
 	$(VENV)/bin/pytest
