@@ -62,4 +62,5 @@ DUPLICATES = pa.schema(
     ]
 )
 
-EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "eval_split", "eval_leak", "unreadable")
+EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "too_large", "eval_split", "eval_leak",
+                   "unreadable", "bad_georeference", "changed")
