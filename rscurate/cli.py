@@ -53,7 +53,7 @@ def build_cmd(
         "(the uncurated baseline of docs/results.md)")] = True,
 ) -> None:
     """Build a corpus: discover, tile, judge, deduplicate, shard, and write the dataset card."""
-    from rscurate.build_summary import unreadable_summary
+    from rscurate.build_summary import file_fault_summary
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
@@ -66,7 +66,7 @@ def build_cmd(
         raise typer.Exit(2) from err
     typer.echo(f"{out}: {report.kept} tiles kept in {report.shards} shards, {report.excluded} excluded, "
                f"{report.duplicates} duplicates, {len(report.absent)} sources absent ({report.seconds:.1f} s)")
-    for line in unreadable_summary(out):
+    for line in file_fault_summary(out):
         typer.echo(line, err=True)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rscurate.file_names import as_text
 from rscurate.manifest import Manifest, ManifestError
 from rscurate.readers import SceneRef, detect_format, npy_frames
 
@@ -22,11 +25,29 @@ class Discovery:
     absent: str | None = None  # why the source is not on disk, with where to get it
 
 
-def _matching_files(root: Path, include: list[str]) -> list[Path]:
-    files: set[Path] = set()
+Stamp = tuple[int, int]  # (size, mtime_ns): the file as discovered, checked again before it is read
+
+
+def _matching_files(root: Path, include: list[str]) -> tuple[dict[Path, Stamp], dict[Path, str]]:
+    """Regular files matching `include` with their stamps, and matches that cannot be read as files, with why
+    (a FIFO would block the reader forever; a dangling or looping symlink has no file). Folders are skipped, and
+    symlinked folders are not descended by `**` (pathlib), so a link loop cannot trap discovery."""
+    files: dict[Path, Stamp] = {}
+    odd: dict[Path, str] = {}
     for pattern in include:
-        files.update(p for p in root.glob(pattern) if p.is_file())
-    return sorted(files)
+        for path in root.glob(pattern):
+            try:
+                st = path.stat()
+            except OSError as err:  # ENOENT: dangling symlink; ELOOP: symlink loop
+                odd[path] = f"{err.strerror}: symlink to {as_text(os.readlink(path))!r}" if path.is_symlink() \
+                    else f"{type(err).__name__}: {err.strerror}"
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files[path] = (st.st_size, st.st_mtime_ns)
+            elif not stat.S_ISDIR(st.st_mode):
+                kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode) else "device"
+                odd[path] = f"not a regular file (a {kind}); only regular files are read"
+    return dict(sorted(files.items())), dict(sorted(odd.items()))
 
 
 def _eval_names(manifest: Manifest) -> set[str]:
@@ -52,7 +73,7 @@ def _label(rel: str, manifest: Manifest) -> str | None:
     if manifest.labels is None:
         return None
     parent = Path(rel).parent.name
-    return parent or None
+    return as_text(parent) or None
 
 
 def _group_band_files(manifest: Manifest, root: Path, files: list[Path]) -> list[tuple[str, tuple[str, ...], str]]:
@@ -68,7 +89,7 @@ def _group_band_files(manifest: Manifest, root: Path, files: list[Path]) -> list
         if m is None or m.group("band") not in tokens:
             continue
         groups[m.group("scene")][m.group("band")] = f
-        keys.setdefault(m.group("scene"), rel[: m.start("band")] + "{band}" + rel[m.end("band") :])
+        keys.setdefault(m.group("scene"), as_text(rel[: m.start("band")] + "{band}" + rel[m.end("band") :]))
     out = []
     for scene_id in sorted(groups):
         found = groups[scene_id]
@@ -86,21 +107,26 @@ def discover(manifest: Manifest) -> Discovery:
     if not root.is_dir():
         found.absent = f"{manifest.name}: data folder {root} does not exist (get it from: {where})"
         return found
-    files = _matching_files(root, manifest.include)
-    if not files:
+    files, odd = _matching_files(root, manifest.include)
+    if not files and not odd:
         found.absent = f"{manifest.name}: no file under {root} matches {manifest.include} (get it from: {where})"
         return found
     listed = _eval_names(manifest)
 
+    for path, why in odd.items():
+        rel = path.relative_to(root).as_posix()
+        found.left_out.append((SceneRef(manifest.name, as_text(rel), (str(path),), detect_format(rel)), "unreadable",
+                               why))
     if manifest.band_files is not None:
-        entries = _group_band_files(manifest, root, files)
+        entries = _group_band_files(manifest, root, list(files))
     else:
-        entries = [(f.relative_to(root).as_posix(), (str(f),), "") for f in files]
+        entries = [(as_text(f.relative_to(root).as_posix()), (str(f),), "") for f in files]
 
     for key, paths, missing in entries:
         fmt = manifest.format if manifest.format != "auto" else detect_format(paths[0])
         rel_paths = [Path(p).relative_to(root).as_posix() for p in paths]
-        ref = SceneRef(manifest.name, key, paths, fmt, label=_label(rel_paths[0], manifest))
+        ref = SceneRef(manifest.name, key, paths, fmt, label=_label(rel_paths[0], manifest),
+                       stamps=tuple(files[Path(p)] for p in paths))
         split = next((r for r in (_is_eval_split(p, manifest, listed) for p in rel_paths) if r), None)
         if split:
             found.left_out.append((ref, "eval_split", split))
@@ -122,4 +148,5 @@ def _npy_scenes(ref: SceneRef, manifest: Manifest, found: Discovery) -> list[Sce
         return []
     if frames is None:
         return [ref]
-    return [SceneRef(ref.source, f"{ref.scene}#{t}", ref.paths, ref.format, t, ref.label) for t in range(frames)]
+    return [SceneRef(ref.source, f"{ref.scene}#{t}", ref.paths, ref.format, t, ref.label, ref.stamps)
+            for t in range(frames)]

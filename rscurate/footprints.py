@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform
@@ -36,7 +37,7 @@ def same_frame(a: str, b: str, x: float, y: float) -> bool:
             xs, ys = [x, x + step, x], [y, y, y + step]
             tx, ty = transform(CRS.from_user_input(a), CRS.from_user_input(b), xs, ys)
             _frames[(a, b)] = bool(np.allclose(tx, xs, atol=SAME_FRAME_M) and np.allclose(ty, ys, atol=SAME_FRAME_M))
-        except (CRSError, ValueError, RuntimeError):  # unreadable or non-invertible: not provably the same frame
+        except (CRSError, CPLE_BaseError, ValueError, RuntimeError):  # no operation between them: not one frame
             _frames[(a, b)] = False
     return _frames[(a, b)]
 

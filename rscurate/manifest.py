@@ -136,6 +136,17 @@ class Exclude(_Strict):
     )
 
 
+class Limits(_Strict):
+    """Pixel budgets against decompression bombs: a file can declare 200000 x 200000 pixels in a few kilobytes."""
+
+    max_scene_pixels: int = Field(
+        default=2**34, gt=0, description="scenes declaring more pixels (width x height) are excluded too_large; "
+        "2**34 (about 131k x 131k) admits any real satellite scene, whose windows are read tile by tile")
+    max_decode_pixels: int = Field(
+        default=2**28, gt=0, description="the most pixels decoded in one piece: a whole-mode tile, or a PNG/JPEG "
+        "file (one compressed stream, decoded whole); above Pillow's own bomb limit of 179 million")
+
+
 class Labels(_Strict):
     """Probe labels: each file's parent folder (`folder`), or polygons with a class column (`vector`: a tile takes
     the class covering most of its valid pixels when it covers at least `min_fraction` of them)."""
@@ -179,6 +190,7 @@ class Manifest(_Strict):
     quality: Quality = Field(default_factory=Quality)
     exclude: Exclude = Field(default_factory=Exclude)
     labels: Labels | None = None
+    limits: Limits = Field(default_factory=Limits)
     npy_layout: Literal["CHW", "HWC", "THWC", "TCHW"] | None = Field(
         default=None, description="axis order of npy stacks; default HWC for 3-d, THWC for 4-d"
     )

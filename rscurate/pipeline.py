@@ -32,6 +32,7 @@ from rscurate import out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
+from rscurate.file_names import as_text
 from rscurate.footprints import canonical_crs
 from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
 from rscurate.manifest import Manifest, ManifestError, load_manifests
@@ -173,7 +174,7 @@ def _inputs_table(discoveries: list[Discovery], plans: dict[str, list[ScenePlan]
             rows["source"].append(ref.source)
             rows["scene"].append(ref.scene)
             rows["role"].append(d.manifest.role)
-            rows["files"].append(list(ref.paths))
+            rows["files"].append([as_text(p) for p in ref.paths])  # names that are not UTF-8: escaped
             rows["tiles_planned"].append(len(plan.windows))
             rows["width"].append(plan.width)
             rows["height"].append(plan.height)

@@ -6,6 +6,7 @@ Every reader exposes the same small surface (size, dtype, georeferencing, band n
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -16,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.errors import CRSError
 from rasterio.transform import Affine
-from rasterio.warp import reproject
+from rasterio.warp import reproject, transform
 from rasterio.windows import Window, from_bounds
 
+from rscurate.file_names import as_text, native_path
 from rscurate.manifest import Band
 
 RGB_NAMES = ["red", "green", "blue"]
@@ -47,6 +51,31 @@ class SceneLeftOut(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+class Refused(ValueError):
+    """An input the build records under `reason` instead of reading; the message says why and what to do."""
+
+    reason = "unreadable"
+
+
+class BadGeoreference(Refused):
+    """A CRS that PROJ cannot place on Earth, or a rotated/sheared geotransform: no north-up footprint exists, and
+    footprints drive gsd, dedup and leakage checks, so a guessed one would be silently wrong."""
+
+    reason = "bad_georeference"
+
+
+class Changed(Refused):
+    """The file's size or modification time differs from what discovery saw (rewritten, replaced or deleted since):
+    its planned windows may not fit it. A rerun discovers it again."""
+
+    reason = "changed"
+
+
+def refusal_reason(err: BaseException) -> str:
+    """The excluded.parquet reason of an error raised while opening or reading an input."""
+    return err.reason if isinstance(err, Refused) else "unreadable"
 
 
 class _GdalWarnings(logging.Handler):
@@ -93,7 +122,7 @@ def error_text(err: BaseException) -> str:
     while cause is not None:
         text += f" <- {cause}"
         cause = cause.__cause__
-    return text
+    return as_text(text)  # an OSError names the file, whose name may not be UTF-8
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,7 @@ class SceneRef:
     format: str  # geotiff | image | npy | modis_hdf4 | modis_l1b
     frame: int | None = None  # time index of a (T, ...) npy stack
     label: str | None = None
+    stamps: tuple[tuple[int, int], ...] = ()  # per path (size, mtime_ns) at discovery; () when not checked
 
 
 @dataclass
@@ -294,6 +324,42 @@ def _crs_string(crs: rasterio.crs.CRS | None) -> str:
     return f"EPSG:{epsg}" if epsg else crs.to_wkt()
 
 
+def _open_gdal(path: str) -> rasterio.DatasetReader:
+    """rasterio.open, also for a file name that is not UTF-8 (file_names.native_path)."""
+    with native_path(path) as native:
+        return rasterio.open(native)
+
+
+def _georeference(ds: rasterio.DatasetReader, path: str) -> tuple[str, Affine | None]:
+    """(CRS string, transform) of a dataset, ("", None) without a CRS; BadGeoreference naming the file and the fix
+    when its CRS cannot be placed on Earth or its transform is not north-up."""
+    if not ds.crs:
+        return "", None
+    t, name = ds.transform, as_text(path)
+    if t.b != 0 or t.d != 0:
+        raise BadGeoreference(
+            f"{name}: the geotransform is rotated or sheared (row/column terms {t.b:g}, {t.d:g}), so tiles have no "
+            f"north-up footprint; warp it north-up first (gdalwarp {name} north_up.tif)")
+    crs = _crs_string(ds.crs)
+    if why := _unplaceable(crs):
+        raise BadGeoreference(
+            f"{name}: its CRS cannot be placed on Earth ({why}); CRS read: {crs[:160]}. Set the right one "
+            f"(gdal_edit.py -a_srs EPSG:NNNN {name}), or remove it (gdal_edit.py -unsetsrs) to keep the pixels "
+            "without a footprint")
+    return crs, t
+
+
+@functools.lru_cache(maxsize=256)
+def _unplaceable(crs: str) -> str:
+    """Why PROJ cannot take `crs` to longitude/latitude ("" when it can), e.g. a LOCAL_CS that GDAL made of GeoTIFF
+    keys naming an EPSG code it does not know. Per CRS, not per scene: finding the operation takes up to 0.2 s."""
+    try:
+        lon, lat = transform(crs, "EPSG:4326", [0.0], [0.0])
+    except (CRSError, CPLE_BaseError) as err:
+        return " ".join(str(err).split(" from '")[0].split())[:200]  # PROJ then quotes the CRS as JSON
+    return "" if np.isfinite(lon[0]) and np.isfinite(lat[0]) else "its origin maps to no longitude/latitude"
+
+
 class RasterioReader(SceneReader):
     """GeoTIFF/COG/JPEG/PNG through GDAL, one file holding all bands.
 
@@ -305,7 +371,7 @@ class RasterioReader(SceneReader):
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None):
         super().__init__(ref, bands, nodata)
-        self.ds = rasterio.open(ref.paths[0])
+        self.ds = _open_gdal(ref.paths[0])
         self.width, self.height = self.ds.width, self.ds.height
         interp = self.ds.colorinterp
         self._alpha = interp.index(ColorInterp.alpha) + 1 if ColorInterp.alpha in interp else None
@@ -327,8 +393,7 @@ class RasterioReader(SceneReader):
         # a palette file's own nodata is an index, applied to the indices in _valid; stored RGB values have none
         file_nodata = None if self._palette is not None else self.ds.nodata
         self.nodata = checked_nodata(nodata if nodata is not None else file_nodata, self.dtype, ref.paths[0])
-        self.crs = _crs_string(self.ds.crs)
-        self.transform = self.ds.transform if self.ds.crs else None
+        self.crs, self.transform = _georeference(self.ds, ref.paths[0])
         self._dataset_mask = self.nodata is None and MaskFlags.per_dataset in self.ds.mask_flag_enums[0]
         # palette colours are display values: no scale (the palette's single index band has none to give)
         self._set_scales([_gdal_scale(self.ds, i) for i in self._indexes] if self._palette is None
@@ -386,15 +451,14 @@ class BandFilesReader(SceneReader):
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None, resampling: str):
         super().__init__(ref, bands, nodata)
-        self.dss = [rasterio.open(p) for p in ref.paths]
+        self.dss = [_open_gdal(p) for p in ref.paths]
         self.bands = bands
         ref_ds = min(self.dss, key=lambda d: abs(d.transform.a))
         self._ref = ref_ds
         self.width, self.height = ref_ds.width, ref_ds.height
         self.dtype = self._data_dtype([d.dtypes[0] for d in self.dss])
         self.nodata = checked_nodata(nodata if nodata is not None else ref_ds.nodata, self.dtype, ref_ds.name)
-        self.crs = _crs_string(ref_ds.crs)
-        self.transform = ref_ds.transform if ref_ds.crs else None
+        self.crs, self.transform = _georeference(ref_ds, ref.paths[self.dss.index(ref_ds)])
         self._resampling = Resampling[resampling]
         self._set_scales([_gdal_scale(d, 1) for d in self.dss])
 
@@ -497,7 +561,8 @@ class ModisHdf4Reader(SceneReader):
         super().__init__(ref, bands, nodata)
         from pyhdf.SD import SD, SDC
 
-        self.sd = SD(ref.paths[0], SDC.READ)
+        with native_path(ref.paths[0]) as native:
+            self.sd = SD(native, SDC.READ)
         if not bands:
             raise ValueError("modis_hdf4 needs a bands list naming each band's sds")
         self.bands = bands

@@ -67,5 +67,5 @@ DUPLICATES = pa.schema(
     ]
 )
 
-EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "eval_split", "eval_leak", "unreadable",
-                   "night")
+EXCLUDE_REASONS = ("nodata", "low_information", "cloud", "too_small", "too_large", "eval_split", "eval_leak",
+                   "unreadable", "bad_georeference", "changed", "night")

@@ -22,18 +22,21 @@ import rasterio
 from rscurate import codec, quality, schema
 from rscurate.band_stats import BandParts, BandTileStats, accumulate
 from rscurate.coverage import covered_pixels
-from rscurate.manifest import Manifest
+from rscurate.file_names import as_text
+from rscurate.manifest import Limits, Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
-from rscurate.pixel_check import Pixels, Similarity, compare
+from rscurate.pixel_check import NOT_COMPARABLE, Pixels, Similarity, compare
 from rscurate.probes import chip_probes, probe_table, tile_probes
 from rscurate.readers import (
     STRICT_DECODE,
+    Changed,
     SceneLeftOut,
     SceneReader,
     SceneRef,
     error_text,
     open_scene,
+    refusal_reason,
     valid_from_nodata,
 )
 from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
@@ -57,7 +60,7 @@ class ScenePlan:
     windows: tuple[Window, ...] = ()
     width: int = 0
     height: int = 0
-    reason: str | None = None  # too_small | unreadable
+    reason: str | None = None  # too_small | too_large | unreadable | bad_georeference | changed
     detail: str = ""
     signature: SceneSignature | None = None  # whole-scene hashes, for scenes cut into several tiles
     crs: str = ""
@@ -79,9 +82,30 @@ class Unit:
 
 
 def _open(manifest: Manifest, scene: SceneRef) -> SceneReader:
+    """The scene's reader; Changed when a file is not the one discovery saw (see check_unchanged)."""
+    check_unchanged(scene)
     resampling = manifest.band_files.resampling if manifest.band_files else "bilinear"
     return open_scene(scene, manifest.band_list(), manifest.nodata, resampling, manifest.npy_layout,
                       manifest.daynight == "day")
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """(size, mtime_ns) of a file: what says it is still the file discovery saw."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def check_unchanged(scene: SceneRef) -> None:
+    """Raise Changed when a file of the scene vanished or differs in size or mtime from its discovery stamp."""
+    for path, stamp in zip(scene.paths, scene.stamps, strict=False):
+        try:
+            now = file_stamp(path)
+        except FileNotFoundError:
+            raise Changed(f"{as_text(path)} vanished after discovery; rerun the build (it resumes) once the "
+                          "source is complete") from None
+        if now != stamp:
+            raise Changed(f"{as_text(path)} changed after discovery (size, mtime_ns {stamp} -> {now}); rerun the "
+                          "build (it resumes) once the source is no longer being written")
 
 
 def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
@@ -96,8 +120,10 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
     except SceneLeftOut as err:  # readable, but the source's rules leave it out (a night granule)
         return ScenePlan(scene, reason=err.reason, detail=err.detail)
     except Exception as err:  # any unreadable input is recorded, never fatal
-        return ScenePlan(scene, reason="unreadable", detail=error_text(err))
+        return ScenePlan(scene, reason=refusal_reason(err), detail=error_text(err))
     try:
+        if too_large := _over_budget(manifest.limits, reader):
+            return ScenePlan(scene, (), reader.width, reader.height, "too_large", too_large)
         try:  # a rule that cannot be applied to this file is its scene's record, as an unreadable file is
             quality.check_units(manifest.quality, [b.name for b in reader.data_bands], reader.dtype, reader.scaled,
                                 scene.paths[0] if len(scene.paths) == 1 else scene.scene)
@@ -107,6 +133,10 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
         if not windows:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
             return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
+        if (big := max(w * h for _, _, w, h in windows)) > manifest.limits.max_decode_pixels:
+            return ScenePlan(scene, (), reader.width, reader.height, "too_large",
+                             f"a {reader.width}x{reader.height} tile of {big} pixels is over limits.max_decode_pixels "
+                             f"{manifest.limits.max_decode_pixels}; set tile.max_size to cut such images into a grid")
         if reader.one_stream and windows != ((0, 0, reader.width, reader.height),):
             # A window can read cleanly above the damage (or past it, after libjpeg resynchronises), so the
             # file is decoded whole here, where all its windows are known. A file kept as one whole tile
@@ -120,6 +150,19 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
                          pixels_tiled=covered_pixels(windows, reader.width, reader.height))
     finally:
         reader.close()
+
+
+def _over_budget(limits: Limits, reader: SceneReader) -> str:
+    """Why a scene's declared size is over the manifest's pixel budgets ("" when within): caught from the header,
+    before a decompression bomb is decoded or cut into millions of windows."""
+    pixels, size = reader.width * reader.height, f"{reader.width}x{reader.height}"
+    fix = "raise it in the manifest's `limits` if the file is real"
+    if pixels > limits.max_scene_pixels:
+        return f"declares {size} = {pixels} pixels, over limits.max_scene_pixels {limits.max_scene_pixels}; {fix}"
+    if reader.one_stream and pixels > limits.max_decode_pixels:
+        return (f"a PNG/JPEG (one compressed stream, decoded whole) declaring {size} = {pixels} pixels, over "
+                f"limits.max_decode_pixels {limits.max_decode_pixels}; {fix}, or convert it to a tiled GeoTIFF")
+    return ""
 
 
 def _signature(reader: SceneReader, windows: tuple[Window, ...]) -> SceneSignature | None:
@@ -141,11 +184,8 @@ def unit_key(manifest: Manifest, items: tuple[tuple[SceneRef, tuple[Window, ...]
     labels = manifest.label_source()
     if labels is not None:  # new polygons relabel the tiles
         h.update(labels.stamp().encode())
-    for scene, windows in items:
-        for p in scene.paths:
-            st = os.stat(p)
-            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
-        h.update(repr((scene.scene, scene.frame, windows)).encode())
+    for scene, windows in items:  # the files as discovered: a unit is keyed without touching them again
+        h.update(repr((scene.paths, scene.stamps, scene.scene, scene.frame, windows)).encode())  # repr: ASCII-safe
     return h.hexdigest()[:32]
 
 
@@ -244,7 +284,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
         reader = _open(manifest, scene)
     except Exception as err:
         for window in windows:
-            out.exclude(scene, window, "unreadable", error_text(err))
+            out.exclude(scene, window, refusal_reason(err), error_text(err))
         return
     try:
         data_bands = reader.data_bands
@@ -379,5 +419,12 @@ def scene_pixels(manifest: Manifest, scene: SceneRef) -> Pixels:
 
 
 def check_scenes(pairs: list[tuple[tuple[Manifest, SceneRef], tuple[Manifest, SceneRef]]]) -> list[Similarity]:
-    """pixel_check.compare of pairs of scenes on their decimated views (a Dask task; candidates only)."""
-    return [compare(scene_pixels(*a), scene_pixels(*b)) for a, b in pairs]
+    """pixel_check.compare of pairs of scenes on their decimated views (a Dask task; candidates only). A scene that
+    no longer reads (changed or deleted since its tiles were read) proves no copy: the pair stays apart."""
+    out = []
+    for a, b in pairs:
+        try:
+            out.append(compare(scene_pixels(*a), scene_pixels(*b)))
+        except Exception:  # any read failure: not comparable, as tiles without shared pixels are
+            out.append(NOT_COMPARABLE)
+    return out

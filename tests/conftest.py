@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -9,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from hypothesis import settings
 from rasterio.transform import from_origin
 
 from rscurate.pipeline import BuildOptions, BuildReport, build
 from rscurate.sample_data import fetch
+
+# Property tests: a modest number of examples keeps the suite fast; HYPOTHESIS_PROFILE=thorough searches harder.
+# No example database (it would litter the checkout); a failure prints the blob that reproduces it.
+settings.register_profile("rscurate", max_examples=40, deadline=None, database=None, print_blob=True)
+settings.register_profile("thorough", max_examples=2000, deadline=None, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "rscurate"))
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_REAL = REPO.parent / "shared" / "data" / "real"
