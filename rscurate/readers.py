@@ -592,6 +592,10 @@ class ModisHdf4Reader(SceneReader):
         return [s.get(start=(y, x), count=count, stride=(sy, sx)) for s in self.sds]
 
     def close(self) -> None:
+        """Datasets first: ending the file while SDS handles are open can crash the HDF4 library on collection."""
+        for sds in self.sds:
+            sds.endaccess()
+        self.sds = []
         self.sd.end()
 
 
