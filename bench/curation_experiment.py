@@ -31,7 +31,8 @@ from rspretrain.config import load_config
 from rspretrain.models import build_model
 from rspretrain.optim import build_optimizer
 from rspretrain.probe import run_probe
-from rspretrain.retrieval import run_retrieval
+from rspretrain.probe_features import ProbeTiles, load_images
+from rspretrain.retrieval import KS, placed_tiles, recall_at, run_retrieval, true_matches
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,6 +71,19 @@ def step_seconds(methods: list[str], bands: int, batch: int, rounds: int = 12) -
             step()
             times[method].append(time.perf_counter() - start)
     return {m: statistics.median(v) for m, v in times.items()}
+
+
+def raw_pixel_recall(corpus: Path, query: str, gallery: str, bands: list[str], img_size: int) -> dict[str, float]:
+    """Recall of the encoders' own input (normalised pixels, flattened) compared by the same centred cosine: the
+    baseline an encoder has to beat to have added anything for retrieval."""
+    from rspretrain.corpus import Corpus
+
+    data = Corpus(corpus)
+    q, g = placed_tiles(data, query, bands), placed_tiles(data, gallery, bands)
+    both = ProbeTiles(*(getattr(q.tiles, f) + getattr(g.tiles, f) for f in ("ids", "sha256", "labels", "locations")))
+    pixels = load_images(data, both, bands, img_size, "source").flatten(1)
+    n = len(q.tiles.ids)
+    return {f"recall@{k}": r for k, r in recall_at(pixels[:n], pixels[n:], true_matches(q, g), KS).items()}
 
 
 def final_losses(run: Path, last: int = 20) -> dict[str, float]:
@@ -140,7 +154,11 @@ def main() -> None:
                                     on_overlap="warn")
                     record["probe"] = scores(rep)
                 runs.append(record)
+    img_size = load_config(CONFIGS[args.methods[0]]).model.img_size
+    raw = {f"retrieval {c.name} {pair}": raw_pixel_recall(c, *pair.split(":"), bands, img_size)
+           for c in args.retrieval_corpus for pair in args.pair}
     summary = summarise(runs)
+    summary["raw pixels"] = {f"{ev} {m}": {"mean": v, "std": 0.0} for ev, by_m in raw.items() for m, v in by_m.items()}
     (out / "results.json").write_text(json.dumps(
         {"step_seconds": step_s, "steps": steps, "budget_s": budget_s, "commands": log, "runs": runs,
          "summary": summary}, indent=2))
@@ -182,15 +200,18 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def markdown(summary: dict[str, dict[str, Any]], step_s: dict[str, float], steps: dict[str, int]) -> str:
-    cols = sorted({k for row in summary.values() for k in row if not k.startswith(("loss", "wall"))})
+    """The losses, then one table per evaluation: encoders as rows, metrics as columns, mean ± std over seeds."""
+    fmt = lambda v: f"{v['mean']:.3f} ± {v['std']:.3f}"  # noqa: E731
     lines = [f"Step seconds (interleaved, median): {step_s}; steps per run: {steps}.", "",
-             "| encoder | loss (zeros / visible mean) | " + " | ".join(cols) + " |",
-             "| --- | --- |" + " --- |" * len(cols)]
-    for name, row in summary.items():
-        loss = (f"{row['loss']['mean']:.3f} ± {row['loss']['std']:.3f} ({row['loss_zeros']['mean']:.3f} / "
-                f"{row['loss_visible_mean']['mean']:.3f})" if "loss" in row else "-")
-        cells = [f"{row[c]['mean']:.3f} ± {row[c]['std']:.3f}" if c in row else "-" for c in cols]
-        lines.append(f"| {name} | {loss} | " + " | ".join(cells) + " |")
+             "| encoder | final loss | predict zeros | visible mean | wall s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {fmt(r['loss'])} | {fmt(r['loss_zeros'])} | {fmt(r['loss_visible_mean'])} | "
+              f"{r['wall_s']['mean']:.0f} |" for name, r in summary.items() if "loss" in r]
+    keys = list(dict.fromkeys(k for row in summary.values() for k in row if k.startswith(("retrieval", "probe"))))
+    for ev in dict.fromkeys(k.rsplit(" ", 1)[0] for k in keys):
+        metrics = [k.rsplit(" ", 1)[1] for k in keys if k.rsplit(" ", 1)[0] == ev]
+        lines += ["", f"**{ev}**", "", "| encoder | " + " | ".join(metrics) + " |", "| --- |" + " --- |" * len(metrics)]
+        lines += [f"| {name} | " + " | ".join(fmt(row[f"{ev} {m}"]) if f"{ev} {m}" in row else "-" for m in metrics)
+                  + " |" for name, row in summary.items() if any(f"{ev} {m}" in row for m in metrics)]
     return "\n".join(lines) + "\n"
 
 
