@@ -22,17 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import imagehash
 import numpy as np
 import rasterio
-from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from straightforward_loop import TILE, baseline  # noqa: E402
+
 from rscurate.sample_data import fetch  # noqa: E402
 
-TILE = 256
 SCENES = ["LC08_L1TP_224078_20200518_20200518_01_RT.TIF"]
 BAND_SCENE = "LC08_L1TP_224077_20200518_20200518_01_RT_B{}.TIF"
 
@@ -67,23 +66,6 @@ def make_inputs(folder: Path) -> list[Path]:
                 dst.write(np.ascontiguousarray(v))
             paths.append(path)
     return paths
-
-
-def baseline(paths: list[Path], out: Path, stride: int) -> tuple[int, float]:
-    """The straightforward loop the issue measures against."""
-    out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    t0 = time.perf_counter()
-    for path in paths:
-        with rasterio.open(path) as ds:
-            scene = ds.read()
-        for y in range(0, scene.shape[1] - TILE + 1, stride):
-            for x in range(0, scene.shape[2] - TILE + 1, stride):
-                img = Image.fromarray(np.moveaxis(scene[:, y : y + TILE, x : x + TILE], 0, -1))
-                str(imagehash.phash(img))
-                img.save(out / f"{path.stem}_{x}_{y}.png")
-                n += 1
-    return n, time.perf_counter() - t0
 
 
 def ours(folder: Path, out: Path, workers: int, stride: int) -> tuple[int, dict[str, int], float]:

@@ -1,8 +1,13 @@
-"""Images/s of the training stream (read row groups, decode, select bands, normalise, crop, flip) per
-DataLoader worker count. Prints one JSON line.
+"""Images/s of the training stream (read row groups, decode, select bands, crop, resize, flip, normalise) per
+DataLoader worker count and data.finish_on. Prints one JSON line.
+
+With finish_on device the workers send stored-dtype crops and the timed loop also finishes every batch
+(batch_images) on --device, as the trainer does: `images_per_s` is of finished images, `stream_per_s` of the
+batches as delivered (the workers' share).
 
     python bench/loader_throughput.py --data corpus/ --bands red green blue --img-size 224 --workers 0 1 2
     python bench/loader_throughput.py --synthetic 512 --tile 256      # no corpus at hand: a synthetic one
+    python bench/loader_throughput.py --in-chans 3 --finish-on worker device --repeat 3 --device cuda
 """
 
 from __future__ import annotations
@@ -18,22 +23,35 @@ import torch
 
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
-from rspretrain.data import CorpusDataset, make_loader
+from rspretrain.data import CorpusDataset, batch_images, make_loader
 from rspretrain.synthetic import S2_BANDS, make_corpus
 
 
-def measure(corpus: Corpus, cfg: DataConfig, img_size: int, workers: int, batch: int, batches: int) -> dict:
+def measure(
+    corpus: Corpus, cfg: DataConfig, img_size: int, workers: int, batch: int, batches: int, device: torch.device
+) -> dict:
     dataset = CorpusDataset(corpus, img_size, cfg, seed=0, num_workers=workers)
-    loader = iter(make_loader(dataset, batch))
+    loader = iter(make_loader(dataset, batch, pin_memory=device.type == "cuda"))
     next(loader)  # worker start-up and first row groups are not throughput
+    images, finishing, sent = 0, 0.0, 0
     start = time.perf_counter()
-    images = sum(len(b["image"]) for b in itertools.islice(loader, batches))
+    for b in itertools.islice(loader, batches):
+        t = time.perf_counter()
+        finished = batch_images(b, img_size, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        finishing += time.perf_counter() - t
+        images += len(finished)
+        sent += sum(v.nbytes for k, v in b.items() if k in ("image", "crops"))
     elapsed = time.perf_counter() - start
     rate = images / elapsed
     return {
+        "finish_on": cfg.finish_on,
         "workers": workers,
         "images_per_s": round(rate, 1),
         "per_worker": round(rate / max(workers, 1), 1),
+        "stream_per_s": round(images / (elapsed - finishing), 1),
+        "kb_per_image": round(sent / images / 1024, 1),
     }
 
 
@@ -52,6 +70,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=20, help="timed batches per setting")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--finish-on", nargs="+", default=["worker"], choices=["worker", "device"])
+    parser.add_argument("--device", default="cpu", help="where batches are finished (cpu or cuda)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over all settings (noise)")
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # the main process only collates here; workers are what is measured
@@ -68,9 +89,17 @@ def main() -> None:
                 rows_per_shard=256,
             )
         bands = args.bands or (None if args.in_chans else list(S2_BANDS))
-        cfg = DataConfig(bands=bands, in_chans=args.in_chans, shuffle_buffer=256)
         corpus = Corpus(root)
-        results = [measure(corpus, cfg, args.img_size, w, args.batch, args.batches) for w in args.workers]
+        device = torch.device(args.device)
+        results = [
+            measure(corpus, cfg, args.img_size, w, args.batch, args.batches, device)
+            for _ in range(args.repeat)
+            for cfg in (
+                DataConfig(bands=bands, in_chans=args.in_chans, shuffle_buffer=256, finish_on=f)
+                for f in args.finish_on
+            )
+            for w in args.workers
+        ]
     print(
         json.dumps(
             {
@@ -78,7 +107,8 @@ def main() -> None:
                 "corpus": "synthetic" if args.data is None else str(args.data),
                 "tiles": corpus.num_rows,
                 "tile_px": args.tile if args.data is None else None,
-                "bands": cfg.channels(),
+                "bands": len(bands) if bands else args.in_chans,
+                "device": args.device,
                 "img_size": args.img_size,
                 "batch": args.batch,
                 "results": results,

@@ -25,8 +25,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 BITS = 64
 DEFAULT_RADIUS = 8
@@ -606,6 +604,9 @@ def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs, identical
     nodes = np.unique(np.concatenate((i, j)))
     li, lj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
     m = len(nodes)
+    from scipy.sparse import coo_matrix  # here, not at the top: scipy.sparse costs every build ~0.3 s to import
+    from scipy.sparse.csgraph import connected_components
+
     # Identical-hash groups: components of the distance-0 edges.
     zero = d == 0 if identical_groups else np.zeros(len(d), bool)
     graph = coo_matrix((np.ones(int(zero.sum()), np.int8), (li[zero], lj[zero])), shape=(m, m))

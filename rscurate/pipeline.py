@@ -50,6 +50,9 @@ log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
 CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
+# Inputs up to this size are built by worker threads in this process: their work takes about as long as starting
+# worker processes would (~2 s on 2 cores), and the results are the same either way
+TINY_BUILD_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -65,7 +68,7 @@ class BuildOptions:
     overwrite: bool = False  # empty a non-empty --out that holds another build (or anything else)
     radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
     curate: bool = True  # False: every tile with a valid pixel is kept (no quality rules, no dedup, no leak search)
-    processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks)
+    processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks; tiny inputs always)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
 
@@ -77,6 +80,11 @@ class BuildReport:
     absent: list[str]
     shards: int
     seconds: float
+
+
+def input_bytes(discoveries: list[Discovery]) -> int:
+    """Bytes on disk of the discovered input files (a file shared by several scenes counts once)."""
+    return sum(os.path.getsize(path) for path in {p for d in discoveries for s in d.scenes for p in s.paths})
 
 
 @contextmanager
@@ -285,7 +293,8 @@ def build(opts: BuildOptions) -> BuildReport:
         raise ManifestError("no source has data on disk; see the messages above for where to get each")
 
     out, work = opts.out, out_dir.start(opts.out, inputs_fp, opts.overwrite)
-    with dask_client(opts.scheduler, opts.workers, opts.quiet, opts.processes) as client:
+    processes = opts.processes and input_bytes(present) > TINY_BUILD_BYTES
+    with dask_client(opts.scheduler, opts.workers, opts.quiet, processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
         plan_futs, plan_owner = [], []
         for d in present:

@@ -1,4 +1,4 @@
-"""Per-tile augmentation: RandomResizedCrop + horizontal flip on float (C, H, W) tensors of any band count.
+"""Per-tile augmentation: RandomResizedCrop + horizontal flip of (C, H, W) tiles of any band count.
 
 Parameters come from a caller-supplied numpy Generator so that a sample's augmentation is a pure function of
 its seed (which is what makes exact resume possible without replaying augmentations).
@@ -11,6 +11,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from rspretrain.tiles import normalise
 
 
 def crop_box(
@@ -47,17 +49,26 @@ def resize(tile: torch.Tensor, size: int) -> torch.Tensor:
     )[0]
 
 
-def random_resized_crop_flip(
-    tile: torch.Tensor,
-    size: int,
+def random_crop_flip(
+    height: int,
+    width: int,
     rng: np.random.Generator,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: bool = True,
+) -> tuple[tuple[int, int, int, int], bool]:
+    """RandomResizedCrop's box and the flip, drawn from `rng` in this order (a sample's seed fixes both)."""
+    box = crop_box(height, width, scale, ratio, rng)
+    return box, bool(hflip and rng.random() < 0.5)
+
+
+def resize_flip_normalise(
+    crop: torch.Tensor, size: int, flip: bool, mean: torch.Tensor, std: torch.Tensor
 ) -> torch.Tensor:
-    """Crop a random box, resize it to size x size (tiles smaller than size are upsampled) and maybe flip."""
-    top, left, h, w = crop_box(tile.shape[-2], tile.shape[-1], scale, ratio, rng)
-    out = resize(tile[:, top : top + h, left : left + w], size)
-    if hflip and rng.random() < 0.5:
+    """A cropped (C, h, w) tile of any dtype as the model sees it: float32, resized to size x size (tiles smaller
+    than size are upsampled), maybe flipped, normalised with (C, 1, 1) mean and std. The same function runs in
+    a DataLoader worker or, with data.finish_on device, on the training device."""
+    out = resize(crop.float(), size)
+    if flip:
         out = out.flip(-1)
-    return out
+    return normalise(out, mean, std)

@@ -18,6 +18,7 @@ How the stream is laid out (docs/pretraining.md, "Data order and resume"):
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
-from rspretrain.augment import random_resized_crop_flip, resize
+from rspretrain.augment import random_crop_flip, resize_flip_normalise
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
 from rspretrain.tiles import ROW_COLUMNS, CorruptTile, MissingBands, TileReader
@@ -40,6 +41,8 @@ _BUFFER_SALT = 0x5EED
 _AUGMENT_SALT = 0xA06
 _WARN_LIMIT = 5
 _FAULT_FLOOR = 1000  # rows: below this many, max_skip_fraction is taken of 1000 (one early bad row is no trend)
+# data.finish_on device sends crops of these dtypes as stored (exact in float32); any other is sent as float32
+_SENT_AS_STORED = (np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.uint16), np.dtype(np.int16))
 SKIP_KINDS = ("skipped_corrupt", "skipped_unreadable", "skipped_bands")
 FAULTS = ("skipped_corrupt", "skipped_unreadable")  # what on_error and max_skip_fraction apply to
 
@@ -224,28 +227,32 @@ class CorpusDataset(IterableDataset):
             return None
         record = {k: v[row] for k, v in table.items()}
         try:
-            tile, plan = self.reader.raw(record)
+            tile = self.reader.decode(record)
         except (CorruptTile, MissingBands) as err:
             group = self.corpus.row_groups[gi]
             where = f"{self.corpus.shard_dir / group.shard} row group {group.index} row {row}"
             kind = "skipped_corrupt" if isinstance(err, CorruptTile) else "skipped_bands"
             self._skip(kind, f"{where}: {err}", skipped)
             return None
+        height, width = tile.shape
+        (top, left, h, w), flip = (0, 0, height, width), False
         if self.augment:
             rng = np.random.default_rng([self.seed, stream, j, _AUGMENT_SALT])
-            tile = random_resized_crop_flip(
-                tile,
-                self.img_size,
-                rng,
-                tuple(self.cfg.crop_scale),
-                tuple(self.cfg.crop_ratio),
-                self.cfg.hflip,
+            (top, left, h, w), flip = random_crop_flip(
+                height, width, rng, tuple(self.cfg.crop_scale), tuple(self.cfg.crop_ratio), self.cfg.hflip
             )
-        else:
-            tile = resize(tile, self.img_size)
+        crop = tile.window(top, left, h, w)
+        plan = tile.plan
         self.stats["samples"] += 1
+        if self.cfg.finish_on == "device":
+            if crop.dtype not in _SENT_AS_STORED:
+                crop = crop.astype(np.float32)
+            pixels = {"crop": torch.from_numpy(crop), "flip": flip, "mean": plan.mean, "std": plan.std}
+        else:
+            image = resize_flip_normalise(torch.from_numpy(crop), self.img_size, flip, plan.mean, plan.std)
+            pixels = {"image": image}
         sample = {
-            "image": TileReader.normalise(tile, plan).contiguous(),
+            **pixels,
             "wavelengths": plan.wavelengths,
             "id": record["id"],
             "stream": stream,
@@ -254,6 +261,43 @@ class CorpusDataset(IterableDataset):
         }
         skipped.update(dict.fromkeys(SKIP_KINDS, 0))
         return sample
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """default_collate, except that data.finish_on device crops (of different sizes and dtypes) are packed into
+    one flat tensor (in shared memory inside a worker, as default_collate does) with their shapes beside it."""
+    if "crop" not in samples[0]:
+        return default_collate(samples)
+    crops = [s.pop("crop") for s in samples]
+    dtype = functools.reduce(torch.promote_types, (c.dtype for c in crops))
+    sizes = [c.numel() for c in crops]
+    flat = torch.empty(sum(sizes), dtype=dtype)
+    if get_worker_info() is not None:
+        flat.share_memory_()
+    torch.cat([c.reshape(-1) for c in crops], out=flat)
+    batch = default_collate(samples)
+    batch["crops"] = flat
+    batch["crop_shape"] = torch.tensor([c.shape for c in crops], dtype=torch.int64)
+    return batch
+
+
+def batch_images(batch: dict[str, Any], img_size: int, device: torch.device) -> torch.Tensor:
+    """The batch's (B, C, img_size, img_size) float32 images on `device`: moved as they are (data.finish_on
+    worker), or finished there from the stored crops (data.finish_on device), the same function either way."""
+    if "image" in batch:
+        return batch["image"].to(device, non_blocking=True)
+    flat = batch["crops"].to(device, non_blocking=True)
+    mean = batch["mean"].to(device, non_blocking=True)
+    std = batch["std"].to(device, non_blocking=True)
+    shapes = batch["crop_shape"].tolist()
+    images = torch.empty((len(shapes), shapes[0][0], img_size, img_size), dtype=torch.float32, device=device)
+    start = 0
+    for i, (shape, flip) in enumerate(zip(shapes, batch["flip"].tolist(), strict=True)):
+        size = shape[0] * shape[1] * shape[2]
+        crop = flat[start : start + size].view(shape)
+        images[i] = resize_flip_normalise(crop, img_size, flip, mean[i], std[i])
+        start += size
+    return images
 
 
 def _worker_init(_: int) -> None:
@@ -272,6 +316,7 @@ def make_loader(dataset: CorpusDataset, batch_size: int, pin_memory: bool = Fals
         batch_size=batch_size,
         num_workers=dataset.num_workers,
         worker_init_fn=_worker_init if dataset.num_workers > 0 else None,
+        collate_fn=collate,
         pin_memory=pin_memory,
         persistent_workers=False,
         in_order=True,

@@ -23,7 +23,7 @@ from rspretrain import checkpoint as ckpt
 from rspretrain import distributed as ddp
 from rspretrain.config import RunConfig
 from rspretrain.corpus import Corpus
-from rspretrain.data import SKIP_KINDS, CorpusDataset, DataPosition, make_loader
+from rspretrain.data import SKIP_KINDS, CorpusDataset, DataPosition, batch_images, make_loader
 from rspretrain.models import build_model
 from rspretrain.models.base import MaskedAutoencoder, MaskedOutput
 from rspretrain.models.selection import curriculum_stage
@@ -267,7 +267,7 @@ class Trainer:
         for micro in range(t.accum_steps):
             batch = next(batches)
             self.position.advance(batch)
-            images = batch["image"].to(self.device, non_blocking=True)
+            images = batch_images(batch, self.cfg.model.img_size, self.device)
             wavelengths = batch["wavelengths"].to(self.device, non_blocking=True)
             sync = self.ddp_model is None or micro == t.accum_steps - 1
             with contextlib.nullcontext() if sync else self.ddp_model.no_sync():

@@ -109,8 +109,8 @@ class TileReader:
         self._plans[key] = plan
         return plan
 
-    def raw(self, row: dict) -> tuple[torch.Tensor, BandPlan]:
-        """Decoded, band-selected float32 tile (not yet normalised) and its plan."""
+    def decode(self, row: dict) -> DecodedTile:
+        """The row's stored array, its plan and its invalid pixels; raises CorruptTile or MissingBands."""
         if not row.get("bands") or row.get("image") is None:
             raise CorruptTile(f"tile {row.get('id')}: no band names or no image bytes")
         plan = self.plan(row["bands"], row.get("wavelengths_um"), row.get("source"))
@@ -122,18 +122,51 @@ class TileReader:
             raise CorruptTile(
                 f"tile {row.get('id')}: decoded shape {array.shape} but {len(row['bands'])} bands"
             )
-        tile = np.ascontiguousarray(array[plan.index]).astype(np.float32, copy=False)
         try:
-            fill = _invalid_pixels(array, row.get("nodata"), row.get("valid_mask"))
+            invalid = _invalid_pixels(array, row.get("nodata"), row.get("valid_mask"))
         except Exception as err:  # an undecodable or misshapen mask makes the row unusable like bad image bytes
             raise CorruptTile(f"tile {row.get('id')}: bad valid_mask: {err}") from err
-        if fill is not None or not np.isfinite(tile).all():
-            # nodata, masked and NaN pixels take the band mean, i.e. 0 after normalisation: no fake edges for HOG,
-            # no NaN in the loss
-            bad = ~np.isfinite(tile) if fill is None else (~np.isfinite(tile)) | fill[None]
-            tile = np.where(bad, plan.mean.numpy(), tile)
-        return torch.from_numpy(tile), plan
+        return DecodedTile(array, plan, invalid)
+
+    def raw(self, row: dict) -> tuple[torch.Tensor, BandPlan]:
+        """Decoded, band-selected float32 tile (not yet normalised) and its plan."""
+        tile = self.decode(row)
+        pixels = tile.window(0, 0, *tile.shape).astype(np.float32, copy=False)
+        return torch.from_numpy(pixels), tile.plan
 
     @staticmethod
     def normalise(tile: torch.Tensor, plan: BandPlan) -> torch.Tensor:
-        return (tile - plan.mean) / plan.std
+        return normalise(tile, plan.mean, plan.std)
+
+
+def normalise(tile: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Per-band standardisation; mean and std are (C, 1, 1)."""
+    return (tile - mean) / std
+
+
+@dataclass(frozen=True)
+class DecodedTile:
+    """A row's decoded array (all stored bands, stored dtype) before band selection, cropping and conversion."""
+
+    array: np.ndarray  # (bands, H, W)
+    plan: BandPlan
+    invalid: np.ndarray | None  # (H, W): nodata, masked pixels (None: none)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.array.shape[1], self.array.shape[2]
+
+    def window(self, top: int, left: int, height: int, width: int) -> np.ndarray:
+        """The chosen bands of a window, in the stored dtype where every pixel is valid, else float32 with
+        nodata, masked and NaN pixels set to the band mean (i.e. 0 after normalisation: no fake edges for HOG,
+        no NaN in the loss). Cropping before converting keeps the float work to the pixels a sample uses."""
+        crop = self.array[self.plan.index, top : top + height, left : left + width]  # fancy index: a copy
+        floating = crop.dtype.kind == "f"
+        if floating:
+            crop = crop.astype(np.float32, copy=False)
+        if self.invalid is None and (not floating or np.isfinite(crop).all()):
+            return crop
+        bad = self.invalid[None, top : top + height, left : left + width] if self.invalid is not None else False
+        if floating:
+            bad = bad | ~np.isfinite(crop)
+        return np.where(bad, self.plan.mean.numpy(), crop.astype(np.float32, copy=False))

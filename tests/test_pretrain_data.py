@@ -19,7 +19,7 @@ from pretrain_fixtures import (
 from rscurate.codec import decode, encode_array
 from rspretrain.config import DataConfig
 from rspretrain.corpus import Corpus
-from rspretrain.data import CorpusDataset, DataPosition, make_loader
+from rspretrain.data import CorpusDataset, DataPosition, batch_images, make_loader
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -202,3 +202,25 @@ def test_a_band_without_valid_pixels_is_refused_by_name(corpus):
     with pytest.raises(ValueError, match=r"\['B08'\] have no valid pixel"):
         fake.band_mean_std(["B02", "B08"])
     assert fake.band_mean_std(["B02"])[0].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_finishing_on_the_device_gives_the_same_images_as_finishing_in_the_workers(corpus, tmp_path, workers):
+    """data.finish_on device: workers send stored-dtype crops, the consumer resizes, flips and normalises them:
+    bit for bit the images the workers make with finish_on worker, for the same seed. uint16 DN tiles travel as
+    uint16; beside float32 reflectance and nodata-filled tiles, a batch travels as float32."""
+    mixed = Corpus(make_corpus(tmp_path, n_s2=16, n_rgb=0, n_corrupt=0, n_nodata=8, n_s2_reflectance=8))
+    for source, dtype in ((corpus, torch.uint16), (mixed, torch.float32)):
+        in_workers, on_device = (
+            take(make_loader(CorpusDataset(source, 24, s2_cfg(finish_on=f), seed=4, num_workers=workers), 8), 6)
+            for f in ("worker", "device")
+        )
+        for a, b in zip(in_workers, on_device, strict=True):
+            assert a["id"] == b["id"] and "image" not in b
+            assert b["crops"].dtype == dtype
+            assert torch.equal(batch_images(b, 24, torch.device("cpu")), a["image"])
+
+
+def test_finish_on_must_be_worker_or_device():
+    with pytest.raises(ValueError, match="data.finish_on must be worker or device"):
+        s2_cfg(finish_on="gpu")

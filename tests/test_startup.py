@@ -1,0 +1,42 @@
+"""Start-up of `rscurate build` (issue 12): what importing rscurate costs, and tiny builds without worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rscurate import pipeline
+from tests.conftest import REPO, run_build, textured, write_manifest, write_tif
+
+
+def test_the_rscurate_command_imports_no_torch_plotting_or_scipy() -> None:
+    """torch is rspretrain's; matplotlib only when the card is drawn; scipy only for the few calls that need it."""
+    code = ("import sys, rscurate.cli, rscurate.pipeline, rscurate.units; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'matplotlib', 'scipy', 'rspretrain'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_tiny_build_runs_its_workers_as_threads(tmp_path: Path, rng: np.random.Generator,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes take ~2 s to start and stop: more than a small scene's whole build."""
+    write_tif(tmp_path / "data" / "scene.tif", textured(rng, 3, 256, 256))
+    manifest = write_manifest(tmp_path / "tiny.yaml", "name: tiny\nlicense: CC0-1.0\nroot: data\n"
+                              "include: ['*.tif']\ntile: {size: 128}\n")
+    asked: list[bool] = []
+    real = pipeline.dask_client
+
+    @contextlib.contextmanager
+    def recording(scheduler, workers, quiet, processes=True):  # noqa: ANN001, ANN202 (a stand-in)
+        asked.append(processes)
+        with real(scheduler, workers, quiet, processes) as client:
+            yield client
+
+    monkeypatch.setattr(pipeline, "dask_client", recording)
+    report = run_build([manifest], tmp_path / "corpus", processes=True)
+    assert report.kept == 4 and asked == [False]
