@@ -17,7 +17,7 @@ sample-data: setup
 	$(PY) -m rscurate.sample_data
 
 corpus: sample-data
-	$(VENV)/bin/rscurate build --sources manifests/ --out corpus/
+	$(VENV)/bin/rscurate build --sources manifests/ --out corpus/ --overwrite
 	$(VENV)/bin/rscurate verify corpus/
 
 demo: corpus
