@@ -2,15 +2,110 @@
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
 
+from rscurate.kill_points import KILL_AT
 from rscurate.shards import write_shard
+from rscurate.verify import VerifyError, verify
 from tests.conftest import SMALL_MANIFEST, run_build, textured, write_manifest, write_tif
+
+BIN = Path(sys.executable).parent
+TABLES = ("index.parquet", "excluded.parquet", "duplicates.parquet", "inputs.parquet")
+UNIT_TILES = 8
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 scenes of 4x4 tiles (two units each); scenes 4 and 8 repeat scene 0's top-left 2x2 tiles elsewhere, so
+    two units lose half their tiles to dedup and are rewritten by shard tasks (the others are hard-linked)."""
+    rng = np.random.default_rng(7)
+    root = tmp_path_factory.mktemp("faults")
+    first = textured(rng, 3, 256, 256, "uint8")
+    for i in range(12):
+        data = first if i == 0 else textured(rng, 3, 256, 256, "uint8")
+        if i in (4, 8):
+            data[:, :128, :128] = first[:, :128, :128]
+        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3200 * i, 4014080.0))
+    return write_manifest(root / "manifests" / "scenes.yaml", """\
+        name: scenes
+        license: CC0-1.0
+        root: ../data
+        include: ["*.tif"]
+        tile: {size: 64}
+        """)
+
+
+@pytest.fixture(scope="module")
+def reference(scenes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted build."""
+    out = tmp_path_factory.mktemp("reference") / "corpus"
+    run_build([scenes], out, unit_tiles=UNIT_TILES)
+    return out
+
+
+def rscurate_build(sources: Path, out: Path, *extra: str, env: dict[str, str] | None = None,
+                   **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    """`rscurate build` as its own process group; whatever it leaves running (orphaned workers) is killed."""
+    proc = subprocess.Popen([str(BIN / "rscurate"), "build", "--sources", str(sources), "--out", str(out),
+                             "--workers", "2", "--quiet", "--unit-tiles", str(UNIT_TILES), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, **(env or {})}, **kw)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.decode(), stderr.decode())
+
+
+def assert_no_partial_shard(out: Path) -> None:
+    """Every shard file under its final name is whole (temporary files are dot-named and never read)."""
+    for path in (out / "shards").glob("part-*.parquet"):
+        pq.read_table(path)
+
+
+def assert_same_corpus(out: Path, reference: Path) -> None:
+    """Tables, shard rows (image bytes included) and statistics equal the uninterrupted build's."""
+    verify(out)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(reference / name))
+    shards = sorted(p.name for p in (reference / "shards").glob("*"))
+    assert sorted(p.name for p in (out / "shards").glob("*")) == shards
+    for name in shards:
+        assert pq.read_table(out / "shards" / name).equals(pq.read_table(reference / "shards" / name)), name
+    stats, ref = (json.loads((d / "stats.json").read_text()) for d in (out, reference))
+    assert {k: stats[k] for k in ("counts", "sources", "bands")} == {k: ref[k] for k in ("counts", "sources", "bands")}
+    assert not list(out.glob("_work*")), "the work folder is removed"
+
+
+# each stage once part-way (N tasks of it done, where it has tasks); see rscurate/kill_points.py
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["planning:1", "tiles:6", "dedup", "shards:1", "card", "cleanup"])
+def test_a_build_killed_at_any_stage_reruns_to_the_same_corpus(scenes: Path, reference: Path, tmp_path: Path,
+                                                              stage: str) -> None:
+    out = tmp_path / "corpus"
+    killed = rscurate_build(scenes, out, env={KILL_AT: stage})
+    assert killed.returncode == -signal.SIGKILL, f"the build was not killed at {stage}: {killed.stderr}"
+    assert_no_partial_shard(out)
+    if stage != "cleanup":  # killed after build.json, the corpus is whole already
+        with pytest.raises(VerifyError, match="did not finish"):
+            verify(out)
+    rerun = rscurate_build(scenes, out)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_corpus(out, reference)
 
 # Runs shards.write_shard(0, KEY, [0], WORK, OUT) with Path.write_bytes replaced: the `.done` marker (or its
 # temporary file) is written half, and the process then SIGKILLs itself, as a kill in the middle of that write would.
@@ -48,3 +143,57 @@ def test_a_kill_while_a_shard_marker_is_written_leaves_no_torn_marker(tmp_path: 
     # the rerun of the shard task redoes it (on the old code it unpickled the torn marker and failed)
     again = write_shard(0, key, [0], str(work), str(out))
     assert pickle.dumps(again) == pickle.dumps(clean)
+
+
+# A worker preload: reading a scene named poison_plan (when planning) or poison_read (when cutting tiles) kills the
+# worker process, as a crash in a decoder would, every time.
+POISON = """
+import os, signal
+from rscurate import units
+
+def poisoned(func, marker):
+    def run(first, scene, *rest):
+        if marker in scene.scene:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return func(first, scene, *rest)
+    return run
+
+units._plan_scene = poisoned(units._plan_scene, "poison_plan")
+units._process_scene = poisoned(units._process_scene, "poison_read")
+"""
+
+
+def _tiles(corpus: Path) -> pd.DataFrame:
+    """Kept tiles without their place in the shards (a split unit moves them), in id order."""
+    index = pd.read_parquet(corpus / "index.parquet").drop(columns=["shard", "row"])
+    return index.sort_values("id", ignore_index=True)
+
+
+@pytest.mark.slow
+def test_a_file_that_keeps_killing_its_worker_is_unreadable_not_a_failed_build(scenes: Path, reference: Path,
+                                                                                tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for tif in (scenes.parent.parent / "data").glob("*.tif"):
+        os.link(tif, data / tif.name)
+    rng = np.random.default_rng(3)
+    write_tif(data / "poison_plan.tif", textured(rng, 3, 128, 128, "uint8"), origin=(0.0, 4014080.0))
+    # two small scenes share one unit: when it kills its workers, its scenes are retried one per task
+    write_tif(data / "poison_read.tif", textured(rng, 3, 128, 128, "uint8"), origin=(3200.0, 4014080.0))
+    write_tif(data / "q_small.tif", textured(rng, 3, 128, 128, "uint8"), origin=(6400.0, 4014080.0))
+    manifest = write_manifest(tmp_path / "scenes.yaml", (scenes).read_text().replace("../data", "data"))
+    preload = tmp_path / "poison.py"
+    preload.write_text(POISON)
+    out = tmp_path / "corpus"
+    build = rscurate_build(manifest, out, env={"DASK_DISTRIBUTED__WORKER__PRELOAD": json.dumps([str(preload)]),
+                                               "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1"})
+    assert build.returncode == 0, build.stderr
+    verify(out)
+    excluded = pd.read_parquet(out / "excluded.parquet")
+    lost = excluded[excluded["detail"].str.contains("worker process died")]
+    assert (lost["reason"] == "unreadable").all()
+    assert lost.groupby("scene").size().to_dict() == {"poison_plan.tif": 1, "poison_read.tif": 4}
+    assert "poison_read.tif" in build.stderr, "the end-of-build summary names the lost scene"
+    tiles = _tiles(out)
+    assert (tiles["scene"] == "q_small.tif").sum() == 4, "the poison's unit-mate is kept"
+    pd.testing.assert_frame_equal(tiles[tiles["scene"] != "q_small.tif"].reset_index(drop=True), _tiles(reference))
