@@ -111,7 +111,9 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
               # one single-threaded worker per core: a BLAS thread pool per worker only contends for the cores
               f"{environ}.OPENBLAS_NUM_THREADS": 1, f"{environ}.OMP_NUM_THREADS": 1}
     with dask.config.set(malloc), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                                              dashboard_address=":0",
+                                              # --quiet: a task's error reaches the client (and the console) anyway
+                                              silence_logs=logging.CRITICAL if quiet else logging.ERROR) as cluster, \
             Client(cluster) as client:
         if not quiet:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import resource
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ import pytest
 from rscurate.kill_points import KILL_AT
 from rscurate.shards import write_shard
 from rscurate.verify import VerifyError, verify
-from tests.conftest import SMALL_MANIFEST, run_build, textured, write_manifest, write_tif
+from tests.conftest import SMALL_MANIFEST, external_cluster, run_build, textured, write_manifest, write_tif
 
 BIN = Path(sys.executable).parent
 TABLES = ("index.parquet", "excluded.parquet", "duplicates.parquet", "inputs.parquet")
@@ -54,13 +58,17 @@ def reference(scenes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def rscurate_build(sources: Path, out: Path, *extra: str, env: dict[str, str] | None = None,
-                   **kw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
-    """`rscurate build` as its own process group; whatever it leaves running (orphaned workers) is killed."""
-    proc = subprocess.Popen([str(BIN / "rscurate"), "build", "--sources", str(sources), "--out", str(out),
+def start_build(sources: Path, out: Path, *extra: str, env: dict[str, str] | None = None,
+                **kw) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    """`rscurate build` (2 local workers unless --scheduler is given) as its own process group."""
+    return subprocess.Popen([str(BIN / "rscurate"), "build", "--sources", str(sources), "--out", str(out),
                              "--workers", "2", "--quiet", "--unit-tiles", str(UNIT_TILES), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                             env={**os.environ, **(env or {})}, **kw)
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    """Wait for a build; whatever it leaves running (orphaned local workers) is killed."""
     try:
         stdout, stderr = proc.communicate(timeout=300)
     finally:
@@ -69,6 +77,10 @@ def rscurate_build(sources: Path, out: Path, *extra: str, env: dict[str, str] | 
         except ProcessLookupError:
             pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.decode(), stderr.decode())
+
+
+def rscurate_build(sources: Path, out: Path, *extra: str, **kw) -> subprocess.CompletedProcess:  # type: ignore
+    return finish(start_build(sources, out, *extra, **kw))
 
 
 def assert_no_partial_shard(out: Path) -> None:
@@ -197,3 +209,79 @@ def test_a_file_that_keeps_killing_its_worker_is_unreadable_not_a_failed_build(s
     tiles = _tiles(out)
     assert (tiles["scene"] == "q_small.tif").sum() == 4, "the poison's unit-mate is kept"
     pd.testing.assert_frame_equal(tiles[tiles["scene"] != "q_small.tif"].reset_index(drop=True), _tiles(reference))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_build_on_a_cluster_changes_nothing(scenes: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    with external_cluster(tmp_path, 2) as (address, workers):
+        build = start_build(scenes, out, "--scheduler", address)
+        units = out / "_work" / "units"
+        deadline = time.time() + 120
+        while len(list(units.glob("*.excluded.parquet"))) < 4 and time.time() < deadline and build.poll() is None:
+            time.sleep(0.02)
+        assert build.poll() is None, "the build finished before a worker could be killed; make the input larger"
+        os.killpg(workers[0].pid, signal.SIGKILL)  # the worker and its nanny: the node is gone
+        staged = len(list(units.glob("*.excluded.parquet")))
+        done = finish(build)
+    assert staged < 24, "the worker was killed while tiles were being made"
+    assert done.returncode == 0, done.stderr
+    assert_same_corpus(out, reference)
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child: Python ignores SIGXFSZ, so a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `folder` (root only: the test skips where mounting is refused)."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def _check_disk_full_then_rerun(scenes: Path, reference: Path, out: Path, failed: subprocess.CompletedProcess,
+                                rerun: Callable[[], subprocess.CompletedProcess]) -> None:
+    assert failed.returncode == 2, failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0], failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert_no_partial_shard(out)
+    with pytest.raises(VerifyError, match="did not finish"):
+        verify(out)
+    again = rerun()
+    assert again.returncode == 0, again.stderr
+    assert_same_corpus(out, reference)
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_fails_cleanly_and_a_rerun_finishes(scenes: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "corpus"
+    # the fingerprint and small files fit, the first staged unit (about 100 KB) does not
+    failed = rscurate_build(scenes, out, preexec_fn=_limit_file_size(32 * 1024))
+    assert "File too large" in failed.stderr
+    _check_disk_full_then_rerun(scenes, reference, out, failed, lambda: rscurate_build(scenes, out))
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_cleanly_and_a_rerun_with_space_finishes(scenes: Path, reference: Path,
+                                                                   tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "disk", "1m") as disk:
+        out = disk / "corpus"
+        failed = rscurate_build(scenes, out)
+        assert "No space left on device" in failed.stderr
+
+        def with_space() -> subprocess.CompletedProcess:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+            return rscurate_build(scenes, out)
+
+        _check_disk_full_then_rerun(scenes, reference, out, failed, with_space)
