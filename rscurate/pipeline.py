@@ -95,7 +95,7 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
     """An existing cluster when given an address, else a LocalCluster of single-threaded processes."""
     if scheduler:
         client = Client(scheduler)
-        if not quiet:
+        if not quiet and "dashboard" in client.scheduler_info().get("services", {}):  # none: --no-dashboard
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:
             yield client
