@@ -147,7 +147,7 @@ def _gather(client: Client, futures: list, label: str, quiet: bool, killed: list
     return results
 
 
-def _retry_one_by_one(client: Client, func: Callable[..., Any], singles: dict[int, list[tuple]], quiet: bool,
+def _retry_one_by_one(client: Client, func: Callable[..., Any], singles: dict[int, list[tuple]],
                       lost: Callable[..., Any]) -> dict[int, list[Any]]:
     """Tasks whose workers kept dying (a scene that crashes a decoder or exhausts a worker's memory; Dask gave up
     after distributed.scheduler.allowed-failures), rerun one scene at a time: every task queued on a dying worker
@@ -165,16 +165,17 @@ def _retry_one_by_one(client: Client, func: Callable[..., Any], singles: dict[in
 
 
 def _unplanned(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
+    """The plan of a scene that killed every worker planning it."""
     return [ScenePlan(scenes[0], reason="unreadable", detail=WORKER_DIED)]
 
 
-def _retry_units(client: Client, units: list[Unit], results: list[UnitResult | None], killed: list[int], work: str,
-                 quiet: bool) -> tuple[list[Unit], list[UnitResult]]:
+def _retry_units(client: Client, units: list[Unit], results: list[UnitResult | None], killed: list[int],
+                 work: str) -> tuple[list[Unit], list[UnitResult]]:
     """Units whose workers kept dying, replaced by one unit per scene; a scene no worker survives has its
     windows recorded as unreadable (and is retried by a rerun of the build, since nothing of it is staged)."""
     singles = {k: [(Unit(unit_key(units[k].manifest, (item,), units[k].probe_sides), units[k].manifest, (item,),
                          units[k].probe_sides), work) for item in units[k].items] for k in killed}
-    retried = _retry_one_by_one(client, run_unit, singles, quiet, lambda unit, _: lost_unit(unit))
+    retried = _retry_one_by_one(client, run_unit, singles, lambda unit, _: lost_unit(unit))
     pairs: list[tuple[Unit, Any]] = []
     for k, (unit, result) in enumerate(zip(units, results, strict=True)):
         pairs += [(args[0], r) for args, r in zip(singles[k], retried[k], strict=True)] if k in retried else [
@@ -357,7 +358,7 @@ def build(opts: BuildOptions) -> BuildReport:
         killed: list[int] = []
         planned = _gather(client, plan_futs, "planning", opts.quiet, killed)
         singles = {k: [(plan_args[k][0], [scene]) for scene in plan_args[k][1]] for k in killed}
-        for k, parts in _retry_one_by_one(client, plan_scenes, singles, opts.quiet, _unplanned).items():
+        for k, parts in _retry_one_by_one(client, plan_scenes, singles, _unplanned).items():
             planned[k] = [plan for part in parts for plan in part]
         plans: dict[str, list[ScenePlan]] = defaultdict(list)
         for (manifest, _), result in zip(plan_args, planned, strict=True):
@@ -372,7 +373,7 @@ def build(opts: BuildOptions) -> BuildReport:
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
         unit_results = _gather(client, unit_futs, "tiles", opts.quiet, killed)
-        units, unit_results = _retry_units(client, units, unit_results, killed, str(work), opts.quiet)
+        units, unit_results = _retry_units(client, units, unit_results, killed, str(work))
 
         scene_excl = [_scene_rows(r, 0, 0, reason, detail) for d in present for r, reason, detail in d.left_out]
         scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
