@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from rscurate.verify import VerifyError, verify
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
 
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-size limit, a quota
 WIDE = 160  # `inspect` output columns when not on a terminal
 Sources = Annotated[list[Path], typer.Option(
     "--sources", help="manifest files or folders: several after one flag (a shell glob) or the flag repeated")]
@@ -63,6 +65,13 @@ def build_cmd(
         report = build(opts)
     except (ManifestError, OutDirError) as err:
         typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from err
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        typer.echo(f"error: a write failed while building {out}: {os.strerror(err.errno)}; free space under {out} "
+                   "(or raise the file-size limit, `ulimit -f`) or choose another --out, then rerun the same command: "
+                   "it resumes, and no partial file is left under a final name", err=True)
         raise typer.Exit(2) from err
     typer.echo(f"{out}: {report.kept} tiles kept in {report.shards} shards, {report.excluded} excluded, "
                f"{report.duplicates} duplicates, {len(report.absent)} sources absent ({report.seconds:.1f} s)")

@@ -1,18 +1,21 @@
 """The corpus folder's life: never replace another corpus by accident, resume a killed build, mark completion.
 
 A build records the fingerprint of what decides its output in `_work/inputs.json` when it starts, and
-writes `build.json` (with `"complete": true`) as its very last file, after the dataset card and after
-`_work/` is removed. A folder without a complete build.json is a build that did not finish.
+writes `build.json` (with `"complete": true`) after the dataset card, then removes `_work/`. A folder without
+a complete build.json, or with a `_work/` its build did not keep, is a build that did not finish; either way the
+fingerprint is on disk, so a rerun of the same command recognises it (a kill between the two never strands it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from rscurate.kill_points import kill_point
 from rscurate.manifest import Manifest
 from rscurate.parquet_io import atomic_path
 
@@ -90,6 +93,18 @@ def start(out: Path, inputs: str, overwrite: bool) -> Path:
 def finish(out: Path, meta: dict[str, Any], inputs: str) -> None:
     """Write the completion marker: the build's metadata, its input fingerprint and complete: true."""
     _write_json(out / BUILD_FILE, {**meta, "fingerprint": inputs, "complete": True})
+
+
+def remove_work(out: Path) -> None:
+    """Remove `_work/` (after build.json). It is renamed first: a kill in the middle of the removal must not leave
+    a `_work/` whose staged units lack some of their files, since a rerun trusts a unit whose kept file exists.
+    A renamed folder left by such a kill is removed by the next build's removal."""
+    trash = out / f"{WORK}.removing"
+    if (out / WORK).exists():
+        shutil.rmtree(trash, ignore_errors=True)
+        os.replace(out / WORK, trash)
+    kill_point("cleanup")
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

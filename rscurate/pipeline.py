@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from dask.distributed import Client, LocalCluster, as_completed
+from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from rscurate import out_dir, schema, strict_json
@@ -34,7 +33,8 @@ from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
 from rscurate.file_names import as_text
 from rscurate.footprints import canonical_crs
-from rscurate.hamming_search import DEFAULT_RADIUS, find_pairs_dask
+from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, find_pairs_dask
+from rscurate.kill_points import kill_point
 from rscurate.manifest import Manifest, ManifestError, load_manifests
 from rscurate.out_dir import WORK
 from rscurate.parquet_io import write_atomic
@@ -44,7 +44,19 @@ from rscurate.probes import probe_sides
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import signature_columns
 from rscurate.shards import link_shard, read_index_part, write_shard
-from rscurate.units import SLIM, ScenePlan, StagedUnit, Unit, check_scenes, plan_scenes, run_unit, unit_key
+from rscurate.units import (
+    SLIM,
+    WORKER_DIED,
+    ScenePlan,
+    StagedUnit,
+    Unit,
+    UnitResult,
+    check_scenes,
+    lost_unit,
+    plan_scenes,
+    run_unit,
+    unit_key,
+)
 
 log = logging.getLogger("rscurate")
 
@@ -92,6 +104,8 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
     """An existing cluster when given an address, else a LocalCluster of single-threaded processes."""
     if scheduler:
         client = Client(scheduler)
+        if not quiet and "dashboard" in client.scheduler_info().get("services", {}):  # none: --no-dashboard
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:
             yield client
         finally:
@@ -106,7 +120,9 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
               # one single-threaded worker per core: a BLAS thread pool per worker only contends for the cores
               f"{environ}.OPENBLAS_NUM_THREADS": 1, f"{environ}.OMP_NUM_THREADS": 1}
     with dask.config.set(malloc), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
-                                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                                              dashboard_address=":0",
+                                              # --quiet: a task's error reaches the client (and the console) anyway
+                                              silence_logs=logging.CRITICAL if quiet else logging.ERROR) as cluster, \
             Client(cluster) as client:
         if not quiet:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
@@ -118,19 +134,62 @@ def _progress(quiet: bool) -> Progress:
                     disable=quiet, transient=False)
 
 
-def _gather(client: Client, futures: list, label: str, quiet: bool) -> list[Any]:
-    """Results in submission order, with a console progress bar as they complete."""
+def _gather(client: Client, futures: list, label: str, quiet: bool, killed: list[int] | None = None) -> list[Any]:
+    """Results in submission order, with a console progress bar as they complete. With `killed`, a task whose
+    workers kept dying (Dask's KilledWorker) leaves None and its position is appended there, else it raises."""
     t0 = time.perf_counter()
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with _progress(quiet) as bar:
         task = bar.add_task(label, total=len(futures))
-        for fut in as_completed(futures):
-            results[position[fut.key]] = fut.result()
+        for done, fut in enumerate(as_completed(futures), 1):
+            try:
+                results[position[fut.key]] = fut.result()
+            except KilledWorker:
+                if killed is None:
+                    raise
+                killed.append(position[fut.key])
             fut.release()
             bar.advance(task)
+            kill_point(label, done)
     log.info("%s: %d tasks in %.1f s", label, len(futures), time.perf_counter() - t0)
     return results
+
+
+def _retry_one_by_one(client: Client, func: Callable[..., Any], singles: dict[int, list[tuple]],
+                      lost: Callable[..., Any]) -> dict[int, list[Any]]:
+    """Tasks whose workers kept dying (a scene that crashes a decoder or exhausts a worker's memory; Dask gave up
+    after distributed.scheduler.allowed-failures), rerun one scene at a time: every task queued on a dying worker
+    is blamed, so only a scene that kills its worker while alone on the cluster is lost. `singles[k]`: task k's
+    arguments split per scene; `lost(*args)` stands for a lost scene's result. Returns task -> results per scene."""
+    if singles:
+        log.warning("%d tasks killed their workers repeatedly; rerunning their scenes one at a time", len(singles))
+    out: dict[int, list[Any]] = defaultdict(list)
+    for k, group in singles.items():
+        for args in group:
+            killed: list[int] = []
+            result = _gather(client, [client.submit(func, *args, pure=False)], "retry", True, killed)[0]
+            out[k].append(lost(*args) if killed else result)
+    return out
+
+
+def _unplanned(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
+    """The plan of a scene that killed every worker planning it."""
+    return [ScenePlan(scenes[0], reason="unreadable", detail=WORKER_DIED)]
+
+
+def _retry_units(client: Client, units: list[Unit], results: list[UnitResult | None], killed: list[int],
+                 work: str) -> tuple[list[Unit], list[UnitResult]]:
+    """Units whose workers kept dying, replaced by one unit per scene; a scene no worker survives has its
+    windows recorded as unreadable (and is retried by a rerun of the build, since nothing of it is staged)."""
+    singles = {k: [(Unit(unit_key(units[k].manifest, (item,), units[k].probe_sides), units[k].manifest, (item,),
+                         units[k].probe_sides), work) for item in units[k].items] for k in killed}
+    retried = _retry_one_by_one(client, run_unit, singles, lambda unit, _: lost_unit(unit))
+    pairs: list[tuple[Unit, Any]] = []
+    for k, (unit, result) in enumerate(zip(units, results, strict=True)):
+        pairs += [(args[0], r) for args, r in zip(singles[k], retried[k], strict=True)] if k in retried else [
+            (unit, result)]
+    return [u for u, _ in pairs], [r for _, r in pairs]
 
 
 def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int,
@@ -229,6 +288,11 @@ class DaskPixels:
         return self._run(check_scenes, pairs)
 
 
+def _searched(pairs: Pairs) -> Pairs:
+    kill_point("dedup")
+    return pairs
+
+
 def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSets:
     """The staged probes of every candidate, keyed by candidate row position (read on the client: only builds
     with an eval source need them)."""
@@ -296,15 +360,19 @@ def build(opts: BuildOptions) -> BuildReport:
     processes = opts.processes and input_bytes(present) > TINY_BUILD_BYTES
     with dask_client(opts.scheduler, opts.workers, opts.quiet, processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
-        plan_futs, plan_owner = [], []
+        plan_args: list[tuple[Manifest, list[SceneRef]]] = []
         for d in present:
             batch = max(1, min(PLAN_BATCH, -(-len(d.scenes) // (2 * n_workers))))  # every worker gets some
-            for i in range(0, len(d.scenes), batch):
-                plan_futs.append(client.submit(plan_scenes, d.manifest, d.scenes[i : i + batch], pure=False))
-                plan_owner.append(d.manifest.name)
+            plan_args += [(d.manifest, d.scenes[i : i + batch]) for i in range(0, len(d.scenes), batch)]
+        plan_futs = [client.submit(plan_scenes, *args, pure=False) for args in plan_args]
+        killed: list[int] = []
+        planned = _gather(client, plan_futs, "planning", opts.quiet, killed)
+        singles = {k: [(plan_args[k][0], [scene]) for scene in plan_args[k][1]] for k in killed}
+        for k, parts in _retry_one_by_one(client, plan_scenes, singles, _unplanned).items():
+            planned[k] = [plan for part in parts for plan in part]
         plans: dict[str, list[ScenePlan]] = defaultdict(list)
-        for owner, result in zip(plan_owner, _gather(client, plan_futs, "planning", opts.quiet), strict=True):
-            plans[owner] += result
+        for (manifest, _), result in zip(plan_args, planned, strict=True):
+            plans[manifest.name] += result
 
         with_eval = any(d.manifest.role == "eval" for d in present)
         sides = probe_sides(w[2] for d in present if d.manifest.role == "train" and with_eval
@@ -313,7 +381,9 @@ def build(opts: BuildOptions) -> BuildReport:
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
-        unit_results = _gather(client, unit_futs, "tiles", opts.quiet)
+        killed = []
+        unit_results = _gather(client, unit_futs, "tiles", opts.quiet, killed)
+        units, unit_results = _retry_units(client, units, unit_results, killed, str(work))
 
         scene_excl = [_scene_rows(r, 0, 0, reason, detail) for d in present for r, reason, detail in d.left_out]
         scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
@@ -334,7 +404,7 @@ def build(opts: BuildOptions) -> BuildReport:
         is_eval = cands["source"].isin(eval_sources).to_numpy()
         probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
         decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius),
-                           search=lambda h, r: find_pairs_dask(h, r, client),
+                           search=lambda h, r: _searched(find_pairs_dask(h, r, client)),
                            pixels=DaskPixels(client, out, cands, refs), probes=probes) if opts.curate else (
             keep_all(cands, eval_sources))
         log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
@@ -381,9 +451,11 @@ def build(opts: BuildOptions) -> BuildReport:
     dropped_at = pd.DataFrame({"file": [_staged(u) for u in dropped["unit"]],
                                "row": dropped["unit_row"].to_numpy()}, index=dropped["id"].to_numpy())
     write_card(out, stats, index, excluded, duplicates, dropped_at)
-    if not opts.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
+    kill_point("card")
+    # build.json first: a kill while _work/ is removed leaves a build that a rerun recognises (and redoes)
     out_dir.finish(out, _build_meta(opts, started, time.perf_counter() - t0, n_workers), inputs_fp)
+    if not opts.keep_work:
+        out_dir.remove_work(out)
     return BuildReport(len(index), len(excluded), len(duplicates), absent, n_shards, seconds)
 
 

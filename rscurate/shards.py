@@ -66,8 +66,8 @@ def write_shard(number: int, key: str, rows: list[int], work_dir: str, out_dir: 
     meta = pq.read_table(staged.meta)
     write_atomic(shard_index(meta, rows, number), _index_part(work, number))
     acc = unit_band_parts(meta, pickle.loads(staged.band_stats.read_bytes()), rows)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_bytes(pickle.dumps(acc))
+    with atomic_path(marker) as tmp:  # a kill mid-write must leave no marker, never a truncated one
+        tmp.write_bytes(pickle.dumps(acc))
     return acc
 
 

@@ -50,6 +50,9 @@ FORMAT_VERSION = "9"
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
 GDAL_ENV = {"GDAL_CACHEMAX": 128 * 2**20, **STRICT_DECODE}
+# the detail of a scene whose task killed every worker that ran it, even alone (pipeline._retry_one_by_one)
+WORKER_DIED = ("a worker process died each time it read this scene (Dask's KilledWorker: a crash in a decoder, "
+               "or memory beyond the worker's limit); see the worker logs")
 
 
 @dataclass(frozen=True)
@@ -381,6 +384,16 @@ def _slim(kept: pa.Table, key: str) -> pa.Table:
     slim = kept.select(SLIM)
     slim = slim.append_column("unit", pa.array([key] * len(kept), pa.string()))
     return slim.append_column("unit_row", pa.array(np.arange(len(kept), dtype=np.int64)))
+
+
+def lost_unit(unit: Unit) -> UnitResult:
+    """The result of a unit that no worker survived: every window excluded as unreadable, nothing staged."""
+    out = _Collector((), False)
+    for scene, windows in unit.items:
+        for window in windows:
+            out.exclude(scene, window, "unreadable", WORKER_DIED)
+    return UnitResult(_slim(schema.SHARD.empty_table(), unit.key),
+                      pa.Table.from_pydict(out.excluded, schema=schema.EXCLUDED), {})
 
 
 def run_unit(unit: Unit, work_dir: str) -> UnitResult:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +93,37 @@ def landsat_dates(sample_dir: Path, root: Path, side: int, dates: Callable[[np.n
         bands: [{{name: blue}}, {{name: green}}, {{name: red}}]
         tile: {{size: {tile}}}
         """))
+
+
+@contextmanager
+def external_cluster(folder: Path, workers: int) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """`dask scheduler` and `workers` one-thread `dask worker` processes on 127.0.0.1, each its own process group
+    (a worker's group: its nanny and worker process); yields the address and the worker processes."""
+    bin_dir = Path(sys.executable).parent
+    sched_file = folder / "scheduler.json"
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    procs = [subprocess.Popen([str(bin_dir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                               "--no-dashboard", "--scheduler-file", str(sched_file)], **quiet)]
+    try:
+        deadline = time.time() + 60
+        while not sched_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+        procs += [subprocess.Popen([str(bin_dir / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
+                                    "--nworkers", "1"], **quiet) for _ in range(workers)]
+        from dask.distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, procs[1:]
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            p.wait(timeout=30)
 
 
 def run_build(sources: list[Path], out: Path, **kw) -> BuildReport:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from rscurate.verify import verify
-from tests.conftest import run_build, textured, write_manifest, write_tif
+from tests.conftest import external_cluster, run_build, textured, write_manifest, write_tif
 
 BIN = Path(sys.executable).parent
 
@@ -48,36 +48,12 @@ def _rscurate(*args: str, **kw) -> subprocess.Popen:  # type: ignore[no-untyped-
 
 @pytest.mark.slow
 def test_external_scheduler_and_two_workers_give_the_local_index(scenes: Path, tmp_path: Path) -> None:
-    sched_file = tmp_path / "scheduler.json"
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                               "--no-dashboard", "--scheduler-file", str(sched_file)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    try:
-        deadline = time.time() + 60
-        while not sched_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        import json
-
-        address = json.loads(sched_file.read_text())["address"]
-        for _ in range(2):
-            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1",
-                                           "--no-dashboard", "--nworkers", "1"],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True))
-        from dask.distributed import Client
-
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
+    with external_cluster(tmp_path, 2) as (address, _):
         remote = tmp_path / "remote"
         build = _rscurate("build", "--sources", str(scenes), "--out", str(remote), "--scheduler", address,
                           "--quiet", "--unit-tiles", "16")
         _, err = build.communicate(timeout=300)
         assert build.returncode == 0, err.decode()
-    finally:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=30)
     local = tmp_path / "local"
     run_build([scenes], local, workers=1, unit_tiles=16)
     verify(remote)
