@@ -2,7 +2,8 @@
 (`python -c pass`) and the straightforward loop as a whole process (bench/straightforward_loop.py), measured in
 the same run; median of --repeat runs each. Prints one JSON line.
 
-    python bench/startup.py --repeat 5        # a 512 x 512 8-bit RGB window of a real Landsat 8 scene
+    python bench/startup.py --repeat 5 --workers 0   # a 512 x 512 8-bit RGB window of a real Landsat 8 scene;
+    # --workers 0: threads in process (no worker-process start); --workers 1: one isolated worker process
 
 Breakdown: `imports` is `python -c "import rscurate.cli"`; `build_reported` is what the build reports of its own
 time (cluster, planning, tiles, dedup, shards, statistics: everything but the card and the imports).

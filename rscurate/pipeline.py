@@ -62,9 +62,6 @@ log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
 CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
-# Inputs up to this size are built by worker threads in this process: their work takes about as long as starting
-# worker processes would (~2 s on 2 cores), and the results are the same either way
-TINY_BUILD_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -80,7 +77,7 @@ class BuildOptions:
     overwrite: bool = False  # empty a non-empty --out that holds another build (or anything else)
     radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
     curate: bool = True  # False: every tile with a valid pixel is kept (no quality rules, no dedup, no leak search)
-    processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks; tiny inputs always)
+    processes: bool = True  # False runs the LocalCluster's workers as threads (tests, notebooks; `--workers 0`)
     command: str = field(default_factory=lambda: " ".join(sys.argv))
 
 
@@ -92,11 +89,6 @@ class BuildReport:
     absent: list[str]
     shards: int
     seconds: float
-
-
-def input_bytes(discoveries: list[Discovery]) -> int:
-    """Bytes on disk of the discovered input files (a file shared by several scenes counts once)."""
-    return sum(os.path.getsize(path) for path in {p for d in discoveries for s in d.scenes for p in s.paths})
 
 
 @contextmanager
@@ -111,7 +103,7 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
         finally:
             client.close()
         return
-    n = workers or os.cpu_count() or 1
+    n = workers or os.cpu_count() or 1  # 0 (in-process threads) too
     # distributed sets MALLOC_TRIM_THRESHOLD_=64 KiB in workers, which also freezes glibc's mmap
     # threshold at 128 KiB: every tile allocates a few arrays of 100s of KiB, each then an
     # mmap/munmap with page faults (20-30 % of a tile's cost). Large thresholds keep them on the heap.
@@ -357,7 +349,9 @@ def build(opts: BuildOptions) -> BuildReport:
         raise ManifestError("no source has data on disk; see the messages above for where to get each")
 
     out, work = opts.out, out_dir.start(opts.out, inputs_fp, opts.overwrite)
-    processes = opts.processes and input_bytes(present) > TINY_BUILD_BYTES
+    # --workers 0: threads in this process, no worker process to start (~2 s on 2 cores, more than a small scene's
+    # whole build) but no isolation either: a file that crashes its decoder crashes the build
+    processes = opts.processes and opts.workers != 0
     with dask_client(opts.scheduler, opts.workers, opts.quiet, processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
         plan_args: list[tuple[Manifest, list[SceneRef]]] = []

@@ -22,9 +22,10 @@ def test_the_rscurate_command_imports_no_torch_plotting_or_scipy() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_a_tiny_build_runs_its_workers_as_threads(tmp_path: Path, rng: np.random.Generator,
+def test_workers_0_builds_with_threads_in_process(tmp_path: Path, rng: np.random.Generator,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker processes take ~2 s to start and stop: more than a small scene's whole build."""
+    """Worker processes take ~2 s to start and stop, more than a small scene's whole build: `--workers 0` skips
+    them (by default they stay: a worker process isolates a file that crashes its decoder)."""
     write_tif(tmp_path / "data" / "scene.tif", textured(rng, 3, 256, 256))
     manifest = write_manifest(tmp_path / "tiny.yaml", "name: tiny\nlicense: CC0-1.0\nroot: data\n"
                               "include: ['*.tif']\ntile: {size: 128}\n")
@@ -38,5 +39,7 @@ def test_a_tiny_build_runs_its_workers_as_threads(tmp_path: Path, rng: np.random
             yield client
 
     monkeypatch.setattr(pipeline, "dask_client", recording)
-    report = run_build([manifest], tmp_path / "corpus", processes=True)
+    report = run_build([manifest], tmp_path / "corpus", processes=True, workers=0)
     assert report.kept == 4 and asked == [False]
+    run_build([manifest], tmp_path / "again", processes=True, workers=1)
+    assert asked == [False, True]
