@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from rscurate.manifest import Limits, Manifest
 from rscurate.readers import SceneRef
 from rscurate.units import ScenePlan
 from rscurate.verify import verify
-from tests.conftest import run_build, textured, write_manifest, write_tif
+from tests.conftest import REPO, run_build, textured, write_manifest, write_tif
 
 MANIFEST = """\
     name: hostile
@@ -176,14 +178,25 @@ def test_the_build_summary_names_each_file_fault(hostile: tuple[Path, Path]) -> 
         assert f"{count} items excluded as {reason}" in text
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")
+ROOT_WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None,
+                    reason="root reads files without read permission, and setpriv cannot drop that capability here")
 def test_a_file_without_read_permission_is_unreadable(tmp_path: Path, rng: np.random.Generator) -> None:
+    """As root (CI), the build runs with the capabilities that bypass file permissions dropped (setpriv), so the
+    file is as unreadable to it as to any other user."""
     path = write_tif(tmp_path / "data" / "secret.tif", textured(rng, 3, 128, 128))
+    write_tif(tmp_path / "data" / "open.tif", textured(rng, 3, 128, 128))
     path.chmod(0)
-    out = tmp_path / "corpus"
-    run_build([write_manifest(tmp_path / "m.yaml", MANIFEST)], out)
-    row = pd.read_parquet(out / "excluded.parquet").iloc[0]
-    assert (row["scene"], row["reason"]) == ("secret.tif", "unreadable") and "ermission denied" in row["detail"]
+    out, manifest = tmp_path / "corpus", write_manifest(tmp_path / "m.yaml", MANIFEST)
+    prefix = ROOT_WITHOUT_DAC if os.geteuid() == 0 else []
+    subprocess.run([*prefix, sys.executable, "-m", "rscurate.cli", "build", "--sources", str(manifest), "--out",
+                    str(out), "--quiet", "--workers", "1"], check=True, cwd=REPO, capture_output=True)
+    excl = pd.read_parquet(out / "excluded.parquet")
+    assert excl[["scene", "reason"]].values.tolist() == [["secret.tif", "unreadable"]]
+    assert "ermission denied" in excl["detail"].iloc[0]
+    assert set(pd.read_parquet(out / "index.parquet")["scene"]) == {"open.tif"}
 
 
 def test_a_file_changed_or_deleted_after_planning(tmp_path: Path, rng: np.random.Generator,
