@@ -77,9 +77,16 @@ def losses(run: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def straight(corpus, tmp_path_factory) -> Path:
-    """The uninterrupted 6-step run the interrupted ones must reproduce."""
+    """The uninterrupted 6-step run the interrupted ones must reproduce, single-threaded as they are (a module
+    fixture is made before the function-scoped torch_single_thread applies; two intra-op threads change the
+    float sums in the last bits)."""
     run = tmp_path_factory.mktemp("straight") / "run"
-    res = runner.invoke(app, run_args(corpus, run))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = runner.invoke(app, run_args(corpus, run))
+    finally:
+        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     return run
 
