@@ -55,6 +55,11 @@ bench: sample-data
 	$(PY) bench/dedup_quality.py --brief
 	OMP_NUM_THREADS=1 $(PY) bench/selective_vs_mae.py --bands 3 --batch 8 --steps 5 --decoder-depth 8
 	OMP_NUM_THREADS=1 $(PY) bench/selective_vs_mae.py --bands 14 --batch 8 --steps 5 --decoder-depth 8
+	OMP_NUM_THREADS=1 $(PY) bench/simmim_step.py --preset satvision_toa_tiny --batch 8 --steps 10 --threads 1
+	$(PY) bench/gpu_step.py --device cpu --batch 8 --steps 3 --amp off
+	$(PY) bench/loader_throughput.py --synthetic 512 --tile 256
+	$(PY) bench/startup.py --repeat 3 --workers 0
+	$(PY) bench/modis_ingest.py --granules 2 --workers 1
 
 lint: setup
 	$(VENV)/bin/ruff check .
