@@ -66,14 +66,21 @@ class ViewSum:
                    np.zeros((len(names), *shape)), np.zeros(shape, np.int64))
 
     def add(self, x: int, y: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Add the (C, h, w) pixels read at column x, row y."""
+        """Add the (C, h, w) pixels read at column x, row y (rows summed first, in float32 where that is exact)."""
         ok = valid & np.isfinite(data).all(axis=0) if data.dtype.kind == "f" else valid
         rows, r0, r1 = _cells(y, data.shape[1], self.height, self.sums.shape[1])
         cols, c0, c1 = _cells(x, data.shape[2], self.width, self.sums.shape[2])
-        masked = np.where(ok, data, 0).astype(np.float64, copy=False)
-        self.sums[:, r0 : r1 + 1, c0 : c1 + 1] += np.add.reduceat(np.add.reduceat(masked, rows, axis=1), cols, axis=2)
-        self.counts[r0 : r1 + 1, c0 : c1 + 1] += np.add.reduceat(np.add.reduceat(ok.astype(np.int64), rows, axis=0),
-                                                                 cols, axis=1)
+        full = bool(ok.all())
+        masked = data if full else np.where(ok, data, 0)
+        exact32 = data.dtype.kind in "ui" and data.dtype.itemsize <= 2 and (
+            -(-self.height // self.sums.shape[1]) * np.iinfo(data.dtype).max < 2**24)
+        by_rows = np.add.reduceat(masked.astype(np.float32 if exact32 else np.float64, copy=False), rows, axis=1)
+        self.sums[:, r0 : r1 + 1, c0 : c1 + 1] += np.add.reduceat(by_rows.astype(np.float64), cols, axis=2)
+        if full:  # every pixel counts: the cells' areas
+            counts = np.outer(np.diff(rows, append=data.shape[1]), np.diff(cols, append=data.shape[2]))
+        else:
+            counts = np.add.reduceat(np.add.reduceat(ok.astype(np.int64), rows, axis=0), cols, axis=1)
+        self.counts[r0 : r1 + 1, c0 : c1 + 1] += counts
 
     def merge(self, other: ViewSum) -> None:
         """Add another unit's part of the same scene."""
