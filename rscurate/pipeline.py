@@ -63,9 +63,11 @@ log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, and overviews where a file has them)
 CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
-# decoded pixels per work unit at most: a unit's tiles, their encoded bytes and the tables built from them stay
-# well under 1 GiB per worker whatever the tile size, band count or dtype (docs/benchmarks.md)
-UNIT_MB = 256
+# decoded pixels per work unit at most (MiB): a worker's peak grows by ~4x this over its ~300 MB base (a unit's
+# tiles, their encoded bytes and the tables and Parquet buffers built from them), so 96 keeps it under 1 GiB
+# whatever the tile size, band count or dtype (docs/benchmarks.md), while 256 px 3-band uint16 units keep 256
+# tiles
+UNIT_MB = 96
 
 
 @dataclass
