@@ -2,7 +2,9 @@
 
 Writes a 20000 x 20000 uint16 3-band COG (deflate, 512 px blocks, overviews) whose content is the
 sample's real Landsat 8 scene repeated with per-block noise (distinct tiles), then runs
-`rscurate build --workers 2` and samples the resident memory of every worker process. In the same
+`rscurate build --workers 2` once per tile size (`--tiles 256 512 1024`: units are bounded by decoded bytes,
+`--unit-mb`, so the peak should not grow with the tile) and samples the resident memory of every worker
+process. In the same
 run it measures the straightforward approach (rasterio reads the whole scene) for the ratio.
 Prints one JSON line per measurement.
 """
@@ -74,10 +76,37 @@ def whole_scene_peak(path: Path) -> int:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
+def build_peaks(folder: Path, tile: int, workers: int, unit_mb: int | None) -> list[int]:
+    """Run one build at `tile` px and print its time and each worker's peak RSS; returns the peaks (bytes)."""
+    (folder / "huge.yaml").write_text(f"name: huge\nlicense: public domain (USGS Landsat)\nroot: {folder}\n"
+                                      f"include: ['huge.tif']\nnodata: 0\ntile: {{size: {tile}}}\n")
+    cmd = [str(Path(sys.executable).parent / "rscurate"), "build", "--sources", str(folder / "huge.yaml"),
+           "--out", str(folder / "corpus"), "--workers", str(workers), "--quiet", "--overwrite",
+           *(["--unit-mb", str(unit_mb)] if unit_mb else [])]
+    peaks: dict[int, int] = {}
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    watcher = threading.Thread(target=peak_rss_of_children, args=(proc, stop, peaks))
+    watcher.start()
+    proc.wait()
+    stop.set()
+    watcher.join()
+    seconds = time.perf_counter() - t0
+    stats = json.loads((folder / "corpus" / "stats.json").read_text())
+    worker_peaks = sorted(peaks.values(), reverse=True)[:workers]
+    print(json.dumps({"what": "rscurate build", "tile": tile, "workers": workers, "seconds": round(seconds, 1),
+                      "tiles": stats["counts"]["kept"], "unit_mb": stats["build"]["settings"].get("unit_mb"),
+                      "peak_rss_mb_per_worker": [round(p / 2**20) for p in worker_peaks]}), flush=True)
+    return worker_peaks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--tiles", type=int, nargs="+", default=[256], help="tile sizes, one build each")
+    parser.add_argument("--unit-mb", type=int, default=None, help="passed to rscurate build (default: its own)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -85,25 +114,7 @@ def main() -> None:
         make_cog(folder / "huge.tif", args.size)
         print(json.dumps({"what": "generated COG", "size": args.size, "seconds": round(time.perf_counter() - t0, 1),
                           "file_mb": round((folder / "huge.tif").stat().st_size / 2**20, 1)}))
-        (folder / "huge.yaml").write_text(f"name: huge\nlicense: public domain (USGS Landsat)\nroot: {folder}\n"
-                                          f"include: ['huge.tif']\nnodata: 0\ntile: {{size: 256}}\n")
-        cmd = [str(Path(sys.executable).parent / "rscurate"), "build", "--sources", str(folder / "huge.yaml"),
-               "--out", str(folder / "corpus"), "--workers", str(args.workers), "--quiet"]
-        peaks: dict[int, int] = {}
-        stop = threading.Event()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        watcher = threading.Thread(target=peak_rss_of_children, args=(proc, stop, peaks))
-        watcher.start()
-        proc.wait()
-        stop.set()
-        watcher.join()
-        seconds = time.perf_counter() - t0
-        stats = json.loads((folder / "corpus" / "stats.json").read_text())
-        worker_peaks = sorted(peaks.values(), reverse=True)[: args.workers]
-        print(json.dumps({"what": "rscurate build", "workers": args.workers, "seconds": round(seconds, 1),
-                          "tiles": stats["counts"]["kept"], "peak_rss_mb_per_worker": [round(p / 2**20) for p in
-                                                                                     worker_peaks]}))
+        worker_peaks = [p for tile in args.tiles for p in build_peaks(folder, tile, args.workers, args.unit_mb)]
         naive = whole_scene_peak(folder / "huge.tif")
         print(json.dumps({"what": "whole-scene read", "peak_rss_mb": round(naive / 2**20),
                           "ratio_to_worker_peak": round(naive / max(worker_peaks), 1)}))

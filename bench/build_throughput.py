@@ -7,7 +7,9 @@ not dominate a throughput figure; overlapping tiles are distinct content for bot
 - baseline: rasterio reads each whole scene, numpy slices tiles, `imagehash.phash` per tile and one
   PNG file per tile (one process, one core);
 - rscurate: `rscurate build` on a LocalCluster (reads, quality, sha256 + pHash, encode, dedup,
-  shards, stats, card), timed end to end including the cluster start.
+  shards, stats, card), timed end to end including the cluster start;
+- decode once: rasterio reads each whole scene once and does nothing else (one process, one core), the
+  physical floor of any build; each build is also reported as a multiple of it.
 Prints one JSON line per measurement and a summary line with the ratio per core.
 """
 
@@ -86,6 +88,15 @@ tile: {{size: {TILE}, stride: {stride}}}
     return c["kept"] + sum(c["excluded"].values()) + sum(c["duplicates"].values()), c["duplicates"], seconds
 
 
+def decode_once(paths: list[Path]) -> float:
+    """Seconds to decode every scene once (whole-scene reads, nothing else)."""
+    t0 = time.perf_counter()
+    for path in paths:
+        with rasterio.open(path) as ds:
+            ds.read()
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -99,6 +110,8 @@ def main() -> None:
         folder.mkdir()
         paths = make_inputs(folder)
         base = None
+        floor = min(decode_once(paths) for _ in range(3))
+        print(json.dumps({"what": "decode once", "scenes": len(paths), "seconds": round(floor, 2)}))
         if not args.no_baseline:
             n, secs = baseline(paths, Path(tmp) / "png", args.stride)
             base = n / secs
@@ -111,6 +124,7 @@ def main() -> None:
                 rate = m / secs / w
                 print(json.dumps({"what": "rscurate build", "tiles": m, "duplicates": dups, "seconds": round(secs, 2),
                                   "cores": w, "tiles_per_s_per_core": round(rate, 1),
+                                  "build_over_decode_once": round(secs / floor, 2),
                                   **({"ratio_per_core": round(rate / base, 2)} if base else {})}))
                 shutil.rmtree(out)
 

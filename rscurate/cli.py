@@ -15,7 +15,7 @@ from rscurate.cli_options import SpreadListOptions, version_callback
 from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import ManifestError
 from rscurate.out_dir import OutDirError
-from rscurate.pipeline import BuildOptions, build
+from rscurate.pipeline import UNIT_MB, BuildOptions, build
 from rscurate.verify import VerifyError, verify
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
@@ -45,7 +45,10 @@ def build_cmd(
         "the fastest start for small inputs, but a file that crashes its decoder then crashes the build")] = None,
     strict: Annotated[bool, typer.Option(help="fail when a manifest's data is not on disk")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars; warnings only")] = False,
-    unit_tiles: Annotated[int, typer.Option(help="tiles per Dask task, and at most per shard file")] = 256,
+    unit_tiles: Annotated[int, typer.Option(min=1, help="tiles per Dask task, and at most per shard file")] = 256,
+    unit_mb: Annotated[int, typer.Option(
+        min=1, help="MiB of decoded pixels per Dask task at most (bounds a worker's memory; fewer tiles per "
+        "task and shard when tiles are big)")] = UNIT_MB,
     keep_work: Annotated[bool, typer.Option(help="keep the staged unit files under OUT/_work")] = False,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="empty OUT first when it holds anything but a build of the same inputs")] = False,
@@ -61,8 +64,8 @@ def build_cmd(
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(message)s")
     opts = BuildOptions(sources=sources, out=out, scheduler=scheduler, workers=workers, strict=strict,
-                        quiet=quiet, unit_tiles=unit_tiles, keep_work=keep_work, overwrite=overwrite, radius=radius,
-                        curate=curate, command="rscurate build " + " ".join(sys.argv[2:]))
+                        quiet=quiet, unit_tiles=unit_tiles, unit_mb=unit_mb, keep_work=keep_work, overwrite=overwrite,
+                        radius=radius, curate=curate, command="rscurate build " + " ".join(sys.argv[2:]))
     try:
         report = build(opts)
     except (ManifestError, OutDirError) as err:

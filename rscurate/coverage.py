@@ -48,3 +48,37 @@ def covered_pixels(windows: Sequence[tuple[int, int, int, int]], width: int, hei
         inside = diff.cumsum(axis=1)[:, :-1] > 0
         covered += int(heights[r0:r1] @ (inside * widths).sum(axis=1))
     return covered
+
+
+def uncovered(windows: Sequence[tuple[int, int, int, int]], width: int,
+              height: int) -> list[tuple[int, int, int, int]]:
+    """The parts of a width x height scene outside every (x, y, w, h) window, as disjoint windows: runs of free
+    cells of the grid of window edges, row band by row band, merged downwards while a run stays the same (a
+    regular grid leaves at most four margin strips)."""
+    if width <= 0 or height <= 0:
+        return []
+    w = np.asarray(windows, np.int64).reshape(-1, 4)
+    x0, x1 = np.clip(w[:, 0], 0, width), np.clip(w[:, 0] + w[:, 2], 0, width)
+    y0, y1 = np.clip(w[:, 1], 0, height), np.clip(w[:, 1] + w[:, 3], 0, height)
+    xs = np.unique(np.concatenate([[0, width], x0, x1]))
+    ys = np.unique(np.concatenate([[0, height], y0, y1]))
+    cols0, cols1 = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
+    rows0, rows1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+    out: list[tuple[int, int, int, int]] = []
+    tops: dict[tuple[int, int], int] = {}  # free column runs still open downwards -> their first row
+    for band in range(len(ys)):  # the last pass (no band) closes every run
+        runs: set[tuple[int, int]] = set()
+        if band < len(ys) - 1:
+            over = (rows0 <= band) & (rows1 > band)
+            diff = np.zeros(len(xs), np.int64)
+            np.add.at(diff, cols0[over], 1)
+            np.add.at(diff, cols1[over], -1)
+            edges = np.diff(np.concatenate([[0], (np.cumsum(diff)[:-1] == 0).astype(np.int8), [0]]))
+            runs = set(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+        y = int(ys[band])
+        for run in [r for r in tops if r not in runs]:
+            top = tops.pop(run)
+            out.append((int(xs[run[0]]), top, int(xs[run[1]] - xs[run[0]]), y - top))
+        for run in runs - tops.keys():
+            tops[run] = y
+    return sorted(out, key=lambda r: (r[1], r[0]))

@@ -30,12 +30,12 @@ class OutDirError(ValueError):
     """--out cannot take this build; the message names the folder and the fix."""
 
 
-def fingerprint(manifests: list[Manifest], radius: int, unit_tiles: int) -> str:
+def fingerprint(manifests: list[Manifest], radius: int, unit_tiles: int, unit_mb: int) -> str:
     """What decides the corpus: each manifest's validated settings and data folder, and the output options."""
     h = hashlib.sha256()
     for m in manifests:
         h.update(f"{m.settings_json()}\0{m.root_dir()}\0".encode())
-    h.update(json.dumps({"radius": radius, "unit_tiles": unit_tiles}).encode())
+    h.update(json.dumps({"radius": radius, "unit_tiles": unit_tiles, "unit_mb": unit_mb}).encode())
     return h.hexdigest()[:32]
 
 
@@ -58,7 +58,8 @@ def check(out: Path, inputs: str, overwrite: bool) -> None:
     if inputs in (done.get("fingerprint"), started.get("fingerprint")):
         return
     if done or started:
-        what = f"a {'corpus' if done else 'killed build'} of other manifests or settings (--radius, --unit-tiles)"
+        what = (f"a {'corpus' if done else 'killed build'} of other manifests or settings (--radius, --unit-tiles, "
+                "--unit-mb)")
     else:
         what = "files that are not an rscurate build"
     raise OutDirError(f"--out {out} holds {what}; pass --overwrite to empty it and build there, "

@@ -42,7 +42,7 @@ from rscurate.pixel_check import Similarity, check_placements, check_tiles
 from rscurate.probe_leaks import Probes
 from rscurate.probes import probe_sides
 from rscurate.readers import SceneRef
-from rscurate.scene_hash import signature_columns
+from rscurate.scene_hash import SceneSignature, signature_columns
 from rscurate.shards import link_shard, read_index_part, write_shard
 from rscurate.units import (
     SLIM,
@@ -53,6 +53,7 @@ from rscurate.units import (
     UnitResult,
     check_scenes,
     lost_unit,
+    merge_views,
     plan_scenes,
     run_unit,
     unit_key,
@@ -60,8 +61,13 @@ from rscurate.units import (
 
 log = logging.getLogger("rscurate")
 
-PLAN_BATCH = 64  # at most this many scenes per planning task (headers, plus a decimated read to hash each)
+PLAN_BATCH = 64  # at most this many scenes per planning task (headers, and overviews where a file has them)
 CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
+# decoded pixels per work unit at most (MiB): a worker's peak grows by ~4x this over its ~300 MB base (a unit's
+# tiles, their encoded bytes and the tables and Parquet buffers built from them), so 96 keeps it under 1 GiB
+# whatever the tile size, band count or dtype (docs/benchmarks.md), while 256 px 3-band uint16 units keep 256
+# tiles
+UNIT_MB = 96
 
 
 @dataclass
@@ -73,6 +79,7 @@ class BuildOptions:
     strict: bool = False
     quiet: bool = False
     unit_tiles: int = 256  # tiles per work unit (and at most per shard): coarse tasks, bounded memory
+    unit_mb: int = UNIT_MB  # decoded MiB of tiles per work unit at most: a worker's memory whatever the tile size
     keep_work: bool = False
     overwrite: bool = False  # empty a non-empty --out that holds another build (or anything else)
     radius: int = DEFAULT_RADIUS  # pHash Hamming radius of near/scene duplicates and leakage; 0: exact only
@@ -184,32 +191,45 @@ def _retry_units(client: Client, units: list[Unit], results: list[UnitResult | N
     return [u for u, _ in pairs], [r for _, r in pairs]
 
 
-def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int,
-               probe_sides: tuple[int, ...] = ()) -> list[Unit]:
-    """Pack scenes' windows into units of about `unit_tiles` tiles; big scenes span several units. In a build with
-    an eval source every unit computes probes (eval units at `probe_sides`, from the training tile sizes)."""
-    sides = probe_sides
+def make_units(manifest: Manifest, plans: list[ScenePlan], unit_tiles: int, probe_sides: tuple[int, ...] = (),
+               unit_mb: int = UNIT_MB) -> list[Unit]:
+    """Pack scenes' windows into units of at most `unit_tiles` tiles and `unit_mb` MiB of decoded pixels (at least
+    one tile); big scenes span several units. In a build with an eval source every unit computes probes (eval
+    units at `probe_sides`, from the training tile sizes)."""
+    sides, budget = probe_sides, unit_mb * 2**20
     units: list[Unit] = []
     batch: list[tuple[SceneRef, tuple]] = []
-    size = 0
+    size = used = 0
 
     def flush() -> None:
-        nonlocal batch, size
+        nonlocal batch, size, used
         if batch:
             items = tuple(batch)
             units.append(Unit(unit_key(manifest, items, sides), manifest, items, sides))
-        batch, size = [], 0
+        batch, size, used = [], 0, 0
 
     for plan in plans:
-        windows = plan.windows
-        for start in range(0, len(windows), unit_tiles):
-            chunk = windows[start : start + unit_tiles]
-            if size + len(chunk) > unit_tiles:
+        for chunk, nbytes in _chunks(plan, unit_tiles, budget):
+            if size + len(chunk) > unit_tiles or used + nbytes > budget:
                 flush()
             batch.append((plan.scene, chunk))
-            size += len(chunk)
+            size, used = size + len(chunk), used + nbytes
     flush()
     return units
+
+
+def _chunks(plan: ScenePlan, unit_tiles: int, budget: int) -> Iterator[tuple[tuple, int]]:
+    """A scene's windows in runs of at most `unit_tiles` tiles and `budget` decoded bytes (at least one tile), with
+    each run's bytes."""
+    start = used = 0
+    for k, window in enumerate(plan.windows):
+        nbytes = plan.window_bytes(window)
+        if k > start and (k - start == unit_tiles or used + nbytes > budget):
+            yield plan.windows[start:k], used
+            start, used = k, 0
+        used += nbytes
+    if start < len(plan.windows):
+        yield plan.windows[start:], used
 
 
 def _scene_rows(ref: SceneRef, width: int, height: int, reason: str, detail: str) -> dict[str, Any]:
@@ -299,9 +319,22 @@ def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSe
     return ProbeSets(train=Probes.of(frame[~evals]), evals=Probes.of(frame[evals]))
 
 
-def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
+def whole_scene_signatures(plans: dict[str, list[ScenePlan]], units: list[Unit], results: list[UnitResult],
+                work: Path) -> dict[tuple[str, str], SceneSignature | None]:
+    """(source, scene) -> whole-scene signature: from overviews while planning, else from the tile pass (signed in
+    the unit that read every window of the scene, or merged from the parts of the units that did)."""
+    found = {(p.scene.source, p.scene.scene): p.signature for ps in plans.values() for p in ps if p.signature}
+    for result in results:
+        found.update(result.signatures)
+    windows = {(p.scene.source, p.scene.scene): len(p.windows) for ps in plans.values() for p in ps}
+    found.update(merge_views(work, [u.key for u, r in zip(units, results, strict=True) if r.view_parts], windows))
+    return found
+
+
+def _scene_signatures(plans: dict[str, list[ScenePlan]],
+                      signatures: dict[tuple[str, str], SceneSignature | None]) -> pd.DataFrame:
     """One row per planned scene that has a whole-scene signature (scene_hash), for scene-level matching."""
-    signed = [p for ps in plans.values() for p in ps if p.signature is not None]
+    signed = [p for ps in plans.values() for p in ps if signatures.get((p.scene.source, p.scene.scene))]
     nan = (float("nan"),) * 4
     footprints = np.array([p.bounds or nan for p in signed], np.float64).reshape(-1, 4)
     return pd.DataFrame({
@@ -310,7 +343,7 @@ def _scene_signatures(plans: dict[str, list[ScenePlan]]) -> pd.DataFrame:
         "width": [p.width for p in signed], "height": [p.height for p in signed],
         "crs": pd.Series([p.crs for p in signed], dtype=object),
         **{c: footprints[:, k] for k, c in enumerate(("minx", "miny", "maxx", "maxy"))},
-        **signature_columns([p.signature for p in signed if p.signature is not None]),
+        **signature_columns([sig for p in signed if (sig := signatures[(p.scene.source, p.scene.scene)])]),
     })
 
 
@@ -319,7 +352,7 @@ def _build_meta(opts: BuildOptions, started: datetime, seconds: float, workers: 
 
     return {
         "command": opts.command,
-        "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles,
+        "settings": {"sources": [str(s) for s in opts.sources], "unit_tiles": opts.unit_tiles, "unit_mb": opts.unit_mb,
                      "strict": opts.strict, "radius": opts.radius, "curate": opts.curate, "keep_work": opts.keep_work,
                      "scheduler": opts.scheduler or "LocalCluster"},
         "rscurate_version": version("rsfm-toolkit"),
@@ -336,7 +369,7 @@ def build(opts: BuildOptions) -> BuildReport:
     manifests = load_manifests(opts.sources)
     if not opts.curate:
         manifests = [m.uncurated() for m in manifests]
-    inputs_fp = out_dir.fingerprint(manifests, opts.radius if opts.curate else -1, opts.unit_tiles)
+    inputs_fp = out_dir.fingerprint(manifests, opts.radius if opts.curate else -1, opts.unit_tiles, opts.unit_mb)
     out_dir.check(opts.out, inputs_fp, opts.overwrite)
     discoveries = [discover(m) for m in manifests]
     absent = [d.absent for d in discoveries if d.absent]
@@ -371,7 +404,8 @@ def build(opts: BuildOptions) -> BuildReport:
         with_eval = any(d.manifest.role == "eval" for d in present)
         sides = probe_sides(w[2] for d in present if d.manifest.role == "train" and with_eval
                             for p in plans[d.manifest.name] for w in p.windows)
-        units = [u for d in present for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides)]
+        units = [u for d in present
+                 for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides, opts.unit_mb)]
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
@@ -389,7 +423,7 @@ def build(opts: BuildOptions) -> BuildReport:
         scene_size = {(p.scene.source, p.scene.scene): p.width * p.height for ps in plans.values() for p in ps}
         cands["scene_pixels"] = [scene_size.get(k, 0) for k in zip(cands["source"], cands["scene"], strict=True)]
         cands["crs"] = canonical_crs(cands)  # one name per frame: footprints compare across CRS spellings
-        signed = _scene_signatures(plans)
+        signed = _scene_signatures(plans, whole_scene_signatures(plans, units, unit_results, work))
         signed["crs"] = canonical_crs(signed)
         by_name = {m.name: m for m in manifests}
         refs = {(p.scene.source, p.scene.scene): (by_name[p.scene.source], p.scene)

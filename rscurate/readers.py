@@ -10,7 +10,7 @@ import functools
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from rasterio.windows import Window, from_bounds
 
 from rscurate.file_names import as_text, native_path
 from rscurate.manifest import Band
+from rscurate.scene_view import view_shape
 
 RGB_NAMES = ["red", "green", "blue"]
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -192,6 +193,9 @@ class SceneReader:
     transform: Affine | None = None
     whole_file_is_tile: bool = False  # the file's own bytes decode to exactly the stored bands
     one_stream: bool = False  # the pixels are one compressed stream (JPEG, PNG): check_decodes before use
+    # overview() reads a fraction of the pixels (overview levels, a memory map sampled by stride), so planning signs
+    # the scene from it; otherwise the tile pass assembles the view from the pixels it decodes (scene_view)
+    cheap_overview: bool = False
     nodata: float | None = None
     bands: list[Band]
     # Per data band, GDAL's convention: physical = stored * scale + offset. `scaled` says the file or the manifest
@@ -239,23 +243,24 @@ class SceneReader:
             valid = self._valid(data, x, y, w, h)
         return ReadResult(data=data, valid=valid, qa=qa)
 
-    def check_decodes(self) -> None:
+    def check_decodes(self, each: Callable[[int, ReadResult], None] | None = None) -> None:
         """Decode every pixel once, a strip of rows at a time (memory bounded by the strip), raising on the
-        first decoder error or warning: how a one-stream file is judged before any of its windows is used."""
+        first decoder error or warning: how a one-stream file is judged before any of its windows is used.
+        `each(row, strip)` sees every strip (the scene's view is assembled from them: no second decode)."""
         row_bytes = self.width * len(self.bands) * np.dtype(self.dtype).itemsize
         rows = max(1, CHECK_STRIP_BYTES // max(1, row_bytes))
-        with _WARNINGS.raising():
-            for y in range(0, self.height, rows):
-                self._read(0, y, self.width, min(rows, self.height - y))
+        for y in range(0, self.height, rows):
+            strip = self.read(0, y, self.width, min(rows, self.height - y))
+            if each is not None:
+                each(y, strip)
 
     def overview(self, max_side: int) -> ReadResult:
         """The whole scene shrunk so its longer side is at most `max_side`: what scene-level hashing sees.
 
         Averaged where the format allows (GDAL), so re-encoding noise and resampling wash out."""
-        scale = max(self.width, self.height) / max_side
-        if scale <= 1:
+        shape = view_shape(self.width, self.height, max_side)
+        if shape == (self.height, self.width):
             return self.read(0, 0, self.width, self.height)
-        shape = (max(1, round(self.height / scale)), max(1, round(self.width / scale)))
         return self.read(0, 0, self.width, self.height, shape)
 
     def grid_origin(self) -> tuple[int, int] | None:
@@ -390,6 +395,7 @@ class RasterioReader(SceneReader):
         self.dtype = self._data_dtype(dtypes)
         self.whole_file_is_tile = self._alpha is None and self._palette is None and not any(b.qa for b in self.bands)
         self.one_stream = self.ds.driver in ONE_STREAM_DRIVERS
+        self.cheap_overview = all(self.ds.overviews(i) for i in range(1, self.ds.count + 1))
         # a palette file's own nodata is an index, applied to the indices in _valid; stored RGB values have none
         file_nodata = None if self._palette is not None else self.ds.nodata
         self.nodata = checked_nodata(nodata if nodata is not None else file_nodata, self.dtype, ref.paths[0])
@@ -457,6 +463,7 @@ class BandFilesReader(SceneReader):
         self._ref = ref_ds
         self.width, self.height = ref_ds.width, ref_ds.height
         self.dtype = self._data_dtype([d.dtypes[0] for d in self.dss])
+        self.cheap_overview = all(d.overviews(1) for d in self.dss)
         self.nodata = checked_nodata(nodata if nodata is not None else ref_ds.nodata, self.dtype, ref_ds.name)
         self.crs, self.transform = _georeference(ref_ds, ref.paths[self.dss.index(ref_ds)])
         self._resampling = Resampling[resampling]
@@ -531,6 +538,7 @@ class NpyReader(SceneReader):
             arr = arr[ref.frame or 0]
             layout = layout[1:]
         self._hwc = layout in ("HWC", "HW")
+        self.cheap_overview = True
         self._arr = arr if arr.ndim == 3 else arr[..., None]
         h, w, c = self._arr.shape if self._hwc else (arr.shape[1], arr.shape[2], arr.shape[0])
         self.width, self.height = w, h

@@ -17,9 +17,8 @@ import numpy as np
 
 from rscurate.phash import canonical_view, signatures_batch
 from rscurate.readers import SceneReader
+from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum
 
-SCENE_VIEW_SIDE = 256
-"""Longer side (pixels) of the decimated view a scene signature is computed from."""
 MAX_ASPECT_DIFFERENCE = 0.02
 """Largest relative difference of width/height between two scenes that can be copies of each other."""
 _MIN_SIDE = 16  # a view smaller than this has too few pixels per quadrant to hash
@@ -50,14 +49,27 @@ def _view_hashes(gray: np.ndarray) -> ViewHashes:
 
 
 def scene_signature(reader: SceneReader, band_names: list[str]) -> SceneSignature | None:
-    """Signature of the whole scene from its decimated view; None when the view is too small to hash."""
+    """Signature of the whole scene from its decimated view read through the file's overviews."""
     view = reader.overview(SCENE_VIEW_SIDE)
-    if min(view.data.shape[1:]) < _MIN_SIDE:
+    return view_signature(view.data, view.valid, band_names, reader.width / reader.height)
+
+
+def assembled_signature(view: ViewSum) -> SceneSignature | None:
+    """Signature of a scene from the view its tiles and margins were added to; None when a read under it failed."""
+    if view.failed:
         return None
-    whole = _view_hashes(canonical_view(view.data, band_names, view.valid))
-    bands = tuple((name, _view_hashes(canonical_view(view.data[k : k + 1], [name], view.valid)))
+    data, valid = view.view()
+    return view_signature(data, valid, list(view.bands), view.width / view.height)
+
+
+def view_signature(data: np.ndarray, valid: np.ndarray, band_names: list[str], aspect: float) -> SceneSignature | None:
+    """Signature of a (C, h, w) decimated view; None when the view is too small to hash."""
+    if min(data.shape[1:]) < _MIN_SIDE:
+        return None
+    whole = _view_hashes(canonical_view(data, band_names, valid))
+    bands = tuple((name, _view_hashes(canonical_view(data[k : k + 1], [name], valid)))
                   for k, name in enumerate(band_names))
-    return SceneSignature(whole, bands, reader.width / reader.height)
+    return SceneSignature(whole, bands, aspect)
 
 
 def signature_columns(signatures: list[SceneSignature]) -> dict[str, object]:

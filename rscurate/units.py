@@ -11,7 +11,7 @@ import hashlib
 import os
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import rasterio
 
 from rscurate import codec, quality, schema
 from rscurate.band_stats import BandParts, BandTileStats, accumulate
-from rscurate.coverage import covered_pixels
+from rscurate.coverage import covered_pixels, uncovered
 from rscurate.file_names import as_text
 from rscurate.manifest import Limits, Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
@@ -39,13 +39,14 @@ from rscurate.readers import (
     refusal_reason,
     valid_from_nodata,
 )
-from rscurate.scene_hash import SCENE_VIEW_SIDE, SceneSignature, scene_signature
+from rscurate.scene_hash import SceneSignature, assembled_signature, scene_signature
+from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, strips
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-# 9: lon/lat bounds columns (MODIS L1B swaths);
+# 10: scene views assembled by the tile pass (<key>.views.pkl); 9: lon/lat bounds columns (MODIS L1B swaths);
 # 8: per-band validity, 12-bit float bins, band_scale/band_offset, off-grid bands warped, valid_mask column,
 # original bytes only where Pillow agrees; 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
-FORMAT_VERSION = "9"
+FORMAT_VERSION = "10"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
@@ -65,10 +66,16 @@ class ScenePlan:
     height: int = 0
     reason: str | None = None  # too_small | too_large | unreadable | bad_georeference | changed
     detail: str = ""
-    signature: SceneSignature | None = None  # whole-scene hashes, for scenes cut into several tiles
+    # whole-scene hashes of a scene cut into several tiles, when its overviews give them cheaply; the tile pass
+    # assembles the others' (see needs_view)
+    signature: SceneSignature | None = None
     crs: str = ""
     bounds: tuple[float, float, float, float] | None = None  # footprint (minx, miny, maxx, maxy) in crs
     pixels_tiled: int = 0  # pixels inside at least one window; the rest of width x height is margin
+    pixel_bytes: int = 0  # decoded bytes of one pixel, all bands read: what bounds a unit's memory
+
+    def window_bytes(self, window: Window) -> int:
+        return window[2] * window[3] * self.pixel_bytes
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
                                 scene.paths[0] if len(scene.paths) == 1 else scene.scene)
         except ValueError as err:
             return ScenePlan(scene, (), reader.width, reader.height, "unreadable", f"cloud rule refused: {err}")
-        windows = tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
+        windows = _windows(manifest, scene, reader)
         if not windows:
             detail = f"{reader.width}x{reader.height} is smaller than the tile size {min_tile_size(manifest.tile)}"
             return ScenePlan(scene, (), reader.width, reader.height, "too_small", detail)
@@ -140,19 +147,46 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
             return ScenePlan(scene, (), reader.width, reader.height, "too_large",
                              f"a {reader.width}x{reader.height} tile of {big} pixels is over limits.max_decode_pixels "
                              f"{manifest.limits.max_decode_pixels}; set tile.max_size to cut such images into a grid")
-        if reader.one_stream and windows != ((0, 0, reader.width, reader.height),):
+        signature = _signature(reader, windows)
+        if reader.one_stream and needs_view(reader, windows):
             # A window can read cleanly above the damage (or past it, after libjpeg resynchronises), so the
-            # file is decoded whole here, where all its windows are known. A file kept as one whole tile
-            # needs no check: reading that tile decodes every pixel under the same strict settings.
+            # file is decoded whole here, where all its windows are known, and its view assembled on the way.
+            # A file kept as one whole tile needs no check: reading that tile decodes every pixel under the
+            # same strict settings.
+            view = ViewSum.empty(scene.source, scene.scene, reader)
             try:
-                reader.check_decodes()
+                reader.check_decodes(lambda y, strip: view.add(0, y, strip.data, strip.valid))
             except Exception as err:
                 return ScenePlan(scene, (), reader.width, reader.height, "unreadable", error_text(err))
-        return ScenePlan(scene, windows, reader.width, reader.height, signature=_signature(reader, windows),
+            signature = assembled_signature(view)
+        return ScenePlan(scene, windows, reader.width, reader.height, signature=signature,
                          crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height),
-                         pixels_tiled=covered_pixels(windows, reader.width, reader.height))
+                         pixels_tiled=covered_pixels(windows, reader.width, reader.height),
+                         pixel_bytes=_pixel_bytes(reader))
     finally:
         reader.close()
+
+
+def _windows(manifest: Manifest, scene: SceneRef, reader: SceneReader) -> tuple[Window, ...]:
+    """The scene's tile windows (a pure function of its header and the manifest: planning and units agree)."""
+    return tuple(plan_windows(reader.width, reader.height, manifest.tile, scene.scene, reader.grid_origin()))
+
+
+def _pixel_bytes(reader: SceneReader) -> int:
+    """Decoded bytes of one pixel of the scene, all bands read."""
+    return len(reader.bands) * np.dtype(reader.dtype).itemsize
+
+
+def needs_view(reader: SceneReader, windows: tuple[Window, ...]) -> bool:
+    """Whether a scene has a whole-scene signature: it is cut into tiles (one kept whole is compared by its tile
+    hash)."""
+    return windows != ((0, 0, reader.width, reader.height),)
+
+
+def signed_in_planning(reader: SceneReader) -> bool:
+    """Whether planning signs the scene without a second decode: from overviews, or from the whole-file decode
+    that checks a one-stream file (JPEG, PNG); the tile pass assembles the others' views."""
+    return reader.cheap_overview or reader.one_stream
 
 
 def _over_budget(limits: Limits, reader: SceneReader) -> str:
@@ -169,9 +203,10 @@ def _over_budget(limits: Limits, reader: SceneReader) -> str:
 
 
 def _signature(reader: SceneReader, windows: tuple[Window, ...]) -> SceneSignature | None:
-    """The whole-scene signature of a scene cut into several tiles (one kept whole is compared by its tile
-    hash). A damaged scene goes unsigned rather than lost: its unreadable windows are recorded tile by tile."""
-    if windows == ((0, 0, reader.width, reader.height),):
+    """The whole-scene signature of a scene cut into tiles, when its overviews give it without decoding the scene
+    (else the tile pass assembles it). A damaged scene goes unsigned rather than lost: its unreadable windows
+    are recorded tile by tile."""
+    if not needs_view(reader, windows) or not reader.cheap_overview:
         return None
     try:
         return scene_signature(reader, [b.name for b in reader.data_bands])
@@ -239,6 +274,9 @@ class _Collector:
         self.excluded: dict[str, list] = {f.name: [] for f in schema.EXCLUDED}
         self.band_stats: list[list[BandTileStats]] = []
         self.grays: list[np.ndarray] = []  # canonical views, hashed together per unit (one batched DCT)
+        # whole-scene signatures assembled here, and the view parts of scenes whose windows span several units
+        self.signatures: dict[tuple[str, str], SceneSignature | None] = {}
+        self.view_parts: list[ViewSum] = []
 
     def exclude(self, scene: SceneRef, window: Window, reason: str, detail: str) -> None:
         x, y, w, h = window
@@ -295,12 +333,18 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
         wavelengths = [b.wavelength_um for b in data_bands]
         gsd = reader.gsd_m()
         label = _labeller(manifest, scene, reader)
+        every = () if signed_in_planning(reader) else _windows(manifest, scene, reader)
+        view = ViewSum.empty(scene.source, scene.scene, reader) if every and needs_view(reader, every) else None
         for window in windows:
             try:
                 res = reader.read(*window)
             except Exception as err:
                 out.exclude(scene, window, "unreadable", error_text(err))
+                if view is not None:
+                    view.failed = True
                 continue
+            if view is not None:
+                view.add(window[0], window[1], res.data, res.valid)
             stats = quality.tile_stats(res.data, res.valid, reader.nodata)
             verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names,
                                     reader.scales, reader.offsets)
@@ -331,8 +375,38 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                 "label": label(window, res.valid), "image": image,
                 "valid_mask": _stored_mask(res.data, res.valid, reader.nodata),
             }, stats.bands, canonical_view(res.data, names, res.valid))
+        if view is not None:
+            _finish_view(view, reader, windows, every, out)
     finally:
         reader.close()
+
+
+def _finish_view(view: ViewSum, reader: SceneReader, windows: tuple[Window, ...], every: tuple[Window, ...],
+                 out: _Collector) -> None:
+    """Add the margins (the unit holding the scene's first window reads them) and sign the scene when this unit
+    holds all its windows; else keep the part for merge_views."""
+    view.windows = len(windows)
+    if windows[0] == every[0]:
+        _add_margins(view, reader, every)
+    if len(windows) == len(every):
+        out.signatures[(view.source, view.scene)] = assembled_signature(view)
+    else:
+        out.view_parts.append(view)
+
+
+def _add_margins(view: ViewSum, reader: SceneReader, every: tuple[Window, ...]) -> None:
+    """Add the pixels no window covers, read once in strips of bounded size; a failed read leaves the scene
+    unsigned (the windows over damage record their own errors)."""
+    view.margins = True
+    pixel_bytes = _pixel_bytes(reader)
+    for margin in uncovered(every, reader.width, reader.height):
+        for x, y, w, h in strips(margin, pixel_bytes):
+            try:
+                res = reader.read(x, y, w, h)
+            except Exception:
+                view.failed = True
+                return
+            view.add(x, y, res.data, res.valid)
 
 
 @dataclass(frozen=True)
@@ -346,12 +420,13 @@ class StagedUnit:
     excluded: Path
     band_stats: Path
     probes: Path  # probe hashes of the kept candidates (probes.tile_probes / chip_probes), for eval-leak search
+    views: Path  # (signatures of scenes whose windows were all here, ViewSum parts of the others)
 
     @classmethod
     def of(cls, work_dir: Path, key: str) -> StagedUnit:
         base = work_dir / "units"
         return cls(base / f"{key}.parquet", base / f"{key}.meta.parquet", base / f"{key}.excluded.parquet",
-                   base / f"{key}.stats.pkl", base / f"{key}.probes.parquet")
+                   base / f"{key}.stats.pkl", base / f"{key}.probes.parquet", base / f"{key}.views.pkl")
 
 
 META = [f.name for f in schema.TILE_META]
@@ -365,6 +440,8 @@ class UnitResult:
     slim: pa.Table
     excluded: pa.Table
     bands: BandParts
+    signatures: dict[tuple[str, str], SceneSignature | None] = field(default_factory=dict)  # (source, scene) ->
+    view_parts: int = 0  # parts of views of scenes that span several units, staged for merge_views
 
 
 def unit_band_parts(meta: pa.Table, per_row: list[list[BandTileStats]], rows: list[int]) -> BandParts:
@@ -402,8 +479,9 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
     if staged.kept.exists():  # written last: the unit is complete
         meta = pq.read_table(staged.meta)
         per_row = pickle.loads(staged.band_stats.read_bytes())
+        signatures, parts = pickle.loads(staged.views.read_bytes())
         return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
-                          unit_band_parts(meta, per_row, list(range(len(meta)))))
+                          unit_band_parts(meta, per_row, list(range(len(meta)))), signatures, len(parts))
     out = _Collector(unit.probe_sides, unit.manifest.role == "eval")
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
@@ -413,10 +491,32 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
     write_atomic(excluded, staged.excluded)
     write_atomic(out.probes(), staged.probes)
     write_atomic(meta, staged.meta)
-    with atomic_path(staged.band_stats) as tmp:
-        tmp.write_bytes(pickle.dumps(out.band_stats, protocol=pickle.HIGHEST_PROTOCOL))
+    for path, value in ((staged.band_stats, out.band_stats), (staged.views, (out.signatures, out.view_parts))):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     write_atomic(kept, staged.kept, row_group_size=ROW_GROUP_ROWS)
-    return UnitResult(_slim(kept, unit.key), excluded, unit_band_parts(meta, out.band_stats, list(range(len(meta)))))
+    return UnitResult(_slim(kept, unit.key), excluded, unit_band_parts(meta, out.band_stats, list(range(len(meta)))),
+                      out.signatures, len(out.view_parts))
+
+
+def merge_views(work_dir: Path, keys: list[str], windows: dict[tuple[str, str], int]) -> dict[
+        tuple[str, str], SceneSignature | None]:
+    """Signatures of the scenes whose windows span several units, from the view parts those units staged (`keys`:
+    the units with parts, in build order, so only the few scenes then open are in memory; `windows`: each scene's
+    window count). A scene with a part lost (a unit no worker survived) stays unsigned."""
+    open_views: dict[tuple[str, str], ViewSum] = {}
+    signed: dict[tuple[str, str], SceneSignature | None] = {}
+    for key in keys:
+        for part in pickle.loads(StagedUnit.of(work_dir, key).views.read_bytes())[1]:
+            scene = (part.source, part.scene)
+            if scene in open_views:
+                open_views[scene].merge(part)
+            else:
+                open_views[scene] = part
+            if open_views[scene].windows == windows[scene]:
+                view = open_views.pop(scene)
+                signed[scene] = assembled_signature(view) if view.margins else None
+    return signed
 
 
 def scene_pixels(manifest: Manifest, scene: SceneRef) -> Pixels:

@@ -19,8 +19,10 @@ import rasterio
 from hypothesis import settings
 from rasterio.transform import from_origin
 
-from rscurate.pipeline import BuildOptions, BuildReport, build
+from rscurate.manifest import Manifest
+from rscurate.pipeline import BuildOptions, BuildReport, build, make_units, whole_scene_signatures
 from rscurate.sample_data import fetch
+from rscurate.scene_hash import SceneSignature
 
 # Property tests: a modest number of examples keeps the suite fast; HYPOTHESIS_PROFILE=thorough searches harder.
 # No example database (it would litter the checkout); a failure prints the blob that reproduces it.
@@ -124,6 +126,20 @@ def external_cluster(folder: Path, workers: int) -> Iterator[tuple[str, list[sub
                 pass
         for p in procs:
             p.wait(timeout=30)
+
+
+def scene_signatures(manifest: Manifest, work: Path, unit_tiles: int = 256,
+                     unit_mb: int = 256) -> dict[str, SceneSignature | None]:
+    """scene -> whole-scene signature as a build computes it: planned, then assembled by the tile pass."""
+    from rscurate.discover import discover
+    from rscurate.units import plan_scenes, run_unit
+
+    (work / "units").mkdir(parents=True, exist_ok=True)
+    plans = plan_scenes(manifest, discover(manifest).scenes)
+    units = make_units(manifest, plans, unit_tiles, unit_mb=unit_mb)
+    results = [run_unit(u, str(work)) for u in units]
+    found = whole_scene_signatures({manifest.name: plans}, units, results, work)
+    return {p.scene.scene: found.get((p.scene.source, p.scene.scene)) for p in plans}
 
 
 def run_build(sources: list[Path], out: Path, **kw) -> BuildReport:

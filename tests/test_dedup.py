@@ -14,11 +14,9 @@ import pandas as pd
 import rasterio
 
 from rscurate.dedup import decide
-from rscurate.discover import discover
 from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import load_manifest
-from rscurate.units import plan_scenes
-from tests.conftest import run_build, textured, write_manifest, write_tif
+from tests.conftest import run_build, scene_signatures, textured, write_manifest, write_tif
 
 RGBN_BANDS = """bands:
   - {name: red}
@@ -89,9 +87,8 @@ def test_single_band_copy_is_matched_on_the_band_it_shares(tmp_path: Path, sampl
     _write_plain(tmp_path / "data" / "nir.tif", _half(data)[3:4])
     m1 = _source(tmp_path, "orig", "orig.tif", extra=RGBN_BANDS)
     m2 = _source(tmp_path, "nir", "nir.tif", extra="bands:\n  - {name: nir}\n")
-    plans = {n: plan_scenes(load_manifest(m), discover(load_manifest(m)).scenes)[0] for n, m in
-             (("orig", m1), ("nir", m2))}
-    a, b = (plans[n].signature for n in ("orig", "nir"))
+    a, b = (next(iter(scene_signatures(load_manifest(m), tmp_path / n).values())) for n, m in
+            (("orig", m1), ("nir", m2)))
     assert a is not None and b is not None
     assert (a.view.phash ^ b.view.phash).bit_count() > DEFAULT_RADIUS, "canonical views alone do not match"
     out = tmp_path / "corpus"
@@ -255,7 +252,7 @@ def test_overlap_pairs_need_shared_ground_and_two_scenes() -> None:
     assert sorted(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1), (1, 3)]
 
 
-def test_sample_scene_signatures(sample_dir: Path) -> None:
+def test_sample_scene_signatures(sample_dir: Path, tmp_path: Path) -> None:
     """What docs/dedup.md section 7 reports of the sample: the stacked and band-per-file copies of row 078
     match on every hash; rows 077 and 078 do not; the 60 m blue-band copy of 077 is beyond the radius by
     canonical views and matches on the blue band."""
@@ -263,8 +260,8 @@ def test_sample_scene_signatures(sample_dir: Path) -> None:
     sig = {}
     for name in ("landsat8_l1tp_stack", "landsat8_l1tp_bands", "landsat8_b2_60m"):
         m = load_manifest(samples / f"{name}.yaml")
-        for plan in plan_scenes(m, discover(m).scenes):
-            sig[(name, plan.scene.scene[:16])] = plan.signature
+        for scene, signature in scene_signatures(m, tmp_path / name).items():
+            sig[(name, scene[:16])] = signature
 
     def dist(a: tuple[str, str], b: tuple[str, str], band: str | None = None) -> list[int]:
         x = dict(sig[a].bands)[band] if band else sig[a].view

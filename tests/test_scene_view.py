@@ -1,0 +1,145 @@
+"""Each pixel decoded once: whole-scene views come from the tile pass (or from overviews), and units are bounded by
+decoded bytes as well as by tile count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from rscurate.coverage import uncovered
+from rscurate.manifest import load_manifest
+from rscurate.pipeline import make_units
+from rscurate.readers import RasterioReader, SceneRef
+from rscurate.scene_hash import assembled_signature, scene_signature
+from rscurate.scene_view import ViewSum
+from rscurate.units import ScenePlan
+from tests.conftest import scene_signatures, textured, write_manifest, write_tif
+
+WIDTH, HEIGHT = 700, 560  # 256 px grid: 2 x 2 tiles and margins right and below
+
+
+def _scene(tmp_path: Path, rng: np.random.Generator, overviews: bool = False, tile: int = 256) -> Path:
+    path = write_tif(tmp_path / "data" / "scene.tif", textured(rng, 3, HEIGHT, WIDTH), tiled=True, blockxsize=64,
+                     blockysize=64, compress="deflate")
+    if overviews:
+        with rasterio.open(path, "r+") as ds:
+            ds.build_overviews([2, 4], rasterio.enums.Resampling.average)
+    return write_manifest(tmp_path / "m.yaml", f"""\
+        name: m
+        license: CC0-1.0
+        root: data
+        include: ["*.tif"]
+        tile: {{size: {tile}}}
+        """)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int, int, tuple[int, int] | None]]:
+    """Every pixel read of a GeoTIFF, as (x, y, w, h, out_shape)."""
+    seen: list[tuple[int, int, int, int, tuple[int, int] | None]] = []
+    real = RasterioReader._read
+
+    def counting(self, x: int, y: int, w: int, h: int, out_shape: tuple[int, int] | None = None) -> np.ndarray:
+        seen.append((x, y, w, h, out_shape))
+        return real(self, x, y, w, h, out_shape)
+
+    monkeypatch.setattr(RasterioReader, "_read", counting)
+    return seen
+
+
+def test_a_scene_without_overviews_is_decoded_once(tmp_path: Path, rng: np.random.Generator, reads: list) -> None:
+    """Planning reads no pixel; the tile pass reads every pixel exactly once (tiles, then the margins) and the
+    scene is still signed. Fails on the old code: planning read a decimated view of the whole scene."""
+    m = load_manifest(_scene(tmp_path, rng))
+    (signature,) = scene_signatures(m, tmp_path / "work").values()
+    assert signature is not None
+    assert all(out_shape is None for *_, out_shape in reads), "no decimated (whole-scene) read"
+    times = np.zeros((HEIGHT, WIDTH), np.int64)
+    for x, y, w, h, _ in reads:
+        times[y : y + h, x : x + w] += 1
+    assert (times == 1).all()
+
+
+def test_a_scene_split_across_units_gets_the_same_signature(tmp_path: Path, rng: np.random.Generator,
+                                                             reads: list) -> None:
+    """One tile per unit: the view is assembled from four parts after the tile stage, bit for bit the view of one
+    unit, and the pixels are still read once."""
+    m = load_manifest(_scene(tmp_path, rng))
+    (whole,) = scene_signatures(m, tmp_path / "one").values()
+    reads.clear()
+    (split,) = scene_signatures(m, tmp_path / "four", unit_tiles=1).values()
+    assert split == whole
+    assert sum(w * h for x, y, w, h, _ in reads) == WIDTH * HEIGHT
+
+
+def test_a_scene_with_overviews_is_signed_from_them(tmp_path: Path, rng: np.random.Generator, reads: list) -> None:
+    """Overviews give the view cheaply: the tile pass reads only the tiles, never the margins."""
+    m = load_manifest(_scene(tmp_path, rng, overviews=True))
+    (signature,) = scene_signatures(m, tmp_path / "work").values()
+    assert signature is not None
+    full = [(x, y, w, h) for x, y, w, h, out_shape in reads if out_shape is None]
+    assert sorted(full) == [(0, 0, 256, 256), (0, 256, 256, 256), (256, 0, 256, 256), (256, 256, 256, 256)]
+
+
+def test_assembled_view_is_the_averaged_view(tmp_path: Path, rng: np.random.Generator) -> None:
+    """At an integer ratio the view assembled from three reads is GDAL's averaged read (to rounding), and its
+    signature is within a few bits of the one hashed from GDAL's read."""
+    path = write_tif(tmp_path / "a.tif", textured(rng, 3, 384, 768), nodata=None)
+    ref = SceneRef(source="s", scene="a", paths=(str(path),), format="geotiff")
+    reader = RasterioReader(ref, [], None)
+    view = ViewSum.empty("s", "a", reader)
+    for x, y, w, h in [(0, 0, 768, 300), (0, 300, 500, 212), (500, 300, 268, 212)]:
+        res = reader.read(x, y, w, h)
+        view.add(x, y, res.data, res.valid)
+    data, valid = view.view()
+    gdal = reader.overview(256)
+    assert data.shape == gdal.data.shape == (3, 128, 256)
+    assert valid.all()
+    assert np.abs(data.astype(np.int64) - gdal.data).max() <= 1
+    view.windows, view.margins = 1, True
+    mine, theirs = assembled_signature(view), scene_signature(reader, ["b1", "b2", "b3"])
+    assert mine is not None and theirs is not None
+    assert (mine.view.phash ^ theirs.view.phash).bit_count() <= 4
+    reader.close()
+
+
+def test_uncovered_leaves_each_pixel_to_one_window() -> None:
+    windows = [(10, 10, 256, 256), (138, 10, 256, 256), (10, 266, 256, 256)]  # overlapping, an L shape
+    width, height = 450, 560
+    times = np.zeros((height, width), np.int64)
+    for x, y, w, h in windows:
+        times[y : y + h, x : x + w] = 1
+    for x, y, w, h in uncovered(windows, width, height):
+        times[y : y + h, x : x + w] += 1
+    assert (times == 1).all()
+
+
+def _plan(n: int, side: int, pixel_bytes: int) -> ScenePlan:
+    ref = SceneRef(source="s", scene=f"{side}", paths=("x.tif",), format="geotiff")
+    windows = tuple((k * side, 0, side, side) for k in range(n))
+    return ScenePlan(ref, windows, n * side, side, pixel_bytes=pixel_bytes)
+
+
+def test_units_are_bounded_by_decoded_bytes(tmp_path: Path) -> None:
+    """3-band uint16 tiles: 256 px ones fill a unit by count (100 MiB), 1024 px ones (6 MiB each) by bytes.
+    Fails on the old code: units of 256 tiles whatever their size."""
+    m = load_manifest(write_manifest(tmp_path / "m.yaml", """\
+        name: m
+        license: CC0-1.0
+        root: data
+        include: ["*.tif"]
+        """))
+    small = make_units(m, [_plan(600, 256, 6)], 256, unit_mb=256)
+    assert [u.tiles for u in small] == [256, 256, 88]
+    big = make_units(m, [_plan(100, 1024, 6)], 256, unit_mb=256)
+    assert [u.tiles for u in big] == [42, 42, 16]
+    assert all(sum(w * h * 6 for _, ws in u.items for *_, w, h in ws) <= 256 * 2**20 for u in big)
+    huge = make_units(m, [_plan(3, 16384, 6)], 256, unit_mb=256)  # one tile over the budget still makes a unit
+    assert [u.tiles for u in huge] == [1, 1, 1]
+    mixed = make_units(m, [_plan(40, 1024, 6), _plan(10, 1024, 6)], 256, unit_mb=256)  # scenes share a unit
+    assert [[len(ws) for _, ws in u.items] for u in mixed] == [[40], [10]]
+    shared = make_units(m, [_plan(20, 1024, 6), _plan(10, 1024, 6)], 256, unit_mb=256)
+    assert [[len(ws) for _, ws in u.items] for u in shared] == [[20, 10]]
