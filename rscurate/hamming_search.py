@@ -8,7 +8,8 @@ non-zero v, a table whose key keeps the bits with <phi(i), v> = 1 (about half of
 differ in a set D of at most r positions, the vectors {phi(i) : i in D} span at most r dimensions, so some
 non-zero v is orthogonal to all of them: that table's key ignores every differing bit and the two hashes
 collide there. Recall is therefore exact by construction (not probabilistic), while unrelated hashes
-collide in a table only with probability ~2^-32, so the work is ~tables x N x log N with no quadratic term.
+collide in a table only with probability ~2^-32, so the work is ~tables x N (a compiled counting sort per
+table, :mod:`rscurate.covering_kernel`) with no quadratic term.
 For smaller sets the 64 bits are split into blocks (pigeonhole: a pair within r is within r_j of each other
 in some block j when sum(r_j + 1) = r + 1), each with its own design: far fewer tables with shorter keys.
 :func:`search_plan` picks the block count from a cost estimate; every plan is exact.
