@@ -46,9 +46,15 @@ def _reserve(out: np.ndarray, count: int, pairs: int) -> np.ndarray:
 
 @numba.njit(inline="always")
 def _compare_all(hs: np.ndarray, ids: np.ndarray, s: int, e: int, mask: np.uint64, radius: np.uint64,
-                 out: np.ndarray, count: int, n: np.int64) -> int:
-    """Stores codes of the pairs of hs[s:e] that agree on ``mask`` (collide in the table) within ``radius``."""
+                 out: np.ndarray, count: int, n: np.int64) -> tuple[np.ndarray, int]:
+    """Stores codes of the pairs of hs[s:e] that agree on ``mask`` (collide in the table) within ``radius``.
+
+    Room is made one row at a time (at most e - x - 1 codes), so a huge bucket of candidates that mostly fail
+    the radius never reserves memory for all its pairs.
+    """
     for x in range(s, e):
+        if count + (e - x) > out.shape[0]:
+            out = _reserve(out, count, e - x)
         hx = hs[x]
         for y in range(x + 1, e):
             d = hx ^ hs[y]
@@ -56,7 +62,7 @@ def _compare_all(hs: np.ndarray, ids: np.ndarray, s: int, e: int, mask: np.uint6
                 a, b = np.int64(ids[x]), np.int64(ids[y])
                 out[count] = min(a, b) * n + max(a, b)
                 count += 1
-    return count
+    return out, count
 
 
 @numba.njit(cache=True, nogil=True)
@@ -107,8 +113,7 @@ def table_codes(u: np.ndarray, mask: np.uint64, radius: int, part_bits: int, hbu
         if m < 2:
             continue
         if m <= _SMALL:
-            out = _reserve(out, count, m * (m - 1) // 2)
-            count = _compare_all(hbuf, ibuf, s, e, mask, rad, out, count, nn)
+            out, count = _compare_all(hbuf, ibuf, s, e, mask, rad, out, count, nn)
             continue
         # Second split of this partition by the next bits of the hashed key: sub-buckets of ~1 item.
         q = 1
@@ -128,12 +133,8 @@ def table_codes(u: np.ndarray, mask: np.uint64, radius: int, part_bits: int, hbu
             sub_h[p] = hbuf[x]
             sub_i[p] = ibuf[x]
             sub_fill[c] = p + 1
-        pairs = 0
-        for c in range(1 << q):
-            size = sub_starts[c + 1] - sub_starts[c]
-            pairs += size * (size - 1) // 2
-        out = _reserve(out, count, pairs)
         for c in range(1 << q):
             if sub_starts[c + 1] - sub_starts[c] >= 2:
-                count = _compare_all(sub_h, sub_i, sub_starts[c], sub_starts[c + 1], mask, rad, out, count, nn)
+                out, count = _compare_all(sub_h, sub_i, sub_starts[c], sub_starts[c + 1], mask, rad, out, count,
+                                          nn)
     return out, count
