@@ -8,7 +8,8 @@ non-zero v, a table whose key keeps the bits with <phi(i), v> = 1 (about half of
 differ in a set D of at most r positions, the vectors {phi(i) : i in D} span at most r dimensions, so some
 non-zero v is orthogonal to all of them: that table's key ignores every differing bit and the two hashes
 collide there. Recall is therefore exact by construction (not probabilistic), while unrelated hashes
-collide in a table only with probability ~2^-32, so the work is ~tables x N x log N with no quadratic term.
+collide in a table only with probability ~2^-32, so the work is ~tables x N (a compiled counting sort per
+table, :mod:`rscurate.covering_kernel`) with no quadratic term.
 For smaller sets the 64 bits are split into blocks (pigeonhole: a pair within r is within r_j of each other
 in some block j when sum(r_j + 1) = r + 1), each with its own design: far fewer tables with shorter keys.
 :func:`search_plan` picks the block count from a cost estimate; every plan is exact.
@@ -35,15 +36,25 @@ MAX_COVERING_RADIUS = 12
 _U64 = np.dtype(np.uint64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: masked key -> well-spread 32-bit bucket key
 _SHIFT32 = np.uint64(32)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_HIGH32 = np.uint64(0xFFFFFFFF00000000)
 _FILTER_BITS = 22  # membership pre-filter: a 4 Mi-entry bitmap over the top bits of the 32-bit keys
 _PAIR_CHUNK = 1 << 22  # candidate pairs materialised at a time (bounds memory for uneven buckets)
-_PATTERN_RUN = 64  # buckets up to this length use a fixed pair pattern; longer ones are compared in blocks
-# Rough costs (ns, measured on the 2-core development VM) used to choose a search plan or brute force.
-_BRUTE_NS_PER_PAIR = 9.0
-_TABLE_NS = 30_000.0  # fixed cost of one table
-_CANDIDATE_NS = 45.0
+_BRUTE_NS_PER_PAIR = 9.0  # blocked numpy brute force, per pair (2-core development VM)
+
+
+class _Costs(NamedTuple):
+    """Rough costs (ns, measured on the 2-core development VM) of one table search, to choose a plan."""
+
+    start: float  # once per search
+    table: float  # fixed cost of one table
+    item: float  # per item and table, in cache
+    item_per_doubling: float  # added per doubling of the items beyond 64 Ki (memory traffic)
+    candidate: float  # per nominal key collision (see _plan_cost)
+
+
+# find_pairs: the compiled kernel (covering_kernel); its start is numba's import and cached-code load.
+_KERNEL_COSTS = _Costs(start=5e8, table=30_000.0, item=12.0, item_per_doubling=1.0, candidate=0.3)
+# query_pairs: numpy sort per table, candidates gathered from memory.
+_NUMPY_COSTS = _Costs(start=0.0, table=30_000.0, item=10.0, item_per_doubling=1.6, candidate=45.0)
 
 
 class Pairs(NamedTuple):
@@ -147,11 +158,13 @@ def _plan_for_blocks(radius: int, blocks: int) -> np.ndarray:
 
 
 def _plan_cost(radius: int, blocks: int, n_left: int, n_right: int | None = None) -> float:
-    """Estimated ns: one sort-like pass per table plus candidate pairs (uniform hashes) to verify.
+    """Estimated ns: one partitioning pass per table plus candidate pairs (uniform hashes) to verify.
 
     Uses nominal key lengths (each bit is in 2^r of the 2^(r+1) - 1 tables of its block; minus 2 bits for
-    the spread of the tuned designs) so that choosing a plan needs no design to be built.
+    the spread of the tuned designs) so that choosing a plan needs no design to be built. A self-search
+    (``n_right`` None) runs the compiled kernel, a query search numpy: each with its own measured costs.
     """
+    costs = _KERNEL_COSTS if n_right is None else _NUMPY_COSTS
     pairs = n_left * (n_left - 1) / 2 if n_right is None else n_left * n_right
     items = n_left + (n_right or 0)
     tables, collide = 0, 0.0
@@ -160,12 +173,8 @@ def _plan_cost(radius: int, blocks: int, n_left: int, n_right: int | None = None
         weight = size * (1 << r) / t if r > 0 else size
         tables += t
         collide += t * 2.0 ** -max(weight - 2, 1)
-    return tables * (_TABLE_NS + items * _table_ns_per_item(items)) + pairs * collide * _CANDIDATE_NS
-
-
-def _table_ns_per_item(items: int) -> float:
-    """Per-item cost of one table (mostly the sort): ~10 ns in cache, ~26 ns at 10 M items."""
-    return 10.0 + 1.6 * max(0.0, float(np.log2(max(items, 1) / 65536)))
+    per_item = costs.item + costs.item_per_doubling * max(0.0, float(np.log2(max(items, 1) / 65536)))
+    return costs.start + tables * (costs.table + items * per_item) + pairs * collide * costs.candidate
 
 
 def search_plan(radius: int, n_unique: int, blocks: int | None = None) -> np.ndarray:
@@ -196,47 +205,6 @@ def _best_plan(radius: int, n_left: int, n_right: int | None = None) -> tuple[np
     costs = [_plan_cost(radius, b, n_left, n_right) for b in options]
     best = int(np.argmin(costs))
     return _plan_for_blocks(radius, options[best]), costs[best]
-
-
-def _pairs_in_runs(u: np.ndarray, order: np.ndarray, sk: np.ndarray, radius: int) -> list[np.ndarray]:
-    """Verified (a, b) codes a * n + b (a < b) for items sharing a bucket key; memory-bounded chunks.
-
-    ``order`` lists item indices sorted by their key ``sk`` (so equal keys are contiguous runs). Runs of one
-    length L are checked together with the fixed pair pattern of triu(L); long runs block by block.
-    """
-    n = np.int64(len(u))
-    rh = u[order]  # hashes in run order: candidate checks gather from this compact array
-    bounds = np.flatnonzero(sk[1:] != sk[:-1]) + 1
-    starts = np.concatenate(([0], bounds))
-    lens = np.diff(np.concatenate((starts, [len(sk)])))
-    found: list[np.ndarray] = []
-
-    def emit(ia: np.ndarray, ib: np.ndarray) -> None:
-        a, b = order[ia], order[ib]
-        found.append(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b).astype(np.int64))
-
-    for length in np.unique(lens[(lens >= 2) & (lens <= _PATTERN_RUN)]).tolist():
-        run_starts = starts[lens == length]
-        pa, pb = np.triu_indices(length, 1)
-        rows = max(1, _PAIR_CHUNK // len(pa))
-        for r0 in range(0, len(run_starts), rows):
-            st = run_starts[r0:r0 + rows, None]
-            ia, ib = st + pa, st + pb
-            ok = np.bitwise_count(rh[ia] ^ rh[ib]) <= radius
-            if ok.any():
-                emit(ia[ok], ib[ok])
-
-    long_runs = lens > _PATTERN_RUN
-    for s, length in zip(starts[long_runs].tolist(), lens[long_runs].tolist(), strict=True):
-        run = rh[s:s + length]
-        rows = max(1, _PAIR_CHUNK // length)
-        for r0 in range(0, length, rows):
-            d = np.bitwise_count(run[r0:r0 + rows, None] ^ run[None, :])
-            ii, jj = np.nonzero(d <= radius)
-            keep = jj > ii + r0
-            if keep.any():
-                emit(s + r0 + ii[keep], s + jj[keep])
-    return found
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -306,28 +274,16 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
     n = len(u)
     if n >= 1 << 32:
         raise ValueError("at most 2**32 - 1 distinct hashes per search")
+    from rscurate.covering_kernel import part_bits_for, table_codes  # lazily: numba's import costs ~0.3 s
+
     codes = _CodeSet()
-    index = np.arange(n, dtype=_U64)
-    packed = np.empty(n, dtype=_U64)
-    diff = np.empty(n, dtype=_U64)
-    in_run = np.zeros(n, dtype=bool)
+    part_bits = part_bits_for(n)
+    hbuf, ibuf = np.empty(n, _U64), np.empty(n, np.uint32)
+    out = np.empty(1 << 16, np.int64)
     for mask in np.asarray(masks, dtype=_U64):
-        # One in-place sort per table of (32-bit key of the masked bits << 32 | item index): equal keys end
-        # up adjacent and carry their items along, with no argsort and no temporary arrays per table.
-        np.bitwise_and(u, mask, out=packed)
-        np.multiply(packed, _MIX, out=packed)
-        np.bitwise_and(packed, _HIGH32, out=packed)
-        np.bitwise_or(packed, index, out=packed)
-        packed.sort()
-        np.bitwise_xor(packed[1:], packed[:-1], out=diff[1:])
-        np.less_equal(diff[1:], _LOW32, out=in_run[1:])  # item k has the key of item k - 1
-        in_run[0] = False
-        in_run[:-1] |= in_run[1:]  # ... and so does item k - 1
-        pos = np.flatnonzero(in_run)
-        if len(pos) == 0:
-            continue
-        vals = packed[pos]
-        codes.add(_pairs_in_runs(u, (vals & _LOW32).astype(np.int64), vals >> _SHIFT32, radius))
+        out, count = table_codes(u, mask, radius, part_bits, hbuf, ibuf, out)
+        if count:
+            codes.add([out[:count].copy()])
     return codes.compact()
 
 

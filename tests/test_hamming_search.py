@@ -334,3 +334,39 @@ def test_select_kept_rounds_and_sequential_fallback_agree(monkeypatch: pytest.Mo
         for a, b in zip(full, partial, strict=True):
             assert np.array_equal(a, b)
     assert len(full.dropped) > 1000
+
+
+@pytest.mark.parametrize("part_bits", [0, 1, 4, 9, 12])
+def test_kernel_partitioning_does_not_change_the_pairs(part_bits: int) -> None:
+    # One table run with every fan-out of the first pass, from one partition (only the second split) to
+    # partitions of a few items (compared all-pairs): the same pairs as checking every pair on the table's
+    # mask, and an output buffer that starts too small is grown, not overrun.
+    from rscurate.covering_kernel import table_codes
+
+    h, _, _ = planted(6_000, 1_500, 8, seed=13)
+    u = np.unique(h)
+    n = len(u)
+    mask = search_plan(8, n, blocks=2)[0]  # ~16-bit key: many collisions, long runs
+    a, b = np.triu_indices(n, 1)
+    d = u[a] ^ u[b]
+    ok = ((d & mask) == 0) & (np.bitwise_count(d) <= 8)
+    expected = np.sort(a[ok].astype(np.int64) * n + b[ok])
+    assert len(expected) > 200
+    out, count = table_codes(u, mask, 8, part_bits, np.empty(n, np.uint64), np.empty(n, np.uint32),
+                             np.empty(4, np.int64))
+    assert np.array_equal(np.sort(out[:count]), expected)
+
+
+def test_kernel_output_buffer_grows_with_the_output_not_the_candidates() -> None:
+    # 4096 hashes equal on the table's mask (one bucket, 8.4 M candidate pairs) but mostly beyond the radius:
+    # the buffer must grow with the pairs found (a clustered 10 M search once asked for tens of GB here).
+    from rscurate.covering_kernel import table_codes
+
+    rng = np.random.default_rng(3)
+    mask = covering_masks(3)[0]
+    h = np.unique((random_hashes(rng, 4096) & ~mask) | (random_hashes(rng, 1)[0] & mask))
+    n = len(h)
+    out, count = table_codes(h, mask, 3, 0, np.empty(n, np.uint64), np.empty(n, np.uint32), np.empty(4, np.int64))
+    a, b = np.triu_indices(n, 1)
+    assert count == int((np.bitwise_count(h[a] ^ h[b]) <= 3).sum())
+    assert len(out) <= max(8, 2 * (count + n))
