@@ -74,6 +74,20 @@ def write_manifest(path: Path, body: str) -> Path:
     return path
 
 
+def scene_row(root: Path, scenes: list[np.ndarray]) -> Path:
+    """Scenes written side by side (3200 m apart) under ROOT/data, and the manifest cutting them into 64 px tiles
+    (ROOT/manifests/scenes.yaml): many units from little data, for fault and cluster tests."""
+    for i, data in enumerate(scenes):
+        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3200 * i, 4014080.0))
+    return write_manifest(root / "manifests" / "scenes.yaml", """\
+        name: scenes
+        license: CC0-1.0
+        root: ../data
+        include: ["*.tif"]
+        tile: {size: 64}
+        """)
+
+
 def landsat_dates(sample_dir: Path, root: Path, side: int, dates: Callable[[np.ndarray], dict[str, np.ndarray]],
                   tile: int) -> Path:
     """Acquisitions of one real Landsat 8 crop (row 224/078, `side` px from pixel 600, 600) under one georeference:

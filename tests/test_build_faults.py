@@ -22,7 +22,7 @@ import pytest
 from rscurate.kill_points import KILL_AT
 from rscurate.shards import write_shard
 from rscurate.verify import VerifyError, verify
-from tests.conftest import SMALL_MANIFEST, external_cluster, run_build, textured, write_manifest, write_tif
+from tests.conftest import SMALL_MANIFEST, external_cluster, run_build, scene_row, textured, write_manifest, write_tif
 
 BIN = Path(sys.executable).parent
 TABLES = ("index.parquet", "excluded.parquet", "duplicates.parquet", "inputs.parquet")
@@ -36,18 +36,10 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(7)
     root = tmp_path_factory.mktemp("faults")
     first = textured(rng, 3, 256, 256, "uint8")
-    for i in range(12):
-        data = first if i == 0 else textured(rng, 3, 256, 256, "uint8")
-        if i in (4, 8):
-            data[:, :128, :128] = first[:, :128, :128]
-        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3200 * i, 4014080.0))
-    return write_manifest(root / "manifests" / "scenes.yaml", """\
-        name: scenes
-        license: CC0-1.0
-        root: ../data
-        include: ["*.tif"]
-        tile: {size: 64}
-        """)
+    scenes = [first] + [textured(rng, 3, 256, 256, "uint8") for _ in range(11)]
+    for i in (4, 8):
+        scenes[i][:, :128, :128] = first[:, :128, :128]
+    return scene_row(root, scenes)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from rscurate.verify import verify
-from tests.conftest import external_cluster, run_build, textured, write_manifest, write_tif
+from tests.conftest import external_cluster, run_build, scene_row, textured
 
 BIN = Path(sys.executable).parent
 
@@ -24,17 +24,9 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 scenes of 4x4 tiles with a few exact copies: enough units to interrupt a build part-way."""
     rng = np.random.default_rng(11)
     root = tmp_path_factory.mktemp("cluster")
-    for i in range(24):
-        copy_of_first = i % 6 == 0  # scenes 0, 6, 12, 18 hold the same pixels
-        data = textured(np.random.default_rng(0) if copy_of_first else rng, 3, 256, 256, "uint8")
-        write_tif(root / "data" / f"scene{i:02d}.tif", data, origin=(491520.0 + 3200 * i, 4014080.0))
-    return write_manifest(root / "manifests" / "scenes.yaml", """\
-        name: scenes
-        license: CC0-1.0
-        root: ../data
-        include: ["*.tif"]
-        tile: {size: 64}
-        """).parent
+    # scenes 0, 6, 12, 18 hold the same pixels
+    return scene_row(root, [textured(np.random.default_rng(0) if i % 6 == 0 else rng, 3, 256, 256, "uint8")
+                            for i in range(24)]).parent
 
 
 def _index(corpus: Path) -> pd.DataFrame:
