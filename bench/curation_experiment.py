@@ -31,7 +31,7 @@ from rspretrain.config import load_config
 from rspretrain.models import build_model
 from rspretrain.optim import build_optimizer
 from rspretrain.probe import run_probe
-from rspretrain.probe_features import ProbeTiles, load_images
+from rspretrain.probe_features import load_images
 from rspretrain.retrieval import KS, placed_tiles, recall_at, run_retrieval, true_matches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +80,7 @@ def raw_pixel_recall(corpus: Path, query: str, gallery: str, bands: list[str], i
 
     data = Corpus(corpus)
     q, g = placed_tiles(data, query, bands), placed_tiles(data, gallery, bands)
-    both = ProbeTiles(*(getattr(q.tiles, f) + getattr(g.tiles, f) for f in ("ids", "sha256", "labels", "locations")))
-    pixels = load_images(data, both, bands, img_size, "source").flatten(1)
+    pixels = load_images(data, q.tiles + g.tiles, bands, img_size, "source").flatten(1)
     n = len(q.tiles.ids)
     return {f"recall@{k}": r for k, r in recall_at(pixels[:n], pixels[n:], true_matches(q, g), KS).items()}
 

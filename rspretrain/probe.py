@@ -10,7 +10,6 @@ tiles are refused, dropped or flagged (probe_overlap). Features are cached; the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from rspretrain.corpus import Corpus
 from rspretrain.probe_attentive import EP_QUERIES, attentive_predict, check_queries
 from rspretrain.probe_classifiers import knn_predict, linear_predict
-from rspretrain.probe_features import FeatureCache, select_tiles
+from rspretrain.probe_features import FeatureCache, export_config, select_tiles
 from rspretrain.probe_overlap import check_overlap
 from rspretrain.probe_report import markdown, write_report
 from rspretrain.probe_splits import mean_per_class, per_class_accuracy, stratified_split, summarise
@@ -49,9 +48,7 @@ def run_probe(
     if ep_epochs < 0:
         raise ValueError(f"--ep-epochs must be 0 (no attentive probe) or more, got {ep_epochs}")
     export_dir, data = Path(export_dir), Path(data)
-    if not (export_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
-    config = json.loads((export_dir / "config.json").read_text())
+    config = export_config(export_dir)
     if ep_epochs:
         check_queries(config["num_features"], ep_queries)  # before any tile is decoded
     corpus = Corpus(data)

@@ -33,6 +33,19 @@ class ProbeTiles:
     labels: list[str]
     locations: list[tuple[int, int]]  # (row group index in corpus.row_groups, row within it)
 
+    def __add__(self, other: ProbeTiles) -> ProbeTiles:
+        """These tiles then `other`'s (one feature pass over a query and a gallery)."""
+        return ProbeTiles(self.ids + other.ids, self.sha256 + other.sha256, self.labels + other.labels,
+                          self.locations + other.locations)
+
+
+def export_config(export_dir: Path) -> dict[str, Any]:
+    """An export's config.json (what probe and retrieve need of it), or an error naming the folder and the fix."""
+    path = Path(export_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
+    return json.loads(path.read_text())
+
 
 def select_tiles(corpus: Corpus, bands: list[str], max_tiles: int | None, seed: int) -> ProbeTiles:
     """Labelled tiles carrying every band; with max_tiles, a seeded sample stratified by class."""
@@ -86,7 +99,7 @@ def random_init_model(export_dir: Path, seed: int) -> nn.Module:
     """The export's timm architecture holding *our* initialisation (the ViT: MAE's xavier/LayerNorm init, sin-cos
     positions; the SwinV2: timm's init with our patch embedding): the baseline a pretrained encoder must beat is
     what pretraining started from."""
-    config = json.loads((Path(export_dir) / "config.json").read_text())
+    config = export_config(export_dir)
     torch.manual_seed(seed)
     encoder = encoder_from_model_args(config)
     model = load_timm(export_dir, pretrained=False)
@@ -138,7 +151,7 @@ class FeatureCache:
 
     def __init__(self, folder: Path, export_dir: Path, corpus: Corpus, tiles: ProbeTiles):
         self.folder, self.export_dir, self.corpus, self.tiles = Path(folder), Path(export_dir), corpus, tiles
-        self.config = json.loads((self.export_dir / "config.json").read_text())
+        self.config = export_config(self.export_dir)
         self._images: torch.Tensor | None = None
         self._memo: dict[str, torch.Tensor] = {}
         self.hits = self.misses = 0

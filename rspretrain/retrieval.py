@@ -10,7 +10,6 @@ tiles (cosine of features centred per acquisition). Features and random-init bas
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from rspretrain.corpus import Corpus
-from rspretrain.probe_features import FeatureCache, ProbeTiles
+from rspretrain.probe_features import FeatureCache, ProbeTiles, export_config
 from rspretrain.probe_report import write_report
 from rspretrain.probe_splits import summarise
 
@@ -111,9 +110,7 @@ def run_retrieval(
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
     export_dir, data = Path(export_dir), Path(data)
-    if not (export_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{export_dir}: no config.json; pass a folder written by `rspretrain export`")
-    config = json.loads((export_dir / "config.json").read_text())
+    config = export_config(export_dir)
     corpus = Corpus(data)
     q, g = placed_tiles(corpus, query, config["bands"]), placed_tiles(corpus, gallery, config["bands"])
     if set(q.tiles.ids) & set(g.tiles.ids):
@@ -124,7 +121,7 @@ def run_retrieval(
             f"{data}: no {query!r} tile overlaps a {gallery!r} tile with IoU >= {MIN_IOU} in the same CRS; "
             "retrieval needs two acquisitions of the same place"
         )
-    both = ProbeTiles(*(getattr(q.tiles, f) + getattr(g.tiles, f) for f in ("ids", "sha256", "labels", "locations")))
+    both = q.tiles + g.tiles
     cache = FeatureCache(cache_dir or (out / "features" if out else export_dir / "retrieval_features"), export_dir,
                          corpus, both)
     n = len(q.tiles.ids)
