@@ -59,17 +59,25 @@ def _bin_values(kind: str) -> np.ndarray:
     return values
 
 
-def _dense_counts(values: np.ndarray, kind: str) -> np.ndarray:
-    """Pixel count of every bin (bin = value + offset) of an integer band of at most 16 bits, as np.bincount gives.
+def _dense_counts(values: np.ndarray, kind: str, where: np.ndarray | None = None) -> np.ndarray:
+    """Pixel count of every bin (bin = value + offset) of an integer band of at most 16 bits, as np.bincount gives,
+    over the pixels where the same-shaped bool `where` is True (all when None).
 
-    8-bit data is counted by PIL's histogram, which reads the bytes in place: about twice as fast as
-    np.bincount, which first copies them to a 64-bit index array."""
+    8-bit data is counted by PIL's histogram, which reads the bytes (and the mask) in place: about twice as fast as
+    np.bincount, which first copies them to a 64-bit index array, and no masked copy of the band is made."""
     offset = _offset(kind)
     if values.itemsize == 1:
-        raw = np.ascontiguousarray(values).view(np.uint8)
-        dense = np.array(Image.frombuffer("L", (raw.size, 1), raw, "raw", "L", 0, 1).histogram(), dtype=np.intp)
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(1, -1)
+        mask = None if where is None else _grey(np.ascontiguousarray(where).view(np.uint8).reshape(1, -1))
+        dense = np.array(_grey(raw).histogram(mask), dtype=np.intp)
         return np.roll(dense, offset) if offset else dense  # int8: byte b holds b - 256 when b >= 128
-    return np.bincount(values.astype(np.int32) + offset if offset else values, minlength=_nbins(kind))
+    picked = (values if where is None else values[where]).ravel()
+    return np.bincount(picked.astype(np.int32) + offset if offset else picked, minlength=_nbins(kind))
+
+
+def _grey(row: np.ndarray) -> Image.Image:
+    """A (1, N) uint8 array as a 1-row PIL image sharing its memory."""
+    return Image.frombuffer("L", (row.shape[1], 1), row, "raw", "L", 0, 1)
 
 
 @dataclass
@@ -86,22 +94,44 @@ class BandTileStats:
     counts: np.ndarray
 
 
+def dense_kind(dtype: np.dtype) -> bool:
+    """Integers of at most 16 bits: one histogram bin per value."""
+    return dtype.kind in "ui" and dtype.itemsize <= 2
+
+
+def masked_band_stats(band: np.ndarray, where: np.ndarray | None, nodata: float | None) -> BandTileStats:
+    """band_tile_stats of an integer band (dense_kind) over the pixels where `where` is True and the value is not
+    `nodata` (a value the dtype holds): the histogram is counted under the mask and the nodata bin emptied, with no
+    masked copy of the band."""
+    kind = band.dtype.name
+    dense = _dense_counts(band, kind, where)
+    if nodata is not None and not np.isnan(nodata):
+        dense[int(np.asarray(nodata).astype(band.dtype)) + _offset(kind)] = 0
+    return dense_band_stats(dense, kind)
+
+
+def dense_band_stats(dense: np.ndarray, kind: str) -> BandTileStats:
+    """A tile band's moments and sparse histogram from its dense counts (NaN moments when empty)."""
+    keys = np.flatnonzero(dense != 0)  # same keys as flatnonzero(dense), ~6x faster on 65536 int64 bins
+    counts = dense[keys]
+    n = int(counts.sum())
+    if n == 0:
+        nan = float("nan")
+        return BandTileStats(0, nan, nan, nan, nan, SPARSE, np.zeros(0, np.uint32), np.zeros(0, np.intp))
+    v = _bin_values(kind)[keys]
+    mean = float((v * counts).sum() / n)
+    var = float(((v - mean) ** 2 * counts).sum() / n)
+    return BandTileStats(n, mean, var**0.5, float(v[0]), float(v[-1]), kind, keys.astype(np.uint16), counts)
+
+
 def band_tile_stats(values: np.ndarray) -> BandTileStats:
     """Moments and histogram of one band's valid pixels (1-D, finite; NaN moments when empty)."""
     dtype = values.dtype
     if values.size == 0:
         nan = float("nan")
         return BandTileStats(0, nan, nan, nan, nan, SPARSE, np.zeros(0, np.uint32), np.zeros(0, np.intp))
-    if dtype.kind in "ui" and dtype.itemsize <= 2:
-        kind = dtype.name
-        dense = _dense_counts(values, kind)
-        keys = np.flatnonzero(dense != 0)  # same keys as flatnonzero(dense), ~6x faster on 65536 int64 bins
-        counts = dense[keys]
-        v = _bin_values(kind)[keys]
-        n = int(counts.sum())
-        mean = float((v * counts).sum() / n)
-        var = float(((v - mean) ** 2 * counts).sum() / n)
-        return BandTileStats(n, mean, var**0.5, float(v[0]), float(v[-1]), kind, keys.astype(np.uint16), counts)
+    if dense_kind(dtype):
+        return dense_band_stats(_dense_counts(values, dtype.name), dtype.name)
     f = values.astype(np.float64)
     keys, counts = np.unique(_sparse_keys(f), return_counts=True)
     mean = float(f.mean())

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rscurate.band_stats import BandTileStats, band_tile_stats
+from rscurate.band_stats import BandTileStats, band_tile_stats, dense_kind, masked_band_stats
 from rscurate.manifest import Cloud, Quality
 from rscurate.readers import data_mask
 
@@ -42,6 +42,9 @@ def tile_stats(data: np.ndarray, valid: np.ndarray, nodata: float | None = None)
     frac = 1.0 - n / valid.size
     if n == 0:
         return TileStats(0, frac, [])
+    if dense_kind(data.dtype):  # integers: counted under `valid`, nodata's bin emptied (the same per-band mask)
+        where = valid if n < valid.size else None
+        return TileStats(n, frac, [masked_band_stats(band, where, nodata) for band in data])
     flat = data.reshape(data.shape[0], -1)
     per_band = data_mask(data, nodata)
     if per_band is None:

@@ -3,10 +3,11 @@
 The whole-scene signature (scene_hash) hashes a view of at most SCENE_VIEW_SIDE pixels a side. A file without
 overviews can only give that view by decoding every pixel, which the tile pass does anyway; so each unit adds
 the windows it reads (and the first unit of a scene the margins no window covers) to a ViewSum: per view cell,
-the sum of the valid pixels under it and their count. A scene whose windows span several units is assembled
-from each unit's part after the tile stage. Each source pixel falls in exactly one cell (floor mapping), and a
-cell is the mean of its valid pixels: a box average, as GDAL's average resampling gives at integer ratios.
-Pixels under several overlapping windows weigh once per window (the view of a strided grid is a weighted mean).
+the sum of the valid pixels under it and their count. Overlapping windows add only the part no earlier window
+covers (coverage.owned_parts), so each pixel is added once and the view is the scene's own, whatever the
+stride. A scene whose windows span several units is assembled from each unit's part after the tile stage.
+Each source pixel falls in exactly one cell (floor mapping), and a cell is the mean of its valid pixels: a box
+average, as GDAL's average resampling gives at integer ratios.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def view_shape(width: int, height: int, max_side: int = SCENE_VIEW_SIDE) -> tupl
 
 def _cells(start: int, n: int, full: int, cells: int) -> tuple[np.ndarray, int, int]:
     """Where runs of source pixels start[start:start+n] change view cell, and the first and last cell."""
-    idx = (np.arange(start, start + n, dtype=np.int64) * cells) // full
-    runs = np.flatnonzero(np.diff(idx, prepend=-1))
-    return runs, int(idx[0]), int(idx[-1])
+    first, last = start * cells // full, (start + n - 1) * cells // full
+    # cell c starts at source pixel ceil(c * full / cells): the first pixel p with p * cells // full == c
+    edges = -(-np.arange(first + 1, last + 1, dtype=np.int64) * full // cells) - start
+    return np.concatenate([[0], edges]), first, last
 
 
 @dataclass
@@ -81,6 +83,13 @@ class ViewSum:
         else:
             counts = np.add.reduceat(np.add.reduceat(ok.astype(np.int64), rows, axis=0), cols, axis=1)
         self.counts[r0 : r1 + 1, c0 : c1 + 1] += counts
+
+    def add_parts(self, window: tuple[int, int, int, int], parts: list[tuple[int, int, int, int]],
+                  data: np.ndarray, valid: np.ndarray) -> None:
+        """Add the `parts` (x, y, w, h inside `window`) of the pixels read for `window`."""
+        for x, y, w, h in parts:
+            dx, dy = x - window[0], y - window[1]
+            self.add(x, y, data[:, dy : dy + h, dx : dx + w], valid[dy : dy + h, dx : dx + w])
 
     def merge(self, other: ViewSum) -> None:
         """Add another unit's part of the same scene."""

@@ -21,7 +21,7 @@ import rasterio
 
 from rscurate import codec, quality, schema
 from rscurate.band_stats import BandParts, BandTileStats, accumulate
-from rscurate.coverage import covered_pixels, uncovered
+from rscurate.coverage import covered_pixels, owned_parts, uncovered
 from rscurate.file_names import as_text
 from rscurate.manifest import Limits, Manifest
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
@@ -335,7 +335,8 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
         label = _labeller(manifest, scene, reader)
         every = () if signed_in_planning(reader) else _windows(manifest, scene, reader)
         view = ViewSum.empty(scene.source, scene.scene, reader) if every and needs_view(reader, every) else None
-        for window in windows:
+        parts = _view_parts(windows, every, reader) if view is not None else [[] for _ in windows]
+        for window, owned in zip(windows, parts, strict=True):
             try:
                 res = reader.read(*window)
             except Exception as err:
@@ -344,7 +345,7 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
                     view.failed = True
                 continue
             if view is not None:
-                view.add(window[0], window[1], res.data, res.valid)
+                view.add_parts(window, owned, res.data, res.valid)
             stats = quality.tile_stats(res.data, res.valid, reader.nodata)
             verdict = quality.judge(manifest.quality, res.data, res.valid, res.qa, stats, names,
                                     reader.scales, reader.offsets)
@@ -379,6 +380,14 @@ def _process_scene(unit: Unit, scene: SceneRef, windows: tuple[Window, ...], out
             _finish_view(view, reader, windows, every, out)
     finally:
         reader.close()
+
+
+def _view_parts(windows: tuple[Window, ...], every: tuple[Window, ...],
+                reader: SceneReader) -> list[list[Window]]:
+    """The part of each window that no earlier window of the scene covers: the view adds each pixel once (at
+    stride 64, a 256 px window adds a 64 x 64 corner, not 16 times the overlap)."""
+    position = {window: k for k, window in enumerate(every)}
+    return owned_parts(every, reader.width, reader.height, [position[w] for w in windows])
 
 
 def _finish_view(view: ViewSum, reader: SceneReader, windows: tuple[Window, ...], every: tuple[Window, ...],

@@ -183,3 +183,27 @@ def test_many_float_tiles_merge_to_the_same_percentiles_in_any_order() -> None:
         backward.merge(acc)
     assert forward.summary()["count"] == 240000
     assert [forward.percentile(p) for p in (1, 50, 99)] == [backward.percentile(p) for p in (1, 50, 99)]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
+def test_tile_stats_of_integer_bands_equal_the_masked_copy_reference(dtype: str) -> None:
+    """Integer bands are counted under the validity mask with nodata's bin emptied (no masked copies): the same
+    moments and histograms as band_tile_stats of each band's valid, non-nodata values, for full and partial masks,
+    with and without nodata, including a band whose every valid pixel is nodata."""
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    data = rng.integers(info.min, int(info.max) + 1, size=(3, 40, 50)).astype(dtype)
+    nodata = float(info.min + 7)
+    data[0, :5] = info.min + 7
+    data[2] = info.min + 7  # all fill
+    for valid in (np.ones((40, 50), bool), rng.random((40, 50)) < 0.6):
+        for nd in (None, nodata):
+            got = tile_stats(data, valid, nd)
+            for band, stats in zip(data, got.bands, strict=True):
+                keep = valid & (band != np.asarray(nd).astype(dtype)) if nd is not None else valid
+                want = band_tile_stats(band[keep])
+                assert (stats.count, stats.kind) == (want.count, want.kind)
+                np.testing.assert_array_equal(stats.keys, want.keys)
+                np.testing.assert_array_equal(stats.counts, want.counts)
+                np.testing.assert_allclose([stats.mean, stats.std, stats.min, stats.max],
+                                           [want.mean, want.std, want.min, want.max], equal_nan=True)

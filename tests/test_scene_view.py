@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from rscurate.coverage import uncovered
+from rscurate.coverage import owned_parts, uncovered
 from rscurate.manifest import load_manifest
 from rscurate.pipeline import make_units
 from rscurate.readers import RasterioReader, SceneRef
@@ -115,6 +115,54 @@ def test_uncovered_leaves_each_pixel_to_one_window() -> None:
     for x, y, w, h in uncovered(windows, width, height):
         times[y : y + h, x : x + w] += 1
     assert (times == 1).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_owned_parts_give_each_covered_pixel_to_its_first_window(seed: int) -> None:
+    """Against brute force on random overlapping windows (some past the scene's edge), split into "units" at
+    random: every covered pixel is in exactly one part, the part of the first window over it."""
+    rng = np.random.default_rng(seed)
+    width, height = int(rng.integers(40, 120)), int(rng.integers(40, 120))
+    windows = [(int(rng.integers(-10, width)), int(rng.integers(-10, height)), int(rng.integers(1, 50)),
+                int(rng.integers(1, 50))) for _ in range(int(rng.integers(1, 30)))]
+    first = np.full((height, width), -1)
+    for k in range(len(windows) - 1, -1, -1):
+        x, y, w, h = windows[k]
+        first[max(y, 0) : max(y + h, 0), max(x, 0) : max(x + w, 0)] = k
+    cuts = sorted(rng.choice(np.arange(1, len(windows) + 1), size=min(2, len(windows)), replace=False).tolist())
+    times, owner = np.zeros((height, width), np.int64), np.full((height, width), -1)
+    for lo, hi in zip([0, *cuts], [*cuts, len(windows)], strict=False):
+        for k, parts in zip(range(lo, hi), owned_parts(windows, width, height, list(range(lo, hi))), strict=True):
+            for x, y, w, h in parts:
+                wx, wy, ww, wh = windows[k]
+                assert wx <= x and wy <= y and x + w <= wx + ww and y + h <= wy + wh and w > 0 and h > 0
+                times[y : y + h, x : x + w] += 1
+                owner[y : y + h, x : x + w] = k
+    np.testing.assert_array_equal(times, (first >= 0).astype(np.int64))
+    np.testing.assert_array_equal(owner, first)
+
+
+def test_a_strided_grid_view_is_the_box_average_of_the_scene(tmp_path: Path, rng: np.random.Generator,
+                                                             reads: list) -> None:
+    """Windows at stride 64 overlap 16-fold: each pixel still weighs once, so the assembled view equals the one
+    the whole scene gives in one read (before, a pixel weighed once per window over it)."""
+    path = tmp_path / "data" / "scene.tif"
+    write_tif(path, textured(rng, 3, HEIGHT, WIDTH), tiled=True, blockxsize=64, blockysize=64)
+    m = load_manifest(write_manifest(tmp_path / "m.yaml", """\
+        name: m
+        license: CC0-1.0
+        root: data
+        include: ["*.tif"]
+        tile: {size: 256, stride: 64}
+        """))
+    (strided,) = scene_signatures(m, tmp_path / "work").values()
+    ref = SceneRef("m", "scene.tif", (str(path),), "geotiff")
+    reader = RasterioReader(ref, m.band_list(), None)
+    whole = ViewSum.empty("m", "scene.tif", reader)
+    res = reader.read(0, 0, WIDTH, HEIGHT)
+    whole.add(0, 0, res.data, res.valid)
+    reader.close()
+    assert strided == assembled_signature(whole)
 
 
 def _plan(n: int, side: int, pixel_bytes: int) -> ScenePlan:
