@@ -276,14 +276,20 @@ class DaskPixels:
     out: Path
     cands: pd.DataFrame
     scene_refs: dict[tuple[str, str], tuple[Manifest, SceneRef]]  # (source, scene) -> how to open it
+    checked: int = 0  # candidate pairs compared on their pixels, and the wall time that took
+    seconds: float = 0.0
 
     def _where(self, k: int) -> tuple[str, int]:
         return _staged(self.cands["unit"].iat[k]), int(self.cands["unit_row"].iat[k])
 
     def _run(self, func: Any, items: list, *args: Any) -> list:
+        t0 = time.perf_counter()
         futures = [self.client.submit(func, *args, items[k : k + CHECK_BATCH], pure=False)
                    for k in range(0, len(items), CHECK_BATCH)]
-        return [r for part in self.client.gather(futures) for r in part]
+        found = [r for part in self.client.gather(futures) for r in part]
+        self.checked += len(items)
+        self.seconds += time.perf_counter() - t0
+        return found
 
     def tiles(self, i: np.ndarray, j: np.ndarray) -> list[Similarity]:
         pairs = [(self._where(a), self._where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
@@ -300,9 +306,19 @@ class DaskPixels:
         return self._run(check_scenes, pairs)
 
 
-def _searched(pairs: Pairs) -> Pairs:
-    kill_point("dedup")
-    return pairs
+@dataclass
+class TimedSearch:
+    """The near-pair search on the cluster, timed: the build reports it beside the pixel checks' time."""
+
+    client: Client
+    seconds: float = 0.0
+
+    def __call__(self, hashes: np.ndarray, radius: int) -> Pairs:
+        t0 = time.perf_counter()
+        pairs = find_pairs_dask(hashes, radius, self.client)
+        self.seconds += time.perf_counter() - t0
+        kill_point("dedup")
+        return pairs
 
 
 def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSets:
@@ -431,11 +447,14 @@ def build(opts: BuildOptions) -> BuildReport:
         t_dedup = time.perf_counter()
         is_eval = cands["source"].isin(eval_sources).to_numpy()
         probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
-        decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius),
-                           search=lambda h, r: _searched(find_pairs_dask(h, r, client)),
-                           pixels=DaskPixels(client, out, cands, refs), probes=probes) if opts.curate else (
-            keep_all(cands, eval_sources))
-        log.info("dedup: %d candidates in %.1f s", len(cands), time.perf_counter() - t_dedup)
+        search, pixels = TimedSearch(client), DaskPixels(client, out, cands, refs)
+        decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius), search=search,
+                           pixels=pixels, probes=probes) if opts.curate else keep_all(cands, eval_sources)
+        dedup_time = {"seconds": round(time.perf_counter() - t_dedup, 2),
+                      "pair_search_seconds": round(search.seconds, 2), "pixel_checks": pixels.checked,
+                      "pixel_check_seconds": round(pixels.seconds, 2)}
+        log.info("dedup: %d candidates in %.1f s (pair search %.2f s; %d pixel checks in %.2f s)", len(cands),
+                 dedup_time["seconds"], search.seconds, pixels.checked, pixels.seconds)
 
         kept = cands[decisions.keep]
         per_unit = kept.groupby("unit", sort=False)["unit_row"].apply(list)  # unit order is kept
@@ -469,7 +488,7 @@ def build(opts: BuildOptions) -> BuildReport:
     write_atomic(inputs, out / "inputs.parquet")
     stats = corpus_stats(manifests, inputs, index, excluded, duplicates, band_parts, cands, eval_sources)
     seconds = time.perf_counter() - t0
-    stats["build"] = _build_meta(opts, started, seconds, n_workers)
+    stats["build"] = {**_build_meta(opts, started, seconds, n_workers), "dedup": dedup_time}
     stats["absent_sources"] = absent
     (out / "stats.json").write_text(strict_json.dumps(stats, indent=2))
 
