@@ -6,6 +6,7 @@ generated where a test needs a property real tiles rarely have.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -155,6 +156,9 @@ def test_near_duplicate_across_sources_but_not_within_a_scene(
     assert set(near["source"]) == {"b"} and len(near) == 2 * 4 and "b" not in set(index["source"])
     assert (near["distance"] <= DEFAULT_RADIUS).all()
     assert (near["kept_source"] == "a").all()
+    timing = json.loads((out / "stats.json").read_text())["build"]["dedup"]
+    assert timing["pixel_checks"] >= len(near), "every near pair was checked on its pixels, and counted"
+    assert timing["pixel_check_seconds"] > 0 and timing["pair_search_seconds"] > 0
     # with radius 0 only exact copies go
     out0 = tmp_path / "corpus0"
     run_build([tmp_path / "a.yaml", m2], out0, radius=0)
