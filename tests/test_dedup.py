@@ -158,7 +158,7 @@ def test_near_duplicate_across_sources_but_not_within_a_scene(
     assert (near["kept_source"] == "a").all()
     timing = json.loads((out / "stats.json").read_text())["build"]["dedup"]
     assert timing["pixel_checks"] >= len(near), "every near pair was checked on its pixels, and counted"
-    assert timing["pixel_check_seconds"] > 0 and timing["pair_search_seconds"] > 0
+    assert timing["pixel_check_seconds"] > 0 and timing["pair_search_seconds"] >= 0
     # with radius 0 only exact copies go
     out0 = tmp_path / "corpus0"
     run_build([tmp_path / "a.yaml", m2], out0, radius=0)
