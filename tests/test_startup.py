@@ -15,8 +15,8 @@ from tests.conftest import REPO, run_build, textured, write_manifest, write_tif
 
 
 def test_the_rscurate_command_imports_no_torch_plotting_or_scipy() -> None:
-    """torch is rspretrain's; matplotlib only when the card is drawn; scipy only for the few calls that need it;
-    numba only when a near-duplicate search is large enough for the covering tables."""
+    """torch is rspretrain's; matplotlib is no dependency (the card draws with PIL); scipy only for the few calls
+    that need it; numba only when a near-duplicate search is large enough for the covering tables."""
     code = ("import sys, rscurate.cli, rscurate.pipeline, rscurate.units; "
             "print(sorted({m.split('.')[0] for m in sys.modules} "
             "& {'torch', 'matplotlib', 'scipy', 'rspretrain', 'numba'}))")
