@@ -14,12 +14,13 @@ from rscurate import pipeline
 from tests.conftest import REPO, run_build, textured, write_manifest, write_tif
 
 
-def test_the_rscurate_command_imports_no_torch_plotting_or_scipy() -> None:
+def test_the_rscurate_command_imports_no_torch_plotting_scipy_or_vector_readers() -> None:
     """torch is rspretrain's; matplotlib is no dependency (the card draws with PIL); scipy only for the few calls
-    that need it; numba only when a near-duplicate search is large enough for the covering tables."""
+    that need it; numba only when a near-duplicate search is large enough for the covering tables; pyogrio and
+    shapely only when a source has vector labels."""
     code = ("import sys, rscurate.cli, rscurate.pipeline, rscurate.units; "
             "print(sorted({m.split('.')[0] for m in sys.modules} "
-            "& {'torch', 'matplotlib', 'scipy', 'rspretrain', 'numba'}))")
+            "& {'torch', 'matplotlib', 'scipy', 'rspretrain', 'numba', 'pyogrio', 'shapely'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
