@@ -10,6 +10,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -44,11 +45,6 @@ def reds(n: int) -> list[RGB]:
     at = np.linspace(0.35, 0.9, n) * (len(anchors) - 1)
     channels = [np.interp(at, np.arange(len(anchors)), anchors[:, k]) for k in range(3)]
     return [(round(r), round(g), round(b)) for r, g, b in zip(*channels, strict=True)]
-
-
-def tint(colour: RGB, alpha: float) -> RGB:
-    """colour at opacity alpha over white."""
-    return tuple(round(255 + (c - 255) * alpha) for c in colour)  # type: ignore[return-value]
 
 
 @functools.cache
@@ -189,5 +185,5 @@ def centred_text(image: Image.Image, lines: Sequence[str], top: int, size: int, 
     return len(lines) * (size + 4)
 
 
-def save(image: Image.Image, path: object) -> None:
+def save(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG", compress_level=3)
