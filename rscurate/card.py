@@ -7,7 +7,6 @@ loads with ``datasets.load_dataset(path)`` and renders on the Hub as it is.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -22,17 +21,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator, ScalarFormatter
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform
 
+from rscurate import chart
 from rscurate.codec import decode
 from rscurate.parquet_io import read_rows
 from rscurate.schema import EXCLUDE_REASONS
@@ -465,6 +459,7 @@ def _citations_section(sources: dict[str, dict]) -> str:
 
 
 MOSAIC_CELL = 160  # px per tile in the mosaic
+PANEL_PX = (484, 430)  # a footprint panel's width and height
 
 
 def _mosaic_figure(corpus_dir: Path, index: pa.Table, path: Path) -> bool:
@@ -538,13 +533,8 @@ def _save_canvas(canvas: np.ndarray, labels: list[tuple[int, int, str, int]], pa
     img = Image.fromarray((canvas * 255 + 0.5).astype(np.uint8))  # to_rgb gives values in [0, 1]
     draw = ImageDraw.Draw(img)
     for x, y, text, size in labels:
-        draw.text((x, y), text, fill=(0, 0, 0), font=_font(size))
-    img.save(path, compress_level=3)
-
-
-@functools.cache
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+        draw.text((x, y), text, fill=(0, 0, 0), font=chart.font(size))
+    chart.save(img, path)
 
 
 def _fit(rgb: np.ndarray, cell: int) -> np.ndarray:
@@ -628,30 +618,40 @@ def _counts_figure(sources: dict[str, dict], path: Path) -> bool:
     """Stacked horizontal bars per source: kept, excluded by reason, duplicates."""
     if not sources:
         return False
-    names = sorted(sources)[::-1]  # barh draws bottom-up; this lists sources top-down alphabetically
+    names = sorted(sources)  # top-down alphabetically
     reasons = _ordered({r for s in sources.values() for r, n in s.get("excluded", {}).items() if n}, EXCLUDE_REASONS)
-    series = [("kept", [sources[n].get("kept", 0) for n in names], "#2a9d4b")]
-    reds = _colours("OrRd", len(reasons))
+    series = [("kept", [sources[n].get("kept", 0) for n in names], chart.hex_colour("2a9d4b"))]
     series += [
         (f"excluded: {r}", [sources[n].get("excluded", {}).get(r, 0) for n in names], c)
-        for r, c in zip(reasons, reds, strict=True)
+        for r, c in zip(reasons, chart.reds(len(reasons)), strict=True)
     ]
-    series.append(("duplicates", [sources[n].get("duplicates", 0) for n in names], "#7f8c9a"))
-    legend_rows = math.ceil(len(series) / 4)
-    fig = Figure(figsize=(8, 2.0 + 0.4 * len(names) + 0.2 * legend_rows), layout="constrained")
-    ax = fig.add_subplot()
-    left = np.zeros(len(names))
-    for label, values, colour in series:
-        ax.barh(names, values, left=left, label=label, color=colour)
-        left += values
-    for y, total in enumerate(left):
-        ax.annotate(f"{int(total):,}", (total, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
-    ax.set_xlabel("items (tiles kept or dropped; excluded input files or tiles)")
-    ax.set_xlim(0, max(left.max(), 1) * 1.12)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
-    ax.set_title("Kept, excluded and duplicate counts per source")
-    _save(fig, path)
+    series.append(("duplicates", [sources[n].get("duplicates", 0) for n in names], chart.hex_colour("7f8c9a")))
+    totals = np.sum([values for _, values, _ in series], axis=0)
+    xmax = max(float(totals.max()), 1.0) * 1.12
+    size, row = 13, 44
+    left = max(chart.text_width(n, size) for n in names) + chart.TICK + 12
+    top, plot_h = 34, row * len(names) + 16
+    image = Image.new("RGB", (880, top + plot_h + 200), chart.WHITE)
+    ax = chart.Axes(image, (left, top, 880 - 24, top + plot_h), (0.0, xmax), (0.0, float(plot_h)))
+    for i in range(len(names)):
+        y = plot_h - 8 - row * (i + 0.5)  # bar centre, in px from the bottom: the data y unit is a pixel
+        start = 0.0
+        for _, values, colour in series:
+            if values[i]:
+                ax.rectangle(start, y - 0.4 * row, start + values[i], y + 0.4 * row, colour)
+            start += values[i]
+        x_end, y_px = ax.px(np.array([start]), np.array([y]))
+        ax.draw.text((round(x_end[0]) + 4, round(y_px[0])), f"{int(start):,}", fill=chart.INK, font=chart.font(11),
+                     anchor="lm")
+    ax.frame()
+    xticks = chart.nice_ticks(0.0, xmax, 8, integer=True)
+    ax.xticks(xticks, chart.tick_labels(xticks), size)
+    ax.yticks(ax.ylim[1] - 8 - row * (np.arange(len(names)) + 0.5), names, size)
+    ax.xlabel("items (tiles kept or dropped; excluded input files or tiles)", size, chart.TICK + size + 10)
+    chart.centred_text(image, ["Kept, excluded and duplicate counts per source"], 8, 15)
+    below = top + plot_h + chart.TICK + 2 * size + 28
+    used = chart.legend(image, [(label, colour) for label, _, colour in series], below, 11, 4)
+    chart.save(image.crop((0, 0, image.width, below + used + 8)), path)
     return True
 
 
@@ -684,16 +684,19 @@ def _footprints_figure(index: pa.Table, path: Path) -> Footprints:
 
     cols = n_panels if n_panels <= 3 else math.ceil(n_panels / 2)
     rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(4.4 * cols + 0.4, 3.9 * rows + 0.9), layout="constrained")
     names = sorted(set(srcs))
-    colours = dict(zip(names, _colours("tab10" if len(names) <= 10 else "tab20", len(names)), strict=True))
+    colours = dict(zip(names, chart.qualitative(len(names)), strict=True))
+    head = 36
+    image = Image.new("RGB", (PANEL_PX[0] * cols + 20, head + PANEL_PX[1] * rows + 160), chart.WHITE)
     for k in range(n_panels):
-        _footprint_panel(fig.add_subplot(rows, cols, k + 1), polys[panel == k], srcs[panel == k], colours)
-    handles = [Patch(color=colours[n], label=n) for n in names]
-    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=min(len(names), 4), frameon=False)
+        r, c = divmod(k, cols)
+        _footprint_panel(image, (10 + c * PANEL_PX[0], head + r * PANEL_PX[1]), polys[panel == k], srcs[panel == k],
+                         colours)
     sampled = f" (a sample of {georeferenced:,})" if len(df) < georeferenced else ""
-    fig.suptitle(f"Footprints of {len(polys):,} georeferenced tiles{sampled}, EPSG:4326")
-    _save(fig, path)
+    chart.centred_text(image, [f"Footprints of {len(polys):,} georeferenced tiles{sampled}, EPSG:4326"], 10, 17)
+    below = head + PANEL_PX[1] * rows + 6
+    used = chart.legend(image, [(n, colours[n]) for n in names], below, 12, 4)
+    chart.save(image.crop((0, 0, image.width, below + used + 8)), path)
     return Footprints(len(polys), georeferenced, len(df), n_panels)
 
 
@@ -776,8 +779,10 @@ def _panels(polys: np.ndarray) -> np.ndarray:
     return np.argsort(order)[label]
 
 
-def _footprint_panel(ax: Any, polys: np.ndarray, srcs: np.ndarray, colours: dict[str, tuple[float, ...]]) -> None:
-    """One panel: its tiles, longitudes unwrapped around the panel's centre, zoomed to them."""
+def _footprint_panel(image: Image.Image, origin: tuple[int, int], polys: np.ndarray, srcs: np.ndarray,
+                     colours: dict[str, chart.RGB]) -> None:
+    """One panel at origin (its top-left px): its tiles, longitudes unwrapped around the panel's centre, zoomed
+    to them, with degree ticks and a title naming its sources."""
     quads = polys.copy()
     ref = _circular_mean(quads[:, 0, 0])
     quads[..., 0] += (_wrap(quads[:, 0, 0], ref) - quads[:, 0, 0])[:, None]  # whole tiles move, never split
@@ -785,49 +790,64 @@ def _footprint_panel(ax: Any, polys: np.ndarray, srcs: np.ndarray, colours: dict
     tile_size = np.median(quads.max(axis=1) - quads.min(axis=1))
     small = tile_size < 0.01 * max(hi - lo)  # tiles far apart: a dot keeps each one visible
     names, counts = np.unique(srcs, return_counts=True)
+    label = ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))
+    title = textwrap.fill(textwrap.shorten(label, 110, placeholder=" …"), 55).splitlines()
+    x0, y0 = origin
+    size = 11
+    top, bottom = y0 + len(title) * (size + 4) + 10, y0 + PANEL_PX[1] - 2 * size - 24
+    # a degree of longitude is cos(lat) times as long as one of latitude; this keeps shapes true on the ground
+    aspect = 1 / max(math.cos(math.radians((lo[1] + hi[1]) / 2)), 0.1)
+    left = x0 + 60
+    for _ in range(3):  # the left margin fits the latitude labels, which depend on the plot's height and width
+        box = (left, top, x0 + PANEL_PX[0] - 14, bottom)
+        xlim, ylim = _panel_limits(lo, hi, box, aspect)
+        xticks = _fitting_ticks(xlim, box[2] - box[0], size)
+        yticks = chart.nice_ticks(*ylim, max(3, (bottom - top) // 40))
+        ylabels = chart.tick_labels(yticks)
+        wanted = x0 + 8 + size + 8 + max(chart.text_width(t, size) for t in ylabels) + chart.TICK + 4
+        if wanted == left:
+            break
+        left = wanted
+    ax = chart.Axes(image, box, xlim, ylim)
+    ax.grid(xticks, yticks)
     for name in names:
         mine = srcs == name
-        ax.add_collection(PolyCollection(list(quads[mine]), facecolor=(*colours[name][:3], 0.35),
-                                         edgecolor=colours[name], linewidths=0.6))
+        ax.polygons(quads[mine], colours[name], 0.35)
         if small:
             centres = quads[mine].mean(axis=1)
-            ax.scatter(centres[:, 0], centres[:, 1], s=4, color=colours[name], linewidths=0)
-    ax.update_datalim(np.stack([lo, hi]))
-    ax.autoscale_view()
-    ax.margins(0.08)
-    # a degree of longitude is cos(lat) times as long as one of latitude; this keeps shapes true on the ground
-    ax.set_aspect(1 / max(math.cos(math.radians((lo[1] + hi[1]) / 2)), 0.1), adjustable="datalim")
-    ax.xaxis.set_major_locator(MaxNLocator(5))  # long labels at small extents must not run together
-    ax.xaxis.set_major_formatter(_LongitudeFormatter(useOffset=False))
-    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
-    ax.tick_params(labelsize=7)
-    ax.set_xlabel("longitude (°)", fontsize=8)
-    ax.set_ylabel("latitude (°)", fontsize=8)
-    ax.grid(True, linewidth=0.3)
-    label = ", ".join(f"{n} ({c:,})" for n, c in zip(names, counts, strict=True))
-    ax.set_title(textwrap.fill(textwrap.shorten(label, 110, placeholder=" …"), 55), fontsize=8)
+            ax.dots(centres[:, 0], centres[:, 1], colours[name])
+    ax.frame()
+    ax.xticks(xticks, chart.tick_labels(xticks, wrap_longitude=True), size)
+    ax.yticks(yticks, ylabels, size)
+    ax.xlabel("longitude (°)", 12, chart.TICK + size + 10)
+    ax.ylabel("latitude (°)", 12, x0 + 6)
+    chart.centred_text(image, title, y0 + 4, size, centre=(box[0] + box[2]) // 2)
 
 
-class _LongitudeFormatter(ScalarFormatter):
-    """Tick labels in [-180, 180) for longitudes unwrapped past the antimeridian."""
+def _panel_limits(lo: np.ndarray, hi: np.ndarray, box: tuple[int, int, int, int],
+                  aspect: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Data limits of a panel: its tiles plus 8 % margins, widened in x or y so that a degree of latitude is
+    `aspect` times as long as one of longitude on the page."""
+    span = np.maximum(hi - lo, 1e-9)
+    lo, hi = lo - 0.08 * span, hi + 0.08 * span
+    width, height = box[2] - box[0], box[3] - box[1]
+    px_per_x = min(width / (hi[0] - lo[0]), height / (aspect * (hi[1] - lo[1])))
+    mid = (lo + hi) / 2
+    dx, dy = width / px_per_x / 2, height / (aspect * px_per_x) / 2
+    return (float(mid[0] - dx), float(mid[0] + dx)), (float(mid[1] - dy), float(mid[1] + dy))
 
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        return super().__call__(float(_wrap(np.float64(x), 0.0)), pos)
+
+def _fitting_ticks(lim: tuple[float, float], width: int, size: int) -> np.ndarray:
+    """At most 6 longitude ticks, fewer when their labels would run together."""
+    for bins in range(5, 1, -1):
+        ticks = chart.nice_ticks(*lim, bins)
+        widest = max(chart.text_width(t, size) for t in chart.tick_labels(ticks, wrap_longitude=True))
+        if (widest + 12) * len(ticks) <= width:
+            break
+    return ticks
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)  # Agg without pyplot: no display and no global backend switch in the caller's process
-    fig.savefig(path, dpi=110)
-
-
-def _colours(cmap: str, n: int) -> list[tuple[float, ...]]:
-    cm = colormaps[cmap]
-    if cm.N < 256:  # a qualitative map: take its colours in order
-        return [tuple(cm(i % cm.N)) for i in range(n)]
-    return [tuple(cm(v)) for v in np.linspace(0.35, 0.9, n)]
 
 
 def _ordered(values: set[str], known: tuple[str, ...]) -> list[str]:

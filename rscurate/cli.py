@@ -11,14 +11,14 @@ from typing import Annotated
 
 import typer
 
-from rscurate.cli_options import SpreadListOptions, version_callback
+from rscurate.cli_options import QuickExitTyper, SpreadListOptions, version_callback
 from rscurate.hamming_search import DEFAULT_RADIUS
 from rscurate.manifest import ManifestError
 from rscurate.out_dir import OutDirError
 from rscurate.pipeline import UNIT_MB, BuildOptions, build
 from rscurate.verify import VerifyError, verify
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
+app = QuickExitTyper(add_completion=False, no_args_is_help=True, help="Curate remote-sensing imagery into a corpus.")
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a full disk, a file-size limit, a quota
 WIDE = 160  # `inspect` output columns when not on a terminal

@@ -190,7 +190,7 @@ def search_plan(radius: int, n_unique: int, blocks: int | None = None) -> np.nda
         if not _fits(radius, blocks):
             raise ValueError(f"blocks={blocks} does not fit radius {radius} (1..8 blocks of radius <= 12)")
         return _plan_for_blocks(radius, blocks)
-    return _best_plan(radius, n_unique)[0]
+    return _best_plan(radius, n_unique)
 
 
 def _fits(radius: int, blocks: int) -> bool:
@@ -199,12 +199,18 @@ def _fits(radius: int, blocks: int) -> bool:
     return 1 <= blocks <= min(radius + 1, 8) and largest_block_radius <= MAX_COVERING_RADIUS
 
 
-def _best_plan(radius: int, n_left: int, n_right: int | None = None) -> tuple[np.ndarray, float]:
-    """(masks, estimated ns) of the cheapest block count for this radius and input size."""
+def _best_blocks(radius: int, n_left: int, n_right: int | None = None) -> tuple[int, float]:
+    """(block count, estimated ns) of the cheapest plan for this radius and input size; builds no design (a
+    seeded hill climb, ~50 ms: a build of a few tiles only asks whether brute force is cheaper)."""
     options = [b for b in range(1, 9) if _fits(radius, b)]
     costs = [_plan_cost(radius, b, n_left, n_right) for b in options]
     best = int(np.argmin(costs))
-    return _plan_for_blocks(radius, options[best]), costs[best]
+    return options[best], costs[best]
+
+
+def _best_plan(radius: int, n_left: int, n_right: int | None = None) -> np.ndarray:
+    """Masks of the cheapest plan for this radius and input size."""
+    return _plan_for_blocks(radius, _best_blocks(radius, n_left, n_right)[0])
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -305,7 +311,7 @@ def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
 def _use_brute(n_left: int, radius: int, n_right: int | None = None) -> bool:
     """Whether checking all pairs is cheaper than the best table plan (small inputs, huge radii)."""
     pairs = n_left * (n_left - 1) / 2 if n_right is None else n_left * n_right
-    return bool(pairs * _BRUTE_NS_PER_PAIR <= _best_plan(radius, n_left, n_right)[1])
+    return bool(pairs * _BRUTE_NS_PER_PAIR <= _best_blocks(radius, n_left, n_right)[1])
 
 
 def group_identical(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -444,7 +450,7 @@ def query_pairs(
         small_is_query = len(uq) <= len(ui)
         small, large = (uq, ui) if small_is_query else (ui, uq)
         acc = _CodeSet()
-        for mask in _best_plan(radius, len(large), len(small))[0]:
+        for mask in _best_plan(radius, len(large), len(small)):
             ks, kl = _bucket_key(small, mask), _bucket_key(large, mask)
             s_order = np.argsort(ks, kind="stable")
             ks_sorted = ks[s_order]

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyogrio
-import shapely
-from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.features import rasterize
 from rasterio.transform import Affine
 from rasterio.warp import transform_geom
-from shapely.geometry import mapping, shape
 
+# pyogrio and shapely are imported where polygons are read or searched: every build imports this module (the
+# manifest names LabelSource), and only one with vector labels needs them (~0.1 s of a small build's start)
 if TYPE_CHECKING:  # tiling imports the manifest, which imports this module
+    import shapely
+
     from rscurate.tiling import Window
 
 POLYGONAL = {"Polygon", "MultiPolygon"}
@@ -72,6 +72,8 @@ class LabelSource:
         georeference gets no labels."""
         if transform is None or not crs:
             return lambda window, valid: None
+        import shapely
+
         geoms, classes, tree = _projected(self, self.stamp(), crs)
 
         def label(window: Window, valid: np.ndarray) -> str | None:
@@ -104,6 +106,10 @@ def majority(counts: dict[str, int], valid_pixels: int, min_fraction: float) -> 
 
 @lru_cache(maxsize=8)
 def _read(source: LabelSource, stamp: str) -> ClassPolygons:
+    import pyogrio
+    import shapely
+    from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
+
     path = source.path
     if not stamp:
         raise LabelFileError(f"{path} does not exist; fix labels.file (relative to the manifest, or absolute)")
@@ -136,6 +142,9 @@ def _read(source: LabelSource, stamp: str) -> ClassPolygons:
 @lru_cache(maxsize=32)
 def _projected(source: LabelSource, stamp: str, crs: str) -> tuple[np.ndarray, np.ndarray, shapely.STRtree]:
     """The polygons in a scene's CRS (reprojected once per process and CRS) with a search tree."""
+    import shapely
+    from shapely.geometry import mapping, shape
+
     polygons = _read(source, stamp)
     geoms = polygons.geoms
     try:

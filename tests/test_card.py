@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -592,8 +594,7 @@ def test_footprints_zoom_to_each_clump_of_tiles(corpus: Path) -> None:
 
 
 def test_footprints_keep_a_clump_across_the_antimeridian_in_one_panel(tmp_path: Path) -> None:
-    tiles = [_tile("east", 1, _ramp(3, 32, "uint8", 255), ["red", "green", "blue"], "EPSG:4326", (179.8, 10.0), 0.005),
-             _tile("west", 1, _ramp(3, 32, "uint8", 99), ["red", "green", "blue"], "EPSG:4326", (-179.99, 10.0), 0.005)]
+    tiles = _antimeridian_tiles()
     root = tmp_path / "corpus"
     text = write_card(root, _stats(), _write_corpus(root, tiles), _excluded(), _duplicates()).read_text()
     assert "all of them are drawn" in text and "in one panel" in text
@@ -636,3 +637,39 @@ def test_full_disk_geostationary_scene_builds_with_a_card(tmp_path: Path) -> Non
     assert "12 tiles could not be placed" in text
     assert _image(tmp_path / "corpus" / "card" / "footprints.png").std() > 10
     assert "## How to load" in text
+
+
+def _antimeridian_tiles() -> list[dict]:
+    rgb = ["red", "green", "blue"]
+    return [_tile("east", 1, _ramp(3, 32, "uint8", 255), rgb, "EPSG:4326", (179.8, 10.0), 0.005),
+            _tile("west", 1, _ramp(3, 32, "uint8", 99), rgb, "EPSG:4326", (-179.99, 10.0), 0.005)]
+
+
+def test_charts_are_drawn_without_matplotlib(tmp_path: Path) -> None:
+    """matplotlib's import alone cost a small build 0.5 s: the card's charts are PIL drawings, and a process
+    where matplotlib cannot be imported still writes them, of a readable size and not blank."""
+    from tests.conftest import REPO
+
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # any `import matplotlib` now raises ImportError
+        "from pathlib import Path\n"
+        "from tests.test_card import _antimeridian_tiles, _duplicates, _excluded, _stats, _tiles, _write_corpus\n"
+        "from rscurate.card import write_card\n"
+        f"out = Path({str(tmp_path)!r})\n"
+        "for name, tiles in (('corpus', _tiles()), ('antimeridian', _antimeridian_tiles())):\n"
+        "    write_card(out / name, _stats(), _write_corpus(out / name, tiles), _excluded(), _duplicates())\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True)
+    for corpus in ("corpus", "antimeridian"):
+        for name in ("counts", "footprints"):
+            pixels = _image(tmp_path / corpus / "card" / f"{name}.png")
+            assert 300 <= pixels.shape[1] <= 2000 and 150 <= pixels.shape[0] <= 1500, (corpus, name, pixels.shape)
+            assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20, f"{name}.png is blank"
+    assert "in 2 panels" in (tmp_path / "corpus" / "README.md").read_text()
+    # across the antimeridian: east (blue, at 179.8) drawn just left of west (orange, at -179.99), one panel
+    rgb = _image(tmp_path / "antimeridian" / "card" / "footprints.png").astype(int)
+    plot = rgb[40:-40]  # the panel, without the title and the legend's swatches
+    east = np.flatnonzero(((plot[..., 2] - plot[..., 0]) > 30).any(axis=0))
+    west = np.flatnonzero(((plot[..., 0] - plot[..., 2]) > 50).any(axis=0))
+    assert len(east) > 50 and len(west) > 50
+    assert east.max() < west.min() < east.max() + 0.5 * len(east), "the two tiles must be neighbours"

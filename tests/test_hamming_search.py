@@ -370,3 +370,16 @@ def test_kernel_output_buffer_grows_with_the_output_not_the_candidates() -> None
     a, b = np.triu_indices(n, 1)
     assert count == int((np.bitwise_count(h[a] ^ h[b]) <= 3).sum())
     assert len(out) <= max(8, 2 * (count + n))
+
+
+def test_a_few_hashes_are_searched_without_building_a_design(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Choosing brute force for a small build's few tiles needs only the plans' estimated costs: building the
+    cheapest design (a seeded hill climb) cost ~50 ms of every small build's start."""
+    import rscurate.hamming_search as hs
+
+    def no_design(radius: int, blocks: int) -> np.ndarray:
+        raise AssertionError("a covering design was built for a brute-force search")
+
+    monkeypatch.setattr(hs, "_plan_for_blocks", no_design)
+    h = np.array([0, 0b111, 1 << 40, 0b1], dtype=np.uint64)
+    assert as_set(find_pairs(h, 8)) == brute_pairs(h, 8)
