@@ -17,7 +17,7 @@ by the eval-leak search (offset and scale), or nothing (whole views, with a smal
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,10 @@ class Pixels:
     bands: list[str]
     crs: str = ""
     bounds: tuple[float, float, float, float] | None = None  # minx, miny, maxx, maxy in crs
+    # parts already put on a grid with their bands, by (rows, cols, shape): a tile checked against several
+    # others (the dates of one place) is resampled once per part, not once per pair
+    grids: dict[tuple[int, int, int, int, tuple[int, int]], _Grid] = field(default_factory=dict, compare=False,
+                                                                          repr=False)
 
     @property
     def height(self) -> int:
@@ -131,6 +135,9 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
              with_bands: bool = True) -> _Grid:
     """p's part (rows, cols) on the grid; `gray`: p's whole grey view when already made (placement search),
     cropped rather than made again; without bands only the structure can be scored."""
+    key = (rows.start, rows.stop, cols.start, cols.stop, shape)
+    if gray is None and with_bands and key in p.grids:
+        return p.grids[key]
     data, valid = p.data[:, rows, cols], p.valid[rows, cols]
     part = gray[rows, cols] if gray is not None else canonical_view(data, p.bands, valid).astype(np.float32)
     (grid_gray,), ok = _resample([part], valid, shape)
@@ -139,7 +146,10 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
         finite = np.all(np.isfinite(data), axis=0) & valid
         layers, _ = _resample([np.nan_to_num(layer.astype(np.float64)) for layer in data], finite, shape)
         bands = dict(zip(p.bands, layers, strict=True))
-    return _Grid(grid_gray, bands, ok, p.data.dtype.name)
+    grid = _Grid(grid_gray, bands, ok, p.data.dtype.name)
+    if gray is None and with_bands:
+        p.grids[key] = grid
+    return grid
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -361,12 +371,18 @@ def staged_pixels(row: dict) -> Pixels:
 
 def check_tiles(root: str, pairs: list[tuple[Where, Where]]) -> list[Similarity]:
     """compare() of each pair of staged tiles under the corpus folder `root` (a Dask task)."""
-    rows = read_rows(Path(root), [w for pair in pairs for w in pair], STAGED_COLUMNS)
-    return [compare(staged_pixels(rows[2 * k]), staged_pixels(rows[2 * k + 1])) for k in range(len(pairs))]
+    tiles = _staged_tiles(root, [w for pair in pairs for w in pair])
+    return [compare(tiles[a], tiles[b]) for a, b in pairs]
+
+
+def _staged_tiles(root: str, where: list[Where]) -> dict[Where, Pixels]:
+    """Each distinct staged tile decoded once (a tile is in several of a task's pairs)."""
+    distinct = list(dict.fromkeys(where))
+    return {w: staged_pixels(row) for w, row in zip(distinct, read_rows(Path(root), distinct, STAGED_COLUMNS),
+                                                    strict=True)}
 
 
 def check_placements(root: str, items: list[tuple[Where, Where, float, float, float]]) -> list[Similarity]:
     """placed() of each (eval chip, training tile, x, y, scale) of staged tiles (a Dask task)."""
-    rows = read_rows(Path(root), [w for item in items for w in item[:2]], STAGED_COLUMNS)
-    return [placed(staged_pixels(rows[2 * k]), staged_pixels(rows[2 * k + 1]), *item[2:])
-            for k, item in enumerate(items)]
+    tiles = _staged_tiles(root, [w for item in items for w in item[:2]])
+    return [placed(tiles[chip], tiles[tile], *rest) for chip, tile, *rest in items]

@@ -142,3 +142,21 @@ def test_a_later_date_in_a_build_is_kept_and_a_repeat_is_dropped(tmp_path: Path,
     dups = pd.read_parquet(out / "duplicates.parquet")
     assert set(dups["scene"]) == {"b_repeat.tif"} and len(dups) == 4
     assert sorted(index["scene"].unique()) == ["a_original.tif", "c_later.tif"] and len(index) == 8
+
+
+def test_a_tile_in_several_pairs_is_resampled_once(sample_dir: Path, rng: np.random.Generator,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dates of one place: tile a is compared with b and with c; its grid is made once and reused, with the
+    same similarities as fresh tiles give (fails on the old code: a was resampled for every pair)."""
+    import rscurate.pixel_check as pc
+
+    a = _landsat(sample_dir, 600, 600)
+    b, c = (Pixels(np.clip(a.data * (1 + rng.normal(0, s, a.data.shape)), 1, 65535).astype(np.uint16), a.valid,
+                   a.bands, a.crs, a.bounds) for s in (0.01, 0.2))
+    fresh = [compare(_landsat(sample_dir, 600, 600), b), compare(_landsat(sample_dir, 600, 600), c)]
+    calls: list[int] = []
+    real = pc._resample
+    monkeypatch.setattr(pc, "_resample", lambda *args: calls.append(1) or real(*args))
+    b2, c2 = (Pixels(p.data, p.valid, p.bands, p.crs, p.bounds) for p in (b, c))
+    assert [compare(a, b2), compare(a, c2)] == fresh
+    assert len(calls) == 2 * 3, "grey and bands of a once, of b and of c once each"
