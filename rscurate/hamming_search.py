@@ -300,9 +300,9 @@ def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
     rows = max(1, _PAIR_CHUNK // max(n, 1))
     for r0 in range(0, n, rows):
         block = u[r0:r0 + rows]
-        d = np.bitwise_count(block[:, None] ^ u[None, :])
+        d = np.bitwise_count(block[:, None] ^ u[None, r0:])  # columns from r0 on: pairs below are done
         ii, jj = np.nonzero(d <= radius)
-        ii = ii + r0
+        ii, jj = ii + r0, jj + r0
         keep = jj > ii
         out.append(ii[keep].astype(np.int64) * n + jj[keep].astype(np.int64))
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
