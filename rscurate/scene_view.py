@@ -6,8 +6,8 @@ the windows it reads (and the first unit of a scene the margins no window covers
 the sum of the valid pixels under it and their count. Overlapping windows add only the part no earlier window
 covers (coverage.owned_parts), so each pixel is added once and the view is the scene's own, whatever the
 stride. A scene whose windows span several units is assembled from each unit's part after the tile stage.
-Each source pixel falls in exactly one cell (floor mapping), and a cell is the mean of its valid pixels: a box
-average, as GDAL's average resampling gives at integer ratios.
+A cell is the mean of the valid pixels under it, each weighted by its area inside the cell (a pixel on a
+cell edge is shared by area): a box average, which GDAL's average resampling also gives at integer ratios.
 """
 
 from __future__ import annotations
@@ -34,12 +34,32 @@ def view_shape(width: int, height: int, max_side: int = SCENE_VIEW_SIDE) -> tupl
     return max(1, round(height / scale)), max(1, round(width / scale))
 
 
-def _cells(start: int, n: int, full: int, cells: int) -> tuple[np.ndarray, int, int]:
-    """Where runs of source pixels start[start:start+n] change view cell, and the first and last cell."""
-    first, last = start * cells // full, (start + n - 1) * cells // full
-    # cell c starts at source pixel ceil(c * full / cells): the first pixel p with p * cells // full == c
-    edges = -(-np.arange(first + 1, last + 1, dtype=np.int64) * full // cells) - start
-    return np.concatenate([[0], edges]), first, last
+def _binned(a: np.ndarray, axis: int, start: int, full: int, cells: int) -> tuple[np.ndarray, int]:
+    """Sums of `a` along `axis` per view cell, each source pixel weighted by how much of it lies in the cell, and
+    the first cell. On a scale of 1/`cells` of a pixel, pixel q spans [q * cells, (q + 1) * cells) and cell c spans
+    [c * full, (c + 1) * full), so every weight is an integer (exact sums of integer pixels, in any order) and a
+    pixel that straddles a cell edge is shared between the two cells by area: views of one ground at two
+    resolutions then cover the same ground cell by cell. A pixel spans at most two cells (cells <= full)."""
+    q = np.arange(start, start + a.shape[axis], dtype=np.int64)
+    left, right = q * cells // full, ((q + 1) * cells - 1) // full  # cells of each pixel's first and last unit
+    first = int(left[0])
+    runs = np.flatnonzero(np.diff(left, prepend=-1))
+    shape = list(a.shape)
+    shape[axis] = int(right[-1]) - first + 1
+    out = np.zeros(shape, np.result_type(a.dtype, np.int64))
+    whole = [slice(None)] * a.ndim
+    whole[axis] = slice(0, len(runs))
+    out[tuple(whole)] = np.add.reduceat(a, runs, axis=axis) * cells
+    split = np.flatnonzero(right != left)
+    if len(split):  # move the part of each straddling pixel past the edge to the next cell
+        moved = np.take(a, split, axis=axis) * np.expand_dims(
+            (q[split] + 1) * cells - right[split] * full, tuple(k for k in range(a.ndim) if k != axis))
+        at = [slice(None)] * a.ndim
+        at[axis] = right[split] - first
+        out[tuple(at)] += moved
+        at[axis] = left[split] - first
+        out[tuple(at)] -= moved
+    return out, first
 
 
 @dataclass
@@ -68,21 +88,15 @@ class ViewSum:
                    np.zeros((len(names), *shape)), np.zeros(shape, np.int64))
 
     def add(self, x: int, y: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Add the (C, h, w) pixels read at column x, row y (rows summed first, in float32 where that is exact)."""
+        """Add the (C, h, w) pixels read at column x, row y, area-weighted (see _binned)."""
         ok = valid & np.isfinite(data).all(axis=0) if data.dtype.kind == "f" else valid
-        rows, r0, r1 = _cells(y, data.shape[1], self.height, self.sums.shape[1])
-        cols, c0, c1 = _cells(x, data.shape[2], self.width, self.sums.shape[2])
-        full = bool(ok.all())
-        masked = data if full else np.where(ok, data, 0)
-        exact32 = data.dtype.kind in "ui" and data.dtype.itemsize <= 2 and (
-            -(-self.height // self.sums.shape[1]) * np.iinfo(data.dtype).max < 2**24)
-        by_rows = np.add.reduceat(masked.astype(np.float32 if exact32 else np.float64, copy=False), rows, axis=1)
-        self.sums[:, r0 : r1 + 1, c0 : c1 + 1] += np.add.reduceat(by_rows.astype(np.float64), cols, axis=2)
-        if full:  # every pixel counts: the cells' areas
-            counts = np.outer(np.diff(rows, append=data.shape[1]), np.diff(cols, append=data.shape[2]))
-        else:
-            counts = np.add.reduceat(np.add.reduceat(ok.astype(np.int64), rows, axis=0), cols, axis=1)
-        self.counts[r0 : r1 + 1, c0 : c1 + 1] += counts
+        rows, cols = self.sums.shape[1:]
+        masked = (data if ok.all() else np.where(ok, data, 0)).astype(np.float64, copy=False)
+        by_cols, c0 = _binned(masked, 2, x, self.width, cols)
+        sums, r0 = _binned(by_cols, 1, y, self.height, rows)
+        self.sums[:, r0 : r0 + sums.shape[1], c0 : c0 + sums.shape[2]] += sums
+        counts, _ = _binned(_binned(ok.astype(np.int64), 1, x, self.width, cols)[0], 0, y, self.height, rows)
+        self.counts[r0 : r0 + counts.shape[0], c0 : c0 + counts.shape[1]] += counts
 
     def add_parts(self, window: tuple[int, int, int, int], parts: list[tuple[int, int, int, int]],
                   data: np.ndarray, valid: np.ndarray) -> None:
@@ -100,7 +114,7 @@ class ViewSum:
         self.failed |= other.failed
 
     def view(self) -> tuple[np.ndarray, np.ndarray]:
-        """The view as (data in the scene's dtype, valid): each cell the mean of its valid pixels."""
+        """The view as (data in the scene's dtype, valid): each cell the area-weighted mean of its valid pixels."""
         mean = self.sums / np.maximum(self.counts, 1)
         dtype = np.dtype(self.dtype)
         if dtype.kind in "ui":  # rounded and clamped, as GDAL writes an averaged integer band

@@ -14,7 +14,7 @@ from rscurate.manifest import load_manifest
 from rscurate.pipeline import make_units
 from rscurate.readers import RasterioReader, SceneRef
 from rscurate.scene_hash import assembled_signature, scene_signature
-from rscurate.scene_view import ViewSum
+from rscurate.scene_view import ViewSum, view_shape
 from rscurate.units import ScenePlan
 from tests.conftest import scene_signatures, textured, write_manifest, write_tif
 
@@ -191,3 +191,33 @@ def test_units_are_bounded_by_decoded_bytes(tmp_path: Path) -> None:
     assert [[len(ws) for _, ws in u.items] for u in mixed] == [[40], [10]]
     shared = make_units(m, [_plan(20, 1024, 6), _plan(10, 1024, 6)], 256, unit_mb=256)
     assert [[len(ws) for _, ws in u.items] for u in shared] == [[20, 10]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_view_cells_weigh_each_pixel_by_its_area_inside_them(seed: int) -> None:
+    """Against a brute-force area average (continuous cell edges at c * full / cells), added in random parts:
+    a pixel on a cell edge is shared by area, so views of one ground at two resolutions agree cell by cell."""
+    rng = np.random.default_rng(seed)
+    width, height = int(rng.integers(300, 700)), int(rng.integers(300, 700))
+    data = rng.integers(0, 65535, size=(2, height, width)).astype(np.uint16)
+    valid = rng.random((height, width)) > 0.2
+    view = ViewSum("s", "x", width, height, "uint16", ("a", "b"), np.zeros((2, *view_shape(width, height))),
+                   np.zeros(view_shape(width, height), np.int64))
+    xs = sorted({0, width, *rng.integers(1, width, 3).tolist()})
+    ys = sorted({0, height, *rng.integers(1, height, 3).tolist()})
+    for y0, y1 in zip(ys, ys[1:], strict=False):
+        for x0, x1 in zip(xs, xs[1:], strict=False):
+            view.add(x0, y0, data[:, y0:y1, x0:x1], valid[y0:y1, x0:x1])
+
+    def weights(full: int, cells: int) -> np.ndarray:  # (cells, full): length of pixel p inside cell c
+        edges = np.arange(cells + 1) * full / cells
+        p = np.arange(full)
+        return np.clip(np.minimum(p + 1, edges[1:, None]) - np.maximum(p, edges[:-1, None]), 0, None)
+
+    wr, wc = weights(height, view.sums.shape[1]), weights(width, view.sums.shape[2])
+    total = np.stack([wr @ band @ wc.T for band in np.where(valid, data, 0).astype(np.float64)])
+    area = wr @ valid.astype(np.float64) @ wc.T
+    got, ok = view.view()
+    np.testing.assert_array_equal(ok, area > 0)
+    want = np.clip(np.rint(total / np.maximum(area, 1e-12)), 0, 65535)
+    assert np.abs(got.astype(np.int64) - want.astype(np.int64)).max() <= 1  # rounding of x.5 in floating point
