@@ -172,7 +172,7 @@ def _retry_one_by_one(client: Client, func: Callable[..., Any], singles: dict[in
     return out
 
 
-def _unplanned(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
+def _unplanned(manifest: Manifest, scenes: list[SceneRef], work_dir: str) -> list[ScenePlan]:
     """The plan of a scene that killed every worker planning it."""
     return [ScenePlan(scenes[0], reason="unreadable", detail=WORKER_DIED)]
 
@@ -303,7 +303,7 @@ class DaskPixels:
 
     def scenes(self, a: list[tuple[str, str]], b: list[tuple[str, str]]) -> list[Similarity]:
         pairs = [(self.scene_refs[x], self.scene_refs[y]) for x, y in zip(a, b, strict=True)]
-        return self._run(check_scenes, pairs)
+        return self._run(check_scenes, pairs, str(self.out / WORK))
 
 
 @dataclass
@@ -403,18 +403,18 @@ def build(opts: BuildOptions) -> BuildReport:
     processes = opts.processes and opts.workers != 0
     with dask_client(opts.scheduler, opts.workers, opts.quiet, processes) as client:
         n_workers = len(client.scheduler_info()["workers"])
-        plan_args: list[tuple[Manifest, list[SceneRef]]] = []
+        plan_args: list[tuple[Manifest, list[SceneRef], str]] = []
         for d in present:
             batch = max(1, min(PLAN_BATCH, -(-len(d.scenes) // (2 * n_workers))))  # every worker gets some
-            plan_args += [(d.manifest, d.scenes[i : i + batch]) for i in range(0, len(d.scenes), batch)]
+            plan_args += [(d.manifest, d.scenes[i : i + batch], str(work)) for i in range(0, len(d.scenes), batch)]
         plan_futs = [client.submit(plan_scenes, *args, pure=False) for args in plan_args]
         killed: list[int] = []
         planned = _gather(client, plan_futs, "planning", opts.quiet, killed)
-        singles = {k: [(plan_args[k][0], [scene]) for scene in plan_args[k][1]] for k in killed}
+        singles = {k: [(plan_args[k][0], [scene], str(work)) for scene in plan_args[k][1]] for k in killed}
         for k, parts in _retry_one_by_one(client, plan_scenes, singles, _unplanned).items():
             planned[k] = [plan for part in parts for plan in part]
         plans: dict[str, list[ScenePlan]] = defaultdict(list)
-        for (manifest, _), result in zip(plan_args, planned, strict=True):
+        for (manifest, *_), result in zip(plan_args, planned, strict=True):
             plans[manifest.name] += result
 
         with_eval = any(d.manifest.role == "eval" for d in present)

@@ -12,12 +12,13 @@ module is what workers import, kept free of the client's search code). See docs/
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from rscurate.phash import canonical_view, signatures_batch
 from rscurate.readers import SceneReader
-from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum
+from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, save_view, view_path
 
 MAX_ASPECT_DIFFERENCE = 0.02
 """Largest relative difference of width/height between two scenes that can be copies of each other."""
@@ -54,12 +55,18 @@ def scene_signature(reader: SceneReader, band_names: list[str]) -> SceneSignatur
     return view_signature(view.data, view.valid, band_names, reader.width / reader.height)
 
 
-def assembled_signature(view: ViewSum) -> SceneSignature | None:
-    """Signature of a scene from the view its tiles and margins were added to; None when a read under it failed."""
+def assembled_signature(view: ViewSum, work: Path | None = None) -> SceneSignature | None:
+    """Signature of a scene from the view its tiles and margins were added to; None when a read under it failed.
+    With `work` (the build's `_work/`), the view is kept there for the scene-pair pixel check, which then needs
+    no second decode of the scene."""
     if view.failed:
         return None
     data, valid = view.view()
-    return view_signature(data, valid, list(view.bands), view.width / view.height)
+    signature = view_signature(data, valid, list(view.bands), view.width / view.height)
+    if signature is not None and work is not None:  # a cell is compared when at least half of it holds data, as
+        # pixel_check's grid cells are: a sliver of valid pixels at a nodata edge is noise (resampled edges)
+        save_view(view_path(work, view.source, view.scene), data, view.counts * 2 >= view.width * view.height)
+    return signature
 
 
 def view_signature(data: np.ndarray, valid: np.ndarray, band_names: list[str], aspect: float) -> SceneSignature | None:

@@ -12,8 +12,10 @@ cell edge is shared by area): a box average, which GDAL's average resampling als
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,6 +115,8 @@ class ViewSum:
         self.margins |= other.margins
         self.failed |= other.failed
 
+    # counts are in units of 1 / (rows x cols) of a pixel (see _binned): a whole cell is width x height of them
+
     def view(self) -> tuple[np.ndarray, np.ndarray]:
         """The view as (data in the scene's dtype, valid): each cell the area-weighted mean of its valid pixels."""
         mean = self.sums / np.maximum(self.counts, 1)
@@ -129,3 +133,27 @@ def strips(window: tuple[int, int, int, int], pixel_bytes: int) -> Iterator[tupl
     rows = max(1, MARGIN_STRIP_BYTES // max(1, pixel_bytes * w))
     for top in range(y, y + h, rows):
         yield x, top, w, min(rows, y + h - top)
+
+
+def view_path(work: Path, source: str, scene: str) -> Path:
+    """Where a build keeps the view a scene was signed from (under its `_work/`), for the scene-pair pixel check."""
+    digest = hashlib.sha256(f"{source}\0{scene}".encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return work / "views" / f"{digest}.npz"
+
+
+def save_view(path: Path, data: np.ndarray, valid: np.ndarray) -> None:
+    """Write a view (atomically: a killed write leaves no file, and the check then reads the scene's overview)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        np.savez(fh, data=data, valid=valid)
+    tmp.replace(path)
+
+
+def load_view(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """A view saved by save_view, or None when the scene has none (signed from overviews, or never assembled)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["data"], f["valid"]
+    except FileNotFoundError:
+        return None

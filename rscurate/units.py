@@ -40,7 +40,7 @@ from rscurate.readers import (
     valid_from_nodata,
 )
 from rscurate.scene_hash import SceneSignature, assembled_signature, scene_signature
-from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, strips
+from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, load_view, strips, view_path
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
 # 10: scene views assembled by the tile pass (<key>.views.pkl); 9: lon/lat bounds columns (MODIS L1B swaths);
@@ -118,13 +118,15 @@ def check_unchanged(scene: SceneRef) -> None:
                           "build (it resumes) once the source is no longer being written")
 
 
-def plan_scenes(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
-    """Open each scene's header (cheap) to size it and cut its windows; errors become records."""
+def plan_scenes(manifest: Manifest, scenes: list[SceneRef], work_dir: str | None = None) -> list[ScenePlan]:
+    """Open each scene's header (cheap) to size it and cut its windows; errors become records. `work_dir`: where
+    the views of one-stream files, decoded whole here, are kept for the scene-pair pixel check."""
+    work = Path(work_dir) if work_dir else None
     with rasterio.Env(**GDAL_ENV):
-        return [_plan_scene(manifest, scene) for scene in scenes]
+        return [_plan_scene(manifest, scene, work) for scene in scenes]
 
 
-def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
+def _plan_scene(manifest: Manifest, scene: SceneRef, work: Path | None) -> ScenePlan:
     try:
         reader = _open(manifest, scene)
     except SceneLeftOut as err:  # readable, but the source's rules leave it out (a night granule)
@@ -158,7 +160,7 @@ def _plan_scene(manifest: Manifest, scene: SceneRef) -> ScenePlan:
                 reader.check_decodes(lambda y, strip: view.add(0, y, strip.data, strip.valid))
             except Exception as err:
                 return ScenePlan(scene, (), reader.width, reader.height, "unreadable", error_text(err))
-            signature = assembled_signature(view)
+            signature = assembled_signature(view, work)
         return ScenePlan(scene, windows, reader.width, reader.height, signature=signature,
                          crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height),
                          pixels_tiled=covered_pixels(windows, reader.width, reader.height),
@@ -267,7 +269,8 @@ def _stored_mask(data: np.ndarray, valid: np.ndarray, nodata: float | None) -> b
 class _Collector:
     """Column buffers for one unit's kept candidates and exclusions, and each kept tile's band statistics."""
 
-    def __init__(self, probe_sides: tuple[int, ...], eval_role: bool) -> None:
+    def __init__(self, probe_sides: tuple[int, ...], eval_role: bool, work: Path | None = None) -> None:
+        self.work = work  # the build's _work/: assembled scene views are kept there
         self.probe_sides = probe_sides  # (): no probes (no eval source in the build)
         self.eval_role = eval_role  # eval chips get dense probes at these sides, training tiles 74 fixed ones
         self.kept: dict[str, list] = {f.name: [] for f in schema.SHARD}
@@ -398,7 +401,7 @@ def _finish_view(view: ViewSum, reader: SceneReader, windows: tuple[Window, ...]
     if windows[0] == every[0]:
         _add_margins(view, reader, every)
     if len(windows) == len(every):
-        out.signatures[(view.source, view.scene)] = assembled_signature(view)
+        out.signatures[(view.source, view.scene)] = assembled_signature(view, out.work)
     else:
         out.view_parts.append(view)
 
@@ -491,7 +494,7 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
         signatures, parts = pickle.loads(staged.views.read_bytes())
         return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
                           unit_band_parts(meta, per_row, list(range(len(meta)))), signatures, len(parts))
-    out = _Collector(unit.probe_sides, unit.manifest.role == "eval")
+    out = _Collector(unit.probe_sides, unit.manifest.role == "eval", Path(work_dir))
     with rasterio.Env(**GDAL_ENV):
         for scene, windows in unit.items:
             _process_scene(unit, scene, windows, out)
@@ -524,29 +527,36 @@ def merge_views(work_dir: Path, keys: list[str], windows: dict[tuple[str, str], 
                 open_views[scene] = part
             if open_views[scene].windows == windows[scene]:
                 view = open_views.pop(scene)
-                signed[scene] = assembled_signature(view) if view.margins else None
+                signed[scene] = assembled_signature(view, work_dir) if view.margins else None
     return signed
 
 
-def scene_pixels(manifest: Manifest, scene: SceneRef) -> Pixels:
-    """A scene's decimated whole view (what its signature was hashed from), with its footprint."""
+def scene_pixels(manifest: Manifest, scene: SceneRef, work: Path) -> Pixels:
+    """A scene's decimated whole view (what its signature was hashed from), with its footprint: the view the tile
+    pass or planning assembled and kept under `work`, else (a scene signed from its overviews) read through the
+    overviews. Only the header is opened otherwise: no pixel is decoded a second time."""
     with rasterio.Env(**GDAL_ENV):
         reader = _open(manifest, scene)
         try:
-            view = reader.overview(SCENE_VIEW_SIDE)
-            return Pixels(view.data, view.valid, [b.name for b in reader.data_bands], reader.crs,
+            kept = load_view(view_path(work, scene.source, scene.scene))
+            if kept is None:
+                read = reader.overview(SCENE_VIEW_SIDE)
+                kept = read.data, read.valid
+            data, valid = kept
+            return Pixels(data, valid, [b.name for b in reader.data_bands], reader.crs,
                           reader.bounds(0, 0, reader.width, reader.height))
         finally:
             reader.close()
 
 
-def check_scenes(pairs: list[tuple[tuple[Manifest, SceneRef], tuple[Manifest, SceneRef]]]) -> list[Similarity]:
+def check_scenes(work_dir: str, pairs: list[tuple[tuple[Manifest, SceneRef], tuple[Manifest, SceneRef]]]
+                 ) -> list[Similarity]:
     """pixel_check.compare of pairs of scenes on their decimated views (a Dask task; candidates only). A scene that
     no longer reads (changed or deleted since its tiles were read) proves no copy: the pair stays apart."""
     out = []
     for a, b in pairs:
         try:
-            out.append(compare(scene_pixels(*a), scene_pixels(*b)))
+            out.append(compare(scene_pixels(*a, Path(work_dir)), scene_pixels(*b, Path(work_dir))))
         except Exception:  # any read failure: not comparable, as tiles without shared pixels are
             out.append(NOT_COMPARABLE)
     return out

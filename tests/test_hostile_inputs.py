@@ -208,8 +208,8 @@ def test_a_file_changed_or_deleted_after_planning(tmp_path: Path, rng: np.random
         write_tif(data / name, textured(rng, 3, 256, 256))
     real_plan = pipeline.plan_scenes
 
-    def plan_then_touch(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
-        plans = real_plan(manifest, scenes)
+    def plan_then_touch(manifest: Manifest, scenes: list[SceneRef], work_dir: str) -> list[ScenePlan]:
+        plans = real_plan(manifest, scenes, work_dir)
         if any(s.scene == "gone.tif" for s in scenes):
             (data / "gone.tif").unlink()
         if any(s.scene == "grows.tif" for s in scenes):

@@ -221,3 +221,35 @@ def test_view_cells_weigh_each_pixel_by_its_area_inside_them(seed: int) -> None:
     np.testing.assert_array_equal(ok, area > 0)
     want = np.clip(np.rint(total / np.maximum(area, 1e-12)), 0, 65535)
     assert np.abs(got.astype(np.int64) - want.astype(np.int64)).max() <= 1  # rounding of x.5 in floating point
+
+
+def test_the_scene_pair_check_uses_the_assembled_views(tmp_path: Path, sample_dir: Path, reads: list) -> None:
+    """The sample's rgbn scene and its half-size copy, neither with overviews: both are signed from views the tile
+    pass assembled, and the pair is confirmed on those same views, kept under _work/. No decimated read happens
+    anywhere in the build (before, the check read both scenes again through GDAL's average resampling: a second
+    full decode of each)."""
+    import pandas as pd
+
+    from tests.conftest import run_build
+
+    with rasterio.open(sample_dir / "rgbn.tif") as ds:
+        data = ds.read()[:, :400, :512]
+    half = data.astype(np.float64).reshape(4, 200, 2, 256, 2).mean(axis=(2, 4)).round().astype(data.dtype)
+    for name, pixels in (("orig", data), ("half", half)):
+        write_tif(tmp_path / name / "scene.tif", pixels, crs=None, photometric="MINISBLACK", tiled=True,
+                  blockxsize=64, blockysize=64)
+        write_manifest(tmp_path / f"{name}.yaml", f"""\
+            name: {name}
+            license: CC0-1.0
+            root: {name}
+            include: ["*.tif"]
+            bands: [{{name: red}}, {{name: green}}, {{name: blue}}, {{name: nir}}]
+            tile: {{size: 64}}
+            priority: {1 if name == "orig" else 0}
+            """)
+    out = tmp_path / "corpus"
+    run_build([tmp_path / "orig.yaml", tmp_path / "half.yaml"], out, keep_work=True)
+    dups = pd.read_parquet(out / "duplicates.parquet")
+    assert len(dups) and set(dups["kind"]) == {"scene"} and set(dups["source"]) == {"half"}
+    assert len(list((out / "_work" / "views").glob("*.npz"))) == 2
+    assert reads and all(out_shape is None for *_, out_shape in reads), "no decimated (whole-scene) read"
