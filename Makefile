@@ -60,6 +60,7 @@ bench: sample-data
 	$(PY) bench/loader_throughput.py --synthetic 512 --tile 256
 	$(PY) bench/startup.py --repeat 3 --workers 0
 	$(PY) bench/modis_ingest.py --granules 2 --workers 1
+	$(PY) bench/remote_reads.py --side 4096
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rscurate.file_names import as_text
 from rscurate.manifest import Manifest, ManifestError
+from rscurate.object_store import Stamp, list_files
 from rscurate.readers import SceneRef, detect_format, npy_frames
 
 
@@ -23,9 +24,6 @@ class Discovery:
     scenes: list[SceneRef] = field(default_factory=list)
     left_out: list[tuple[SceneRef, str, str]] = field(default_factory=list)  # (scene, reason, detail)
     absent: str | None = None  # why the source is not on disk, with where to get it
-
-
-Stamp = tuple[int, int]  # (size, mtime_ns): the file as discovered, checked again before it is read
 
 
 def _matching_files(root: Path, include: list[str]) -> tuple[dict[Path, Stamp], dict[Path, str]]:
@@ -76,15 +74,15 @@ def _label(rel: str, manifest: Manifest) -> str | None:
     return as_text(parent) or None
 
 
-def _group_band_files(manifest: Manifest, root: Path, files: list[Path]) -> list[tuple[str, tuple[str, ...], str]]:
-    """Band-per-file layouts -> (scene key, paths in band order, missing-bands detail)."""
+def _group_band_files(manifest: Manifest, files: dict[str, str]) -> list[tuple[str, tuple[str, ...], str]]:
+    """Band-per-file layouts (`files`: path -> path relative to the root) -> (scene key, paths in band order,
+    missing-bands detail)."""
     assert manifest.band_files is not None
     rx = re.compile(manifest.band_files.pattern)
     tokens = [b.file or b.name for b in manifest.band_list()]
-    groups: dict[str, dict[str, Path]] = defaultdict(dict)
+    groups: dict[str, dict[str, str]] = defaultdict(dict)
     keys: dict[str, str] = {}
-    for f in files:
-        rel = f.relative_to(root).as_posix()
+    for f, rel in files.items():
         m = rx.search(rel)
         if m is None or m.group("band") not in tokens:
             continue
@@ -94,22 +92,45 @@ def _group_band_files(manifest: Manifest, root: Path, files: list[Path]) -> list
     for scene_id in sorted(groups):
         found = groups[scene_id]
         missing = [t for t in tokens if t not in found]
-        paths = tuple(str(found[t]) for t in tokens if t in found)
+        paths = tuple(found[t] for t in tokens if t in found)
         out.append((keys[scene_id], paths, f"missing band files: {missing}" if missing else ""))
     return out
+
+
+def _remote_files(manifest: Manifest, url: str) -> dict[str, Stamp] | None:
+    """The objects under a root URL that match `include`; None when the bucket or prefix does not exist. Any other
+    failure to list (credentials, network) stops the build before any work, naming the URL."""
+    try:
+        return list_files(url, manifest.include)
+    except FileNotFoundError:
+        return None
+    except Exception as err:
+        raise ManifestError(f"{manifest.path}: field 'root': cannot list {url} ({type(err).__name__}: {err}); check "
+                            "the credentials and endpoint in the environment (docs/scaling.md)") from err
 
 
 def discover(manifest: Manifest) -> Discovery:
     """Find a manifest's scenes; a missing root or no matching file marks the source absent."""
     found = Discovery(manifest)
-    root = manifest.root_dir()
+    url = manifest.root_url()
+    root = manifest.root_dir() if url is None else None
     where = manifest.download or manifest.homepage or "see the manifest"
-    if not root.is_dir():
-        found.absent = f"{manifest.name}: data folder {root} does not exist (get it from: {where})"
-        return found
-    files, odd = _matching_files(root, manifest.include)
+    odd: dict[Path, str] = {}
+    if root is not None:
+        if not root.is_dir():
+            found.absent = f"{manifest.name}: data folder {root} does not exist (get it from: {where})"
+            return found
+        local, odd = _matching_files(root, manifest.include)
+        files = {str(p): s for p, s in local.items()}
+        rels = {str(p): p.relative_to(root).as_posix() for p in local}
+    else:
+        remote = _remote_files(manifest, url)
+        if remote is None:
+            found.absent = f"{manifest.name}: {url} does not exist (bucket or prefix; get it from: {where})"
+            return found
+        files, rels = remote, {p: p[len(url):] for p in remote}
     if not files and not odd:
-        found.absent = f"{manifest.name}: no file under {root} matches {manifest.include} (get it from: {where})"
+        found.absent = f"{manifest.name}: no file under {url or root} matches {manifest.include} (get it from: {where})"
         return found
     listed = _eval_names(manifest)
 
@@ -118,15 +139,15 @@ def discover(manifest: Manifest) -> Discovery:
         found.left_out.append((SceneRef(manifest.name, as_text(rel), (str(path),), detect_format(rel)), "unreadable",
                                why))
     if manifest.band_files is not None:
-        entries = _group_band_files(manifest, root, list(files))
+        entries = _group_band_files(manifest, rels)
     else:
-        entries = [(as_text(f.relative_to(root).as_posix()), (str(f),), "") for f in files]
+        entries = [(as_text(rels[f]), (f,), "") for f in files]
 
     for key, paths, missing in entries:
         fmt = manifest.format if manifest.format != "auto" else detect_format(paths[0])
-        rel_paths = [Path(p).relative_to(root).as_posix() for p in paths]
+        rel_paths = [rels[p] for p in paths]
         ref = SceneRef(manifest.name, key, paths, fmt, label=_label(rel_paths[0], manifest),
-                       stamps=tuple(files[Path(p)] for p in paths))
+                       stamps=tuple(files[p] for p in paths))
         split = next((r for r in (_is_eval_split(p, manifest, listed) for p in rel_paths) if r), None)
         if split:
             found.left_out.append((ref, "eval_split", split))

@@ -101,7 +101,8 @@ def render(reports: list[SourceReport], console: Console) -> None:
             if row.detail:
                 console.print(f"  {row.scene}: {row.note}: {row.detail}", markup=False, highlight=False)
         more = f"; {r.not_opened} more scenes not opened (raise --max-scenes)" if r.not_opened else ""
-        console.print(f"  {r.files} files matched under {m.root_dir()}, {r.tiles} tiles planned{more}\n", markup=False)
+        root = m.root_url() or m.root_dir()
+        console.print(f"  {r.files} files matched under {root}, {r.tiles} tiles planned{more}\n", markup=False)
     present = [r for r in reports if not r.absent]
     console.print(f"{len(present)} of {len(reports)} sources on disk, "
                   f"{sum(r.tiles for r in present if r.manifest.role == 'train')} training tiles planned "

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rscurate.object_store import RemoteRootError, is_remote, root_url
 from rscurate.vector_labels import LabelFileError, LabelSource
 
 FORMATS = ("auto", "geotiff", "image", "npy", "modis_hdf4", "modis_l1b")
@@ -135,6 +136,19 @@ class Exclude(_Strict):
         default_factory=list, description="text files (relative to the manifest) listing eval file names, one a line"
     )
 
+    @field_validator("file_lists")
+    @classmethod
+    def _local(cls, v: list[str]) -> list[str]:
+        return [_local_file(f) for f in v]
+
+
+def _local_file(path: str) -> str:
+    """Side files (label polygons, eval lists) are small and read by the client: they must be local."""
+    if is_remote(path) or path.startswith("/vsi"):
+        raise ValueError(f"{path!r} is a URL; side files are read from the local disk: copy it beside the manifest "
+                         "and give its path relative to the manifest")
+    return path
+
 
 class Limits(_Strict):
     """Pixel budgets against decompression bombs: a file can declare 200000 x 200000 pixels in a few kilobytes."""
@@ -156,6 +170,11 @@ class Labels(_Strict):
     layer: str | None = Field(default=None, description="the layer of a file holding several")
     column: str | None = Field(default=None, description="the attribute holding each polygon's class")
     min_fraction: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("file")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        return v if v is None else _local_file(v)
 
     @model_validator(mode="after")
     def _mode_fields(self) -> Labels:
@@ -253,8 +272,16 @@ class Manifest(_Strict):
         path = path if path.is_absolute() else (self.path.parent / path).resolve()
         return LabelSource(str(path), labels.column, labels.layer, labels.min_fraction)
 
+    def root_url(self) -> str | None:
+        """A root on object storage (s3://, gs://, az://, http(s)://, or GDAL's /vsis3/ ...) as a URL ending in
+        '/', with ${VAR} expanded; None for a local folder (root_dir)."""
+        try:
+            return root_url(expand_vars(self.root, self.path))
+        except RemoteRootError as err:
+            raise ManifestError(f"{self.path}: field 'root': {err}") from err
+
     def root_dir(self) -> Path:
-        """Root with ${VAR} expanded, relative to the manifest's folder unless absolute."""
+        """A local root with ${VAR} expanded, relative to the manifest's folder unless absolute."""
         root = Path(expand_vars(self.root, self.path))
         return root if root.is_absolute() else (self.path.parent / root).resolve()
 
@@ -294,7 +321,7 @@ def load_manifest(path: Path) -> Manifest:
     except ValidationError as err:
         raise ManifestError(_explain(path, err)) from err
     manifest.path = path.resolve()
-    manifest.root_dir()  # an unset ${VAR} fails here, before any work
+    manifest.root_url()  # an unset ${VAR}, a bad URL or a missing fsspec backend fails here, before any work
     labels = manifest.label_source()
     if labels is not None:  # read now: an unusable label file fails the build before any work
         try:

@@ -17,6 +17,7 @@ import numpy as np
 from rscurate import modis_calibration as cal
 from rscurate.manifest import Band
 from rscurate.modis_bands import DEFAULT_BANDS, ModisBand, band
+from rscurate.object_store import local_copy
 from rscurate.readers import SceneLeftOut, SceneReader, SceneRef, _steps
 
 GSD_M = 1000.0  # at nadir; a scan-edge pixel is about 2 km along track by 4.8 km across
@@ -55,7 +56,8 @@ class ModisL1BReader(SceneReader):
         super().__init__(ref, bands, nodata)
         from pyhdf.SD import SD, SDC
 
-        self.sd = SD(ref.paths[0], SDC.READ)
+        with local_copy(ref.paths[0]) as local:  # HDF4 holds the file open
+            self.sd = SD(local, SDC.READ)
         self._sds: dict[str, Any] = {}  # pyhdf SDS of each Earth-view dataset in use
         self._strip: tuple[tuple[int, int], np.ndarray] | None = None  # (y, h) and its rows, calibrated
         try:

@@ -34,7 +34,7 @@ def fingerprint(manifests: list[Manifest], radius: int, unit_tiles: int, unit_mb
     """What decides the corpus: each manifest's validated settings and data folder, and the output options."""
     h = hashlib.sha256()
     for m in manifests:
-        h.update(f"{m.settings_json()}\0{m.root_dir()}\0".encode())
+        h.update(f"{m.settings_json()}\0{m.root_url() or m.root_dir()}\0".encode())
     h.update(json.dumps({"radius": radius, "unit_tiles": unit_tiles, "unit_mb": unit_mb}).encode())
     return h.hexdigest()[:32]
 

@@ -26,6 +26,7 @@ from rasterio.windows import Window, from_bounds
 
 from rscurate.file_names import as_text, native_path
 from rscurate.manifest import Band
+from rscurate.object_store import Stamp, gdal_path, is_remote, local_copy, open_input
 from rscurate.scene_view import view_shape
 
 RGB_NAMES = ["red", "green", "blue"]
@@ -132,11 +133,11 @@ class SceneRef:
 
     source: str
     scene: str  # stable key: path(s) relative to the manifest root, '#t' for a frame of a time stack
-    paths: tuple[str, ...]  # absolute paths; one per band for band-per-file scenes
+    paths: tuple[str, ...]  # absolute paths or URLs (object storage); one per band for band-per-file scenes
     format: str  # geotiff | image | npy | modis_hdf4 | modis_l1b
     frame: int | None = None  # time index of a (T, ...) npy stack
     label: str | None = None
-    stamps: tuple[tuple[int, int], ...] = ()  # per path (size, mtime_ns) at discovery; () when not checked
+    stamps: tuple[Stamp, ...] = ()  # per path (size, mtime_ns or change token) at discovery; () when not checked
 
 
 @dataclass
@@ -330,8 +331,9 @@ def _crs_string(crs: rasterio.crs.CRS | None) -> str:
 
 
 def _open_gdal(path: str) -> rasterio.DatasetReader:
-    """rasterio.open, also for a file name that is not UTF-8 (file_names.native_path)."""
-    with native_path(path) as native:
+    """rasterio.open, also for a file name that is not UTF-8 (file_names.native_path) and for a URL (through GDAL's
+    virtual file system: ranged reads, nothing downloaded whole)."""
+    with native_path(gdal_path(path)) as native:
         return rasterio.open(native)
 
 
@@ -530,7 +532,8 @@ class NpyReader(SceneReader):
 
     def __init__(self, ref: SceneRef, bands: list[Band], nodata: float | None, layout: str | None):
         super().__init__(ref, bands, nodata)
-        arr = np.load(ref.paths[0], mmap_mode="r", allow_pickle=False)
+        with local_copy(ref.paths[0]) as local:  # the memory map outlives the copy's name
+            arr = np.load(local, mmap_mode="r", allow_pickle=False)
         layout = layout or {2: "HW", 3: "HWC", 4: "THWC"}.get(arr.ndim)
         if layout is None or len(layout) != arr.ndim:
             raise ValueError(f"npy array of shape {arr.shape} does not fit layout {layout}; set npy_layout")
@@ -569,7 +572,7 @@ class ModisHdf4Reader(SceneReader):
         super().__init__(ref, bands, nodata)
         from pyhdf.SD import SD, SDC
 
-        with native_path(ref.paths[0]) as native:
+        with local_copy(ref.paths[0]) as local, native_path(local) as native:  # HDF4 holds the file open
             self.sd = SD(native, SDC.READ)
         if not bands:
             raise ValueError("modis_hdf4 needs a bands list naming each band's sds")
@@ -654,7 +657,20 @@ def open_scene(
 
 
 def npy_frames(path: str, layout: str | None) -> int | None:
-    """Number of frames in a time-stacked npy file, or None for a single image."""
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    layout = layout or {2: "HW", 3: "HWC", 4: "THWC"}.get(arr.ndim, "")
-    return int(arr.shape[0]) if layout.startswith("T") else None
+    """Number of frames in a time-stacked npy file, or None for a single image (of an object: from its header
+    alone, not a download)."""
+    shape = _npy_header_shape(path) if is_remote(path) else np.load(path, mmap_mode="r", allow_pickle=False).shape
+    layout = layout or {2: "HW", 3: "HWC", 4: "THWC"}.get(len(shape), "")
+    return int(shape[0]) if layout.startswith("T") else None
+
+
+def _npy_header_shape(path: str) -> tuple[int, ...]:
+    """The array shape an npy file's header declares; ValueError for a file that is not npy or holds objects."""
+    fmt = np.lib.format
+    with open_input(path) as f:
+        version = fmt.read_magic(f)
+        header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = header(f)
+    if dtype.hasobject:
+        raise ValueError(f"{path}: the array holds Python objects, which are not read (allow_pickle=False)")
+    return tuple(shape)

@@ -24,6 +24,7 @@ from rscurate.band_stats import BandParts, BandTileStats, accumulate
 from rscurate.coverage import covered_pixels, owned_parts, uncovered
 from rscurate.file_names import as_text
 from rscurate.manifest import Limits, Manifest
+from rscurate.object_store import Stamp, is_remote, open_input, remote_stamp
 from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
 from rscurate.pixel_check import NOT_COMPARABLE, Pixels, Similarity, compare
@@ -99,14 +100,17 @@ def _open(manifest: Manifest, scene: SceneRef) -> SceneReader:
                       manifest.daynight == "day")
 
 
-def file_stamp(path: str) -> tuple[int, int]:
-    """(size, mtime_ns) of a file: what says it is still the file discovery saw."""
+def file_stamp(path: str) -> Stamp:
+    """(size, mtime_ns) of a file, (size, change token) of an object: what says it is still the one discovery saw."""
+    if is_remote(path):
+        return remote_stamp(path)
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
 
 
 def check_unchanged(scene: SceneRef) -> None:
-    """Raise Changed when a file of the scene vanished or differs in size or mtime from its discovery stamp."""
+    """Raise Changed when a file of the scene vanished or differs in size or mtime (an object: its ETag or
+    modification time) from its discovery stamp."""
     for path, stamp in zip(scene.paths, scene.stamps, strict=False):
         try:
             now = file_stamp(path)
@@ -114,7 +118,8 @@ def check_unchanged(scene: SceneRef) -> None:
             raise Changed(f"{as_text(path)} vanished after discovery; rerun the build (it resumes) once the "
                           "source is complete") from None
         if now != stamp:
-            raise Changed(f"{as_text(path)} changed after discovery (size, mtime_ns {stamp} -> {now}); rerun the "
+            what = "change token" if is_remote(path) else "mtime_ns"
+            raise Changed(f"{as_text(path)} changed after discovery (size, {what} {stamp} -> {now}); rerun the "
                           "build (it resumes) once the source is no longer being written")
 
 
@@ -247,12 +252,12 @@ def _original_bytes(scene: SceneRef, reader: SceneReader, window: Window, data: 
     sha256 and the statistics describe (JPEGs with subsampled chroma decode differently in Pillow and GDAL)."""
     if window != (0, 0, reader.width, reader.height) or not reader.whole_file_is_tile:
         return b"", ""
-    path = Path(scene.paths[0])
-    with path.open("rb") as f:
+    with open_input(scene.paths[0]) as f:
         encoding = codec.sniff_encoding(f.read(codec.MAGIC_BYTES))
-    if encoding not in ("png", "jpeg"):
-        return b"", ""
-    raw = path.read_bytes()
+        if encoding not in ("png", "jpeg"):
+            return b"", ""
+        f.seek(0)
+        raw = f.read()
     decoded = codec.pillow_decode(raw)
     if decoded is None or decoded.dtype != data.dtype or not np.array_equal(decoded, data):
         return b"", ""
