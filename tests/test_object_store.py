@@ -28,7 +28,7 @@ from rscurate.object_store import gdal_path, root_url
 from rscurate.readers import SceneRef
 from rscurate.units import ScenePlan
 from rscurate.verify import verify
-from tests.conftest import run_build, textured, write_manifest, write_tif
+from tests.conftest import external_cluster, run_build, textured, write_manifest, write_tif
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
@@ -183,8 +183,8 @@ def test_objects_changed_after_discovery_or_corrupt_are_recorded(s3: object, rng
     again = write_tif(tmp_path / "again.tif", textured(rng, 3, 128, 128))
     assert again.stat().st_size == (data / "rewritten.tif").stat().st_size
 
-    def plan_then_touch(manifest: Manifest, scenes: list[SceneRef]) -> list[ScenePlan]:
-        plans = real_plan(manifest, scenes)
+    def plan_then_touch(manifest: Manifest, scenes: list[SceneRef], work_dir: str) -> list[ScenePlan]:
+        plans = real_plan(manifest, scenes, work_dir)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")  # (a task: no client captured)
         if any(s.scene == "gone.tif" for s in scenes):
             client.delete_object(Bucket=BUCKET, Key="changing/gone.tif")
@@ -284,4 +284,14 @@ def test_a_worker_process_reads_the_bucket(mirrored: Path, tmp_path: Path) -> No
     reaches it. Same corpus as the in-process build from disk."""
     run_build([manifests(tmp_path / "local", local_roots(mirrored))], tmp_path / "from-disk")
     run_build([manifests(tmp_path / "remote", s3_roots())], tmp_path / "from-s3", workers=1, processes=True)
+    assert_same_corpus(tmp_path / "from-disk", tmp_path / "from-s3")
+
+
+@pytest.mark.slow
+def test_an_external_cluster_reads_the_bucket(mirrored: Path, tmp_path: Path) -> None:
+    """`dask scheduler` and two `dask worker` processes started with the same environment (credentials, endpoint)
+    build the bucket's corpus: the same corpus as the in-process build from disk."""
+    run_build([manifests(tmp_path / "local", local_roots(mirrored))], tmp_path / "from-disk")
+    with external_cluster(tmp_path, 2) as (address, _):
+        run_build([manifests(tmp_path / "remote", s3_roots())], tmp_path / "from-s3", scheduler=address)
     assert_same_corpus(tmp_path / "from-disk", tmp_path / "from-s3")
