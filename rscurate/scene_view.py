@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,32 +37,57 @@ def view_shape(width: int, height: int, max_side: int = SCENE_VIEW_SIDE) -> tupl
     return max(1, round(height / scale)), max(1, round(width / scale))
 
 
-def _binned(a: np.ndarray, axis: int, start: int, full: int, cells: int) -> tuple[np.ndarray, int]:
-    """Sums of `a` along `axis` per view cell, each source pixel weighted by how much of it lies in the cell, and
-    the first cell. On a scale of 1/`cells` of a pixel, pixel q spans [q * cells, (q + 1) * cells) and cell c spans
-    [c * full, (c + 1) * full), so every weight is an integer (exact sums of integer pixels, in any order) and a
-    pixel that straddles a cell edge is shared between the two cells by area: views of one ground at two
-    resolutions then cover the same ground cell by cell. A pixel spans at most two cells (cells <= full)."""
-    q = np.arange(start, start + a.shape[axis], dtype=np.int64)
+@dataclass(frozen=True)
+class _Bins:
+    """How source pixels start..start+n-1 of an axis fall into view cells (see _binned); parts in one row or column
+    of windows share it, hence cached."""
+
+    cells: int
+    first: int  # first cell touched
+    size: int  # cells touched
+    runs: np.ndarray  # where the cell of each pixel's left edge changes
+    split: np.ndarray  # pixels that straddle a cell edge (local index), the cell past the edge, and how much of
+    after: np.ndarray  # each lies past it
+    moved: np.ndarray
+    weights: np.ndarray  # (size,) weight of every pixel in each cell: what a full-valid part adds to counts
+
+
+@lru_cache(maxsize=4096)
+def _bins(start: int, n: int, full: int, cells: int) -> _Bins:
+    q = np.arange(start, start + n, dtype=np.int64)
     left, right = q * cells // full, ((q + 1) * cells - 1) // full  # cells of each pixel's first and last unit
     first = int(left[0])
     runs = np.flatnonzero(np.diff(left, prepend=-1))
-    shape = list(a.shape)
-    shape[axis] = int(right[-1]) - first + 1
-    out = np.zeros(shape, np.result_type(a.dtype, np.int64))
-    whole = [slice(None)] * a.ndim
-    whole[axis] = slice(0, len(runs))
-    out[tuple(whole)] = np.add.reduceat(a, runs, axis=axis) * cells
     split = np.flatnonzero(right != left)
-    if len(split):  # move the part of each straddling pixel past the edge to the next cell
-        moved = np.take(a, split, axis=axis) * np.expand_dims(
-            (q[split] + 1) * cells - right[split] * full, tuple(k for k in range(a.ndim) if k != axis))
+    moved = (q[split] + 1) * cells - right[split] * full
+    weights = np.zeros(int(right[-1]) - first + 1, np.int64)
+    weights[: len(runs)] = np.diff(runs, append=n) * cells
+    weights[right[split] - first] += moved
+    weights[right[split] - first - 1] -= moved
+    return _Bins(cells, first, len(weights), runs, split, right[split] - first, moved, weights)
+
+
+def _binned(a: np.ndarray, axis: int, bins: _Bins, dtype: type) -> np.ndarray:
+    """Sums of `a` along `axis` per view cell, each source pixel weighted by how much of it lies in the cell. On a
+    scale of 1/cells of a pixel, pixel q spans [q * cells, (q + 1) * cells) and cell c spans [c * full, (c + 1) *
+    full), so every weight is an integer (exact sums of integer pixels, in any order) and a pixel that straddles a
+    cell edge is shared between the two cells by area: views of one ground at two resolutions then cover the same
+    ground cell by cell. A pixel spans at most two cells (cells <= full), and no two straddle one edge."""
+    shape = list(a.shape)
+    shape[axis] = bins.size
+    out = np.zeros(shape, dtype)
+    head = [slice(None)] * a.ndim
+    head[axis] = slice(0, len(bins.runs))
+    out[tuple(head)] = np.add.reduceat(a, bins.runs, axis=axis, dtype=dtype) * bins.cells
+    if len(bins.split):  # move the part of each straddling pixel past the edge to the next cell
+        weight = bins.moved.reshape([-1 if k == axis else 1 for k in range(a.ndim)])
+        moved = np.take(a, bins.split, axis=axis).astype(dtype) * weight
         at = [slice(None)] * a.ndim
-        at[axis] = right[split] - first
+        at[axis] = bins.after
         out[tuple(at)] += moved
-        at[axis] = left[split] - first
+        at[axis] = bins.after - 1
         out[tuple(at)] -= moved
-    return out, first
+    return out
 
 
 @dataclass
@@ -92,13 +118,17 @@ class ViewSum:
     def add(self, x: int, y: int, data: np.ndarray, valid: np.ndarray) -> None:
         """Add the (C, h, w) pixels read at column x, row y, area-weighted (see _binned)."""
         ok = valid & np.isfinite(data).all(axis=0) if data.dtype.kind == "f" else valid
-        rows, cols = self.sums.shape[1:]
-        masked = (data if ok.all() else np.where(ok, data, 0)).astype(np.float64, copy=False)
-        by_cols, c0 = _binned(masked, 2, x, self.width, cols)
-        sums, r0 = _binned(by_cols, 1, y, self.height, rows)
-        self.sums[:, r0 : r0 + sums.shape[1], c0 : c0 + sums.shape[2]] += sums
-        counts, _ = _binned(_binned(ok.astype(np.int64), 1, x, self.width, cols)[0], 0, y, self.height, rows)
-        self.counts[r0 : r0 + counts.shape[0], c0 : c0 + counts.shape[1]] += counts
+        rows = _bins(y, data.shape[1], self.height, self.sums.shape[1])
+        cols = _bins(x, data.shape[2], self.width, self.sums.shape[2])
+        full = bool(ok.all())
+        masked = data if full else np.where(ok, data, 0)
+        sums = _binned(_binned(masked, 2, cols, np.float64), 1, rows, np.float64)
+        self.sums[:, rows.first : rows.first + rows.size, cols.first : cols.first + cols.size] += sums
+        if full:  # every pixel counts: the cells' areas
+            counts = np.outer(rows.weights, cols.weights)
+        else:
+            counts = _binned(_binned(ok, 1, cols, np.int64), 0, rows, np.int64)
+        self.counts[rows.first : rows.first + rows.size, cols.first : cols.first + cols.size] += counts
 
     def add_parts(self, window: tuple[int, int, int, int], parts: list[tuple[int, int, int, int]],
                   data: np.ndarray, valid: np.ndarray) -> None:
