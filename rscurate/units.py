@@ -44,10 +44,11 @@ from rscurate.scene_hash import SceneSignature, assembled_signature, scene_signa
 from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, load_view, strips, view_path
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
-# 10: scene views assembled by the tile pass (<key>.views.pkl); 9: lon/lat bounds columns (MODIS L1B swaths);
+# 11: area-weighted views, each pixel added once, kept under views/; 10: scene views assembled by the tile pass
+# (<key>.views.pkl); 9: lon/lat bounds columns (MODIS L1B swaths);
 # 8: per-band validity, 12-bit float bins, band_scale/band_offset, off-grid bands warped, valid_mask column,
 # original bytes only where Pillow agrees; 5: probe hashes staged, eval tiles staged with bytes; 4: strict decoding
-FORMAT_VERSION = "10"
+FORMAT_VERSION = "11"
 # GDAL's block cache defaults to 5 % of RAM per process; a worker reads one window at a time and
 # needs only the blocks under it, so a small cache keeps worker memory bounded by the tile (an int is
 # passed through as bytes). STRICT_DECODE: damaged files fail to read rather than yield made-up pixels.
