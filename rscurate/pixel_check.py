@@ -176,13 +176,13 @@ def _change(a: _Grid, b: _Grid, ok: np.ndarray) -> float | None:
     if a.dtype != b.dtype:
         return None  # other units (an 8-bit rendering of a 16-bit scene): structure alone decides
     shared = [n for n in a.bands if n in b.bands]
-    values = []
-    for name in shared:
-        x, y = a.bands[name][ok], b.bands[name][ok]
-        spread = np.sqrt(0.5 * (x.var() + y.var()))
-        if spread > 0:
-            values.append(float(np.sqrt(np.mean((x - y) ** 2)) / spread))
-    return float(np.median(values)) if values else None
+    if not shared:
+        return None
+    x, y = np.stack([a.bands[n][ok] for n in shared]), np.stack([b.bands[n][ok] for n in shared])  # (bands, cells)
+    spread = np.sqrt(0.5 * (x.var(axis=1) + y.var(axis=1)))
+    rms = np.sqrt(np.mean((x - y) ** 2, axis=1))
+    keep = spread > 0
+    return float(np.median(rms[keep] / spread[keep])) if keep.any() else None
 
 
 def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> Similarity:
