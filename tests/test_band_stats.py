@@ -207,3 +207,22 @@ def test_tile_stats_of_integer_bands_equal_the_masked_copy_reference(dtype: str)
                 np.testing.assert_array_equal(stats.counts, want.counts)
                 np.testing.assert_allclose([stats.mean, stats.std, stats.min, stats.max],
                                            [want.mean, want.std, want.min, want.max], equal_nan=True)
+
+
+@pytest.mark.parametrize("values", [
+    np.float32(np.random.default_rng(1).random(5000) * 40 + 5),  # reflectance: a few binades
+    np.float32(np.random.default_rng(2).random(5000) * 60 + 220),  # brightness temperature
+    np.random.default_rng(3).standard_normal(5000) * 10.0 ** np.random.default_rng(4).integers(-30, 30, 5000),
+    np.array([1.0]),
+])
+def test_sparse_counts_equal_numpy_unique(values: np.ndarray) -> None:
+    """The bincount path (short key range) and the sort fallback (keys spread over many binades) both give
+    exactly np.unique's keys, counts and dtypes."""
+    from rscurate.band_stats import _sparse_keys, sparse_counts
+
+    keys = _sparse_keys(values.astype(np.float64))
+    want_keys, want_counts = np.unique(keys, return_counts=True)
+    got_keys, got_counts = sparse_counts(keys)
+    np.testing.assert_array_equal(got_keys, want_keys)
+    np.testing.assert_array_equal(got_counts, want_counts)
+    assert got_keys.dtype == want_keys.dtype and got_counts.dtype == want_counts.dtype
