@@ -96,18 +96,26 @@ def _backend(protocol: str, root: str) -> type:
                               f"({err}); pip install {package} on the client and on every worker") from err
 
 
+def _gdal_flag(name: str, default: bool) -> bool:
+    """A GDAL YES/NO configuration variable from the environment."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().upper() in ("YES", "TRUE", "ON", "1")
+
+
 def _options(protocol: str) -> dict[str, Any]:
-    """fsspec options from GDAL's own settings, so one set of variables serves both: an S3-compatible endpoint
-    (AWS_S3_ENDPOINT, AWS_HTTPS, AWS_VIRTUAL_HOSTING) when botocore's AWS_ENDPOINT_URL(_S3) is not set."""
-    if protocol != "s3" or "AWS_S3_ENDPOINT" not in os.environ or {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} & set(
-            os.environ):
+    """fsspec options from GDAL's own settings, so one set of variables serves both: unsigned requests to a public
+    bucket (AWS_NO_SIGN_REQUEST), and an S3-compatible endpoint (AWS_S3_ENDPOINT, AWS_HTTPS, AWS_VIRTUAL_HOSTING)
+    when botocore's AWS_ENDPOINT_URL(_S3) is not set."""
+    if protocol != "s3":
         return {}
-    https = os.environ.get("AWS_HTTPS", "YES").upper() not in ("NO", "FALSE", "OFF", "0")
+    options: dict[str, Any] = {"anon": True} if _gdal_flag("AWS_NO_SIGN_REQUEST", False) else {}
+    if "AWS_S3_ENDPOINT" not in os.environ or {"AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"} & set(os.environ):
+        return options
     endpoint = os.environ["AWS_S3_ENDPOINT"]
     if not is_remote(endpoint):
-        endpoint = f"{'https' if https else 'http'}://{endpoint}"
-    options: dict[str, Any] = {"client_kwargs": {"endpoint_url": endpoint}}
-    if os.environ.get("AWS_VIRTUAL_HOSTING", "TRUE").upper() in ("NO", "FALSE", "OFF", "0"):
+        endpoint = f"{'https' if _gdal_flag('AWS_HTTPS', True) else 'http'}://{endpoint}"
+    options["client_kwargs"] = {"endpoint_url": endpoint}
+    if not _gdal_flag("AWS_VIRTUAL_HOSTING", True):
         options["config_kwargs"] = {"s3": {"addressing_style": "path"}}
     return options
 

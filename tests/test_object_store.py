@@ -78,9 +78,10 @@ def s3() -> Iterator[object]:
         server.wait(timeout=30)
 
 
-def upload(client: object, folder: Path, prefix: str) -> None:
+def upload(client: object, folder: Path, prefix: str, **extra: str) -> None:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes())
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes(),
+                          **extra)
 
 
 def manifests(folder: Path, roots: dict[str, str]) -> Path:
@@ -294,4 +295,20 @@ def test_an_external_cluster_reads_the_bucket(mirrored: Path, tmp_path: Path) ->
     run_build([manifests(tmp_path / "local", local_roots(mirrored))], tmp_path / "from-disk")
     with external_cluster(tmp_path, 2) as (address, _):
         run_build([manifests(tmp_path / "remote", s3_roots())], tmp_path / "from-s3", scheduler=address)
+    assert_same_corpus(tmp_path / "from-disk", tmp_path / "from-s3")
+
+
+def test_a_public_bucket_is_read_without_credentials(s3: object, mirrored: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects anyone may read, AWS_NO_SIGN_REQUEST=YES and no credentials anywhere (an open-data bucket): GDAL
+    sends unsigned requests by itself, and the listing and stamps must too (s3fs `anon`); before, s3fs looked for
+    credentials and the build failed."""
+    upload(s3, mirrored, "public", ACL="public-read")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    run_build([manifests(tmp_path / "local", local_roots(mirrored))], tmp_path / "from-disk")
+    run_build([manifests(tmp_path / "remote", s3_roots("public"))], tmp_path / "from-s3")
     assert_same_corpus(tmp_path / "from-disk", tmp_path / "from-s3")
