@@ -1,9 +1,10 @@
 """Images/s of the training stream (read row groups, decode, select bands, crop, resize, flip, normalise) per
 DataLoader worker count and data.finish_on. Prints one JSON line.
 
-With finish_on device the workers send stored-dtype crops and the timed loop also finishes every batch
-(batch_images) on --device, as the trainer does: `images_per_s` is of finished images, `stream_per_s` of the
-batches as delivered (the workers' share).
+Each setting is timed twice with fresh loaders: `stream_per_s` while the loop only receives batches (what the
+workers deliver; with finish_on device on a GPU this is what the trainer gets, the device finishing a batch in
+microseconds), `images_per_s` while the loop also finishes every batch (batch_images) on --device, as the
+trainer does; on a CPU that finishing competes with the workers for the same cores.
 
     python bench/loader_throughput.py --data corpus/ --bands red green blue --img-size 224 --workers 0 1 2
     python bench/loader_throughput.py --synthetic 512 --tile 256      # no corpus at hand: a synthetic one
@@ -27,30 +28,44 @@ from rspretrain.data import CorpusDataset, batch_images, make_loader
 from rspretrain.synthetic import S2_BANDS, make_corpus
 
 
+def _timed(loader, batches: int, finish) -> tuple[int, float, int]:
+    """Images, seconds and bytes sent of `batches` batches, each passed to `finish` (None: only received)."""
+    images, sent = 0, 0
+    start = time.perf_counter()
+    for b in itertools.islice(loader, batches):
+        images += len(b["crop_shape"]) if "crops" in b else len(b["image"])
+        sent += sum(v.nbytes for k, v in b.items() if k in ("image", "crops"))
+        if finish is not None:
+            finish(b)
+    return images, time.perf_counter() - start, sent
+
+
 def measure(
     corpus: Corpus, cfg: DataConfig, img_size: int, workers: int, batch: int, batches: int, device: torch.device
 ) -> dict:
-    dataset = CorpusDataset(corpus, img_size, cfg, seed=0, num_workers=workers)
-    loader = iter(make_loader(dataset, batch, pin_memory=device.type == "cuda"))
-    next(loader)  # worker start-up and first row groups are not throughput
-    images, finishing, sent = 0, 0.0, 0
-    start = time.perf_counter()
-    for b in itertools.islice(loader, batches):
-        t = time.perf_counter()
-        finished = batch_images(b, img_size, device)
+    """Two passes of fresh loaders: the stream alone (the loop only receives batches, as a GPU trainer's host does
+    when the device finishes them) and the finished images (batch_images on `device`, as the trainer does)."""
+
+    def finish(b: dict) -> None:
+        batch_images(b, img_size, device)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        finishing += time.perf_counter() - t
-        images += len(finished)
-        sent += sum(v.nbytes for k, v in b.items() if k in ("image", "crops"))
-    elapsed = time.perf_counter() - start
-    rate = images / elapsed
+
+    rates = []
+    for finisher in (None, finish):
+        dataset = CorpusDataset(corpus, img_size, cfg, seed=0, num_workers=workers)
+        loader = iter(make_loader(dataset, batch, pin_memory=device.type == "cuda"))
+        next(loader)  # worker start-up and first row groups are not throughput
+        images, seconds, sent = _timed(loader, batches, finisher)
+        rates.append(images / seconds)
+        del loader
+    stream, finished = rates
     return {
         "finish_on": cfg.finish_on,
         "workers": workers,
-        "images_per_s": round(rate, 1),
-        "per_worker": round(rate / max(workers, 1), 1),
-        "stream_per_s": round(images / (elapsed - finishing), 1),
+        "images_per_s": round(finished, 1),
+        "stream_per_s": round(stream, 1),
+        "stream_per_worker": round(stream / max(workers, 1), 1),
         "kb_per_image": round(sent / images / 1024, 1),
     }
 

@@ -71,18 +71,26 @@ class DataConfig:
     on_error: str = "skip"  # skip | stop: a row whose bytes do not decode, a shard that vanished or cannot be read
     max_skip_fraction: float = 0.05  # skip: stop anyway once a worker skipped more than this share of its rows
     # worker: DataLoader workers resize, flip and normalise (float32 batches) | device: workers send the stored
-    # integer crops and the training device finishes them (a third to half the bytes between processes)
-    finish_on: str = "worker"
+    # integer crops and the training device finishes them (a third to half the bytes between processes) | auto:
+    # device when training on CUDA (the GPU finishes a batch in microseconds), worker elsewhere (on a CPU the
+    # finishing would move from the workers to the training process)
+    finish_on: str = "auto"
 
     def __post_init__(self) -> None:
         if self.normalise not in ("source", "global", "satvision"):
             raise ValueError(f"data.normalise must be source, global or satvision, got {self.normalise!r}")
         if self.on_error not in ("skip", "stop"):
             raise ValueError(f"data.on_error must be skip or stop, got {self.on_error!r}")
-        if self.finish_on not in ("worker", "device"):
-            raise ValueError(f"data.finish_on must be worker or device, got {self.finish_on!r}")
+        if self.finish_on not in ("auto", "worker", "device"):
+            raise ValueError(f"data.finish_on must be auto, worker or device, got {self.finish_on!r}")
         if not 0 <= self.max_skip_fraction <= 1:
             raise ValueError(f"data.max_skip_fraction is a share of rows, 0 to 1, got {self.max_skip_fraction!r}")
+
+    def finishing_on(self, device_type: str) -> str:
+        """Where samples are finished when training on a device of this type (`cuda`, `cpu`): auto resolved."""
+        if self.finish_on != "auto":
+            return self.finish_on
+        return "device" if device_type == "cuda" else "worker"
 
     def channels(self) -> int:
         if self.bands:

@@ -111,12 +111,14 @@ class CorpusDataset(IterableDataset):
         world: int | None = None,
         augment: bool = True,
         epochs: int | None = None,
+        device_type: str = "cpu",
     ):
         super().__init__()
         self.corpus = corpus
         self.reader = TileReader(corpus, cfg.bands, cfg.in_chans, normalise=cfg.normalise)
         self.img_size = img_size
         self.cfg = cfg
+        self.finish_on = cfg.finishing_on(device_type)  # where the consumer trains decides data.finish_on auto
         self.seed = seed
         self.num_workers = num_workers
         drank, dworld = dist_rank_world()
@@ -244,7 +246,7 @@ class CorpusDataset(IterableDataset):
         crop = tile.window(top, left, h, w)
         plan = tile.plan
         self.stats["samples"] += 1
-        if self.cfg.finish_on == "device":
+        if self.finish_on == "device":
             if crop.dtype not in _SENT_AS_STORED:
                 crop = crop.astype(np.float32)
             pixels = {"crop": torch.from_numpy(crop), "flip": flip, "mean": plan.mean, "std": plan.std}
@@ -271,9 +273,10 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     crops = [s.pop("crop") for s in samples]
     dtype = functools.reduce(torch.promote_types, (c.dtype for c in crops))
     sizes = [c.numel() for c in crops]
-    flat = torch.empty(sum(sizes), dtype=dtype)
-    if get_worker_info() is not None:
-        flat.share_memory_()
+    if get_worker_info() is not None:  # made in shared memory, as default_collate does: share_memory_() would copy
+        flat = torch.empty(0, dtype=dtype).new(torch.UntypedStorage._new_shared(sum(sizes) * dtype.itemsize))
+    else:
+        flat = torch.empty(sum(sizes), dtype=dtype)
     torch.cat([c.reshape(-1) for c in crops], out=flat)
     batch = default_collate(samples)
     batch["crops"] = flat

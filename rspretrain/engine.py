@@ -189,6 +189,7 @@ class Trainer:
             num_workers=self.cfg.data.num_workers,
             rank=self.rank,
             world=self.world,
+            device_type=self.device.type,
         )
         dataset.resume_from(self.position)
         return make_loader(dataset, self.cfg.train.batch_size, pin_memory=self.device.type == "cuda")

@@ -221,6 +221,16 @@ def test_finishing_on_the_device_gives_the_same_images_as_finishing_in_the_worke
             assert torch.equal(batch_images(b, 24, torch.device("cpu")), a["image"])
 
 
-def test_finish_on_must_be_worker_or_device():
-    with pytest.raises(ValueError, match="data.finish_on must be worker or device"):
+def test_finish_on_must_be_auto_worker_or_device():
+    with pytest.raises(ValueError, match="data.finish_on must be auto, worker or device"):
         s2_cfg(finish_on="gpu")
+
+
+def test_finish_on_auto_finishes_on_a_gpu_and_in_the_workers_on_a_cpu(corpus):
+    """auto (the default): a CUDA trainer gets stored-dtype crops, a CPU trainer finished images; a setting wins."""
+    assert s2_cfg().finish_on == "auto"
+    for device_type, sent in (("cuda", "crops"), ("cpu", "image")):
+        dataset = CorpusDataset(corpus, 24, s2_cfg(), seed=4, num_workers=0, device_type=device_type)
+        assert sent in take(make_loader(dataset, 4), 1)[0]
+    assert s2_cfg(finish_on="worker").finishing_on("cuda") == "worker"
+    assert s2_cfg(finish_on="device").finishing_on("cpu") == "device"
