@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="builds per worker count (their spread is the noise)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the loop (about 3 minutes): a scaling curve of rscurate alone, without ratios")
+    parser.add_argument("--keep-corpus", type=Path, metavar="DIR",
+                        help="move the last build's corpus here (a real corpus for bench/loader_throughput.py --data)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "scenes"
@@ -126,7 +128,11 @@ def main() -> None:
                                   "cores": w, "tiles_per_s_per_core": round(rate, 1),
                                   "build_over_decode_once": round(secs / floor, 2),
                                   **({"ratio_per_core": round(rate / base, 2)} if base else {})}))
-                shutil.rmtree(out)
+                if args.keep_corpus:
+                    shutil.rmtree(args.keep_corpus, ignore_errors=True)
+                    shutil.move(out, args.keep_corpus)
+                else:
+                    shutil.rmtree(out)
 
 
 if __name__ == "__main__":
