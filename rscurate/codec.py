@@ -57,11 +57,49 @@ def encode_array(tile: np.ndarray) -> bytes:
     return _compressor().compress(header.getvalue() + arr.data)
 
 
+_HEADERS: dict[bytes, tuple[tuple[int, ...], np.dtype, int] | None] = {}
+"""Parsed .npy headers by their bytes (a corpus has a few tile shapes, each header parsed once; np.load parses
+every one with ast.literal_eval): shape, dtype, data offset; None where np.load must decide (Fortran order,
+Python objects, a malformed header)."""
+_MAX_HEADERS = 4096
+
+
+def _npy_layout(raw: bytes) -> tuple[tuple[int, ...], np.dtype, int] | None:
+    version = raw[6:8]
+    if raw[:6] != b"\x93NUMPY" or version not in (b"\x01\x00", b"\x02\x00") or len(raw) < 12:
+        return None  # version 3.0 (utf-8 field names) and anything else: np.load
+    size = 10 + int.from_bytes(raw[8:10], "little") if version[0] == 1 else 12 + int.from_bytes(raw[8:12], "little")
+    key = raw[:size]
+    if key not in _HEADERS:
+        if len(_HEADERS) >= _MAX_HEADERS:
+            _HEADERS.clear()
+        fp = io.BytesIO(key[8:])
+        read = np.lib.format.read_array_header_1_0 if version[0] == 1 else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran, dtype = read(fp, max_header_size=len(key))
+            _HEADERS[key] = None if fortran or dtype.hasobject or fp.tell() + 8 != size else (shape, dtype, size)
+        except ValueError:
+            _HEADERS[key] = None
+    return _HEADERS[key]
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor (making one per tile costs ~10 % of a 256 px tile's decode)."""
+    decompressor = getattr(_local, "unzstd", None)
+    if decompressor is None:
+        decompressor = _local.unzstd = zstandard.ZstdDecompressor()
+    return decompressor
+
+
 def decode(data: bytes, encoding: str) -> np.ndarray:
-    """Decode stored tile bytes to a (C, H, W) array of the stored dtype."""
+    """Decode stored tile bytes to a (C, H, W) array of the stored dtype (writable, as np.load gives it)."""
     if encoding == NPY_ZSTD:
-        raw = zstandard.ZstdDecompressor().decompress(data)
-        return np.load(io.BytesIO(raw), allow_pickle=False)
+        raw = _decompressor().decompress(data)
+        layout = _npy_layout(raw)
+        if layout is None or len(raw) < layout[2] + layout[1].itemsize * int(np.prod(layout[0])):
+            return np.load(io.BytesIO(raw), allow_pickle=False)  # and its error where the bytes are short or odd
+        shape, dtype, offset = layout
+        return np.frombuffer(raw, dtype, count=int(np.prod(shape)), offset=offset).reshape(shape).copy()
     if encoding in ORIGINAL_ENCODINGS:
         return _decode_image_file(data)
     raise ValueError(f"unknown tile encoding {encoding!r}; expected {NPY_ZSTD!r} or one of {ORIGINAL_ENCODINGS}")

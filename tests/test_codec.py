@@ -48,3 +48,26 @@ def test_rejects_non_tiles() -> None:
         encode_array(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError):
         encode_array(np.empty((1, 1, 1), object))
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0), (3, 0)])
+@pytest.mark.parametrize("fortran", [False, True])
+def test_decode_gives_what_np_load_gives_for_any_npy_bytes(version, fortran):
+    """decode reads headers it has parsed before without np.load; for any .npy bytes (np.save's versions, Fortran
+    order, truncated data) it must give np.load's array, writable, or np.load's error."""
+    for arr in _arrays():
+        arr = np.asfortranarray(arr) if fortran else arr
+        out = io.BytesIO()
+        np.lib.format.write_array(out, arr, version=version)
+        raw = out.getvalue()
+        for _ in range(2):  # the second time from the parsed-header cache
+            got = decode(zstandard.ZstdCompressor().compress(raw), NPY_ZSTD)
+            want = np.load(io.BytesIO(raw))
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+            assert got.flags.writeable
+        if arr.size:
+            with pytest.raises(ValueError) as want_err:
+                np.load(io.BytesIO(raw[:-3]))
+            with pytest.raises(ValueError, match="EOF") as got_err:
+                decode(zstandard.ZstdCompressor().compress(raw[:-3]), NPY_ZSTD)
+            assert str(got_err.value) == str(want_err.value)
