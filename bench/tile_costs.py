@@ -68,6 +68,7 @@ def main() -> None:
         kept = [r for r in reads if r.valid.all()]
         grays = [canonical_view(r.data, RGB_NAMES, r.valid) for r in kept]
         n, k = len(reads), len(kept)
+        encoded = [codec.encode_array(r.data) for r in kept]
         stages = {
             "read": best_ms(lambda: [reader.read(*w) for w in windows], n, args.repeat),
             "band_stats": best_ms(lambda: [quality.tile_stats(r.data, r.valid) for r in reads], n, args.repeat),
@@ -75,6 +76,8 @@ def main() -> None:
             "phash_resize_dct": best_ms(lambda: signatures_batch(grays), k, args.repeat),
             "zstd_encode": best_ms(lambda: [codec.encode_array(r.data) for r in kept], k, args.repeat),
             "sha256": best_ms(lambda: [content_sha256(r.data) for r in kept], k, args.repeat),
+            # not a build stage: what rscurate verify, pixel checks and the training loader pay per stored tile
+            "zstd_decode": best_ms(lambda: [codec.decode(b, codec.NPY_ZSTD) for b in encoded], k, args.repeat),
         }
         reader.close()
         unit = make_units(manifest, [plan], len(windows))[0]
