@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,19 @@ def make_inputs(folder: Path) -> list[Path]:
     return paths
 
 
+def rscurate_command() -> list[str]:
+    """The `rscurate` command of the tree this script is in, as its console script runs it (`python -m rscurate`;
+    trees from before rscurate/__main__.py: `python -m rscurate.cli`), whatever is installed in the venv."""
+    main = "rscurate" if (REPO / "rscurate" / "__main__.py").exists() else "rscurate.cli"
+    return [sys.executable, "-m", main]
+
+
+def run_rscurate(args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """Run `rscurate ARGS` from this tree (outside it: the working directory must not shadow its package)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([*rscurate_command(), *args], env=env, cwd="/", check=True, **kwargs)  # type: ignore[call-overload]
+
+
 def ours(folder: Path, out: Path, workers: int, stride: int) -> tuple[int, dict[str, int], float]:
     manifest = folder / "bench.yaml"
     manifest.write_text(f"""name: bench
@@ -80,8 +94,8 @@ bands: rgb
 tile: {{size: {TILE}, stride: {stride}}}
 """)
     t0 = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "rscurate"), "build", "--sources", str(manifest), "--out",
-                    str(out), "--workers", str(workers), "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    run_rscurate(["build", "--sources", str(manifest), "--out", str(out), "--workers", str(workers), "--quiet"],
+                 stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
     stats = json.loads((out / "stats.json").read_text())
     c = stats["counts"]

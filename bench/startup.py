@@ -5,6 +5,9 @@ the same run; median of --repeat runs each. Prints one JSON line.
     python bench/startup.py --repeat 5 --workers 0   # a 512 x 512 8-bit RGB window of a real Landsat 8 scene;
     # --workers 0: threads in process (no worker-process start); --workers 1: one isolated worker process
 
+Every command runs the rscurate of the tree this script is in (PYTHONPATH), as its console script does
+(`python -m rscurate`): copy the script into another tree to measure that version the same way.
+
 Breakdown: `imports` is `python -c "import rscurate.cli"`; `build_reported` is what the build reports of its own
 time (cluster, planning, tiles, dedup, shards, statistics: everything but the card and the imports).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -26,7 +30,7 @@ import rasterio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from build_throughput import SCENES, _rgb8  # noqa: E402
+from build_throughput import SCENES, _rgb8, rscurate_command  # noqa: E402
 
 from rscurate.sample_data import fetch  # noqa: E402
 
@@ -49,7 +53,8 @@ def small_scene(folder: Path) -> Path:
 
 def timed(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/")  # not this tree
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd="/",  # outside: no other package
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
     return time.perf_counter() - t0, out.stdout + out.stderr
 
 
@@ -65,7 +70,7 @@ def main() -> None:
         manifest = folder / "small.yaml"
         manifest.write_text(f"name: small\nlicense: public domain (USGS Landsat)\nroot: {folder}\n"
                             "include: ['scene.tif']\nbands: rgb\ntile: {size: 256}\n")
-        build = [py, "-m", "rscurate.cli", "build", "--sources", str(manifest), "--out", str(folder / "corpus"),
+        build = [*rscurate_command(), "build", "--sources", str(manifest), "--out", str(folder / "corpus"),
                  "--workers", str(args.workers), "--quiet", "--overwrite"]
         runs: dict[str, list[float]] = {"python_pass": [], "imports": [], "build": [], "build_reported": [],
                                         "loop": []}

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rscurate import out_dir, schema, strict_json
+from rscurate import fork_server, out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
 from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
@@ -111,20 +111,21 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
             client.close()
         return
     n = workers or os.cpu_count() or 1  # 0 (in-process threads) too
-    # distributed sets MALLOC_TRIM_THRESHOLD_=64 KiB in workers, which also freezes glibc's mmap
-    # threshold at 128 KiB: every tile allocates a few arrays of 100s of KiB, each then an
-    # mmap/munmap with page faults (20-30 % of a tile's cost). Large thresholds keep them on the heap.
-    environ = "distributed.nanny.pre-spawn-environ"
-    malloc = {f"{environ}.MALLOC_TRIM_THRESHOLD_": 64 * 2**20, f"{environ}.MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
-              # one single-threaded worker per core: a BLAS thread pool per worker only contends for the cores
-              f"{environ}.OPENBLAS_NUM_THREADS": 1, f"{environ}.OMP_NUM_THREADS": 1}
-    with dask.config.set(malloc), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
+    # variables a worker's interpreter needs before it starts (fork_server.WORKER_ENV); `rscurate` forks its
+    # workers from a server that imported everything with them (rscurate/launch.py), else they are spawned
+    settings: dict[str, object] = {f"distributed.nanny.pre-spawn-environ.{k}": v
+                                   for k, v in fork_server.WORKER_ENV.items()}
+    if fork_server.started():
+        settings["distributed.worker.multiprocessing-method"] = "forkserver"
+    with dask.config.set(settings), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                               dashboard_address=":0",
                                               # --quiet: a task's error reaches the client (and the console) anyway
                                               silence_logs=logging.CRITICAL if quiet else logging.ERROR) as cluster, \
             Client(cluster) as client:
         if not quiet:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        started = dask.config.get("distributed.worker.multiprocessing-method") if processes else "in this process"
+        log.info("LocalCluster: %d worker %s (%s)", n, "processes" if processes else "threads", started)
         yield client
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from rscurate import pipeline
-from tests.conftest import REPO, run_build, textured, write_manifest, write_tif
+from rscurate import fork_server, launch, pipeline
+from tests.conftest import REPO, SMALL_MANIFEST, run_build, textured, write_manifest, write_tif
 
 
 def test_the_rscurate_command_imports_no_torch_plotting_scipy_or_vector_readers() -> None:
@@ -70,3 +74,89 @@ def test_the_command_exits_without_tearing_down_modules(args: list[str], status:
     assert out.returncode == status
     assert said in out.stdout + out.stderr and "exit handlers ran" in out.stdout
     assert "torn down" not in out.stdout
+
+
+@pytest.mark.parametrize(("args", "starts"), [
+    (["build", "--sources", "m.yaml", "--out", "c"], True),
+    (["build", "--sources", "m.yaml", "--out", "c", "--workers", "2"], True),
+    (["build", "--sources", "m.yaml", "--out", "c", "--workers", "0"], False),
+    (["build", "--workers=0", "--sources", "m.yaml", "--out", "c"], False),
+    (["build", "--sources", "m.yaml", "--out", "c", "--scheduler", "tcp://h:8786"], False),
+    (["build", "--scheduler=tcp://h:8786", "--sources", "m.yaml"], False),
+    (["build", "--help"], False), (["verify", "c"], False), (["inspect", "--sources", "m.yaml"], False), ([], False),
+])
+def test_the_command_starts_the_fork_server_only_for_local_worker_processes(args: list[str], starts: bool) -> None:
+    assert launch.starts_local_workers(args) is starts
+
+
+def test_the_launcher_imports_nothing_heavy_before_the_fork_server_starts() -> None:
+    """The server only overlaps the command's imports if it starts before them."""
+    code = ("import sys, rscurate.launch, rscurate.fork_server; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'pyarrow', 'rasterio', 'pandas', "
+            "'distributed', 'dask', 'typer'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# Local workers of one build, with or without the fork server: their parent, whether rscurate's modules were loaded
+# before any task imported them, and the environment their interpreter started with.
+WORKERS_PROBE = """\
+import json, os, sys
+from rscurate import fork_server
+if sys.argv[1] == "fork":
+    fork_server.start()
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ, "the client's own environment is left as it was"
+from rscurate.pipeline import dask_client
+
+CLIENT = os.getpid()
+
+def probe():
+    start_env = dict(v.split("=", 1) for v in open("/proc/self/environ").read().split("\\0") if "=" in v)
+    return {"parent_is_client": os.getppid() == CLIENT,
+            "preloaded": "rscurate.units" in sys.modules,
+            "env": {k: start_env.get(k) for k in fork_server.WORKER_ENV}}
+
+with dask_client(None, 2, True) as client:
+    print(json.dumps(list(client.run(probe).values())))
+"""
+
+
+@pytest.mark.parametrize("mode", ["fork", "spawn"])
+def test_local_workers_fork_from_a_server_that_imported_rscurate(mode: str) -> None:
+    """Spawned workers re-import everything (~1 s each, while the client imports too); forked ones start with
+    it loaded. Either way a worker's interpreter starts with WORKER_ENV (glibc reads its malloc settings then),
+    except where the user set a variable: theirs wins."""
+    env = {**os.environ, "OMP_NUM_THREADS": "3"}
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    out = subprocess.run([sys.executable, "-c", WORKERS_PROBE, mode], cwd=REPO, env=env, capture_output=True,
+                         text=True, check=True)
+    workers = json.loads(out.stdout)
+    assert len(workers) == 2
+    expected = {**fork_server.WORKER_ENV, "OMP_NUM_THREADS": "3"}
+    for worker in workers:
+        assert worker["parent_is_client"] is (mode == "spawn")
+        assert worker["preloaded"] is (mode == "fork")
+        assert worker["env"] == expected
+
+
+def test_the_command_forks_its_workers_and_builds_what_the_library_builds(tmp_path: Path,
+                                                                          rng: np.random.Generator) -> None:
+    for i in range(3):
+        write_tif(tmp_path / "data" / f"s{i}.tif", textured(rng, 3, 256, 256, "uint8"), origin=(3200.0 * i, 0.0))
+    manifest = write_manifest(tmp_path / "m.yaml", SMALL_MANIFEST)
+    command = subprocess.run([sys.executable, "-m", "rscurate", "build", "--sources", str(manifest), "--out",
+                              str(tmp_path / "command"), "--workers", "2"], cwd=REPO, capture_output=True, text=True)
+    assert command.returncode == 0, command.stderr
+    assert "LocalCluster: 2 worker processes (forkserver)" in command.stderr
+    run_build([manifest], tmp_path / "library")
+    for name in ("index.parquet", "excluded.parquet", "duplicates.parquet", "stats.json"):
+        left, right = (tmp_path / side / name for side in ("command", "library"))
+        if name.endswith(".json"):
+            assert json.loads(left.read_text())["counts"] == json.loads(right.read_text())["counts"]
+        else:
+            pd.testing.assert_frame_equal(pd.read_parquet(left), pd.read_parquet(right))
+    shards = sorted((tmp_path / "library" / "shards").glob("*.parquet"))
+    assert shards
+    assert [p.name for p in shards] == sorted(p.name for p in (tmp_path / "command" / "shards").glob("*.parquet"))
+    for shard in shards:
+        assert pq.read_table(tmp_path / "command" / "shards" / shard.name).equals(pq.read_table(shard))
