@@ -293,6 +293,14 @@ def search_tables(unique_hashes: np.ndarray, masks: np.ndarray, radius: int) -> 
     return codes.compact()
 
 
+def _hits(near: np.ndarray, trivial: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """np.nonzero of a block's within-radius mask, or None when it holds only its `trivial` hits: counting is
+    several times cheaper than listing positions, and most blocks of real hashes hold no near pair at all."""
+    if np.count_nonzero(near) == trivial:
+        return None
+    return np.nonzero(near)
+
+
 def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
     """All-pairs check in blocks of rows: for tiny inputs or very large radii, and as a reference."""
     n = len(u)
@@ -300,9 +308,11 @@ def _brute_codes(u: np.ndarray, radius: int) -> np.ndarray:
     rows = max(1, _PAIR_CHUNK // max(n, 1))
     for r0 in range(0, n, rows):
         block = u[r0:r0 + rows]
-        d = np.bitwise_count(block[:, None] ^ u[None, r0:])  # columns from r0 on: pairs below are done
-        ii, jj = np.nonzero(d <= radius)
-        ii, jj = ii + r0, jj + r0
+        # columns from r0 on: pairs below are done; each row meets its own value (distinct values: only that one)
+        hits = _hits(np.bitwise_count(block[:, None] ^ u[None, r0:]) <= radius, len(block))
+        if hits is None:
+            continue
+        ii, jj = hits[0] + r0, hits[1] + r0
         keep = jj > ii
         out.append(ii[keep].astype(np.int64) * n + jj[keep].astype(np.int64))
     return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
@@ -442,10 +452,10 @@ def query_pairs(
         codes_parts = []
         rows = max(1, _PAIR_CHUNK // len(uq))
         for r0 in range(0, len(ui), rows):
-            d = np.bitwise_count(ui[r0:r0 + rows, None] ^ uq[None, :])
-            a, b = np.nonzero(d <= radius)
-            codes_parts.append((a + r0).astype(np.int64) * n_q + b)
-        codes = np.unique(np.concatenate(codes_parts))
+            hits = _hits(np.bitwise_count(ui[r0:r0 + rows, None] ^ uq[None, :]) <= radius)
+            if hits is not None:
+                codes_parts.append((hits[0] + r0).astype(np.int64) * n_q + hits[1])
+        codes = np.unique(np.concatenate(codes_parts)) if codes_parts else np.zeros(0, np.int64)
     else:
         small_is_query = len(uq) <= len(ui)
         small, large = (uq, ui) if small_is_query else (ui, uq)

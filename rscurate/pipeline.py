@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from dask.distributed import Client, KilledWorker, LocalCluster, as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -37,7 +36,7 @@ from rscurate.hamming_search import DEFAULT_RADIUS, Pairs, find_pairs_dask
 from rscurate.kill_points import kill_point
 from rscurate.manifest import Manifest, ManifestError, load_manifests
 from rscurate.out_dir import WORK
-from rscurate.parquet_io import write_atomic
+from rscurate.parquet_io import read_file, write_atomic
 from rscurate.pixel_check import Similarity, check_placements, check_tiles
 from rscurate.probe_leaks import Probes
 from rscurate.probes import probe_sides
@@ -328,7 +327,7 @@ def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSe
     position = pd.Series(np.arange(len(cands)), index=pd.MultiIndex.from_arrays([cands["unit"], cands["unit_row"]]))
     parts = []
     for key in pd.unique(cands["unit"]):
-        table = pq.read_table(StagedUnit.of(work, key).probes).to_pandas()
+        table = read_file(StagedUnit.of(work, key).probes).to_pandas()
         table["cand"] = position.loc[key].reindex(table["row"]).to_numpy()
         parts.append(table)
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["cand", *"xywh", "phash"])

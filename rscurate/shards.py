@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rscurate import schema
-from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, row_group_starts, write_atomic, writer_options
+from rscurate.parquet_io import (
+    ROW_GROUP_ROWS,
+    atomic_path,
+    read_file,
+    row_group_starts,
+    write_atomic,
+    writer_options,
+)
 from rscurate.units import BandParts, StagedUnit, unit_band_parts
 
 
@@ -46,7 +53,7 @@ def link_shard(number: int, key: str, work_dir: Path, out_dir: Path) -> pa.Table
     staged = StagedUnit.of(work_dir, key)
     with atomic_path(out_dir / shard_name(number)) as tmp:
         _link_or_copy(staged.kept, tmp)
-    meta = pq.read_table(staged.meta)
+    meta = read_file(staged.meta)
     return shard_index(meta, list(range(len(meta))), number)
 
 
@@ -63,7 +70,7 @@ def write_shard(number: int, key: str, rows: list[int], work_dir: str, out_dir: 
 
     with atomic_path(dest) as tmp:
         _write_rows(staged.kept, rows, tmp)
-    meta = pq.read_table(staged.meta)
+    meta = read_file(staged.meta)
     write_atomic(shard_index(meta, rows, number), _index_part(work, number))
     acc = unit_band_parts(meta, pickle.loads(staged.band_stats.read_bytes()), rows)
     with atomic_path(marker) as tmp:  # a kill mid-write must leave no marker, never a truncated one
@@ -92,4 +99,4 @@ def _write_rows(src: Path, rows: list[int], dst: Path) -> None:
 
 
 def read_index_part(work_dir: Path, number: int) -> pa.Table:
-    return pq.read_table(_index_part(work_dir, number))
+    return read_file(_index_part(work_dir, number))

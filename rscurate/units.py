@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import rasterio
 
 from rscurate import codec, quality, schema
@@ -25,7 +24,7 @@ from rscurate.coverage import covered_pixels, owned_parts, uncovered
 from rscurate.file_names import as_text
 from rscurate.manifest import Limits, Manifest
 from rscurate.object_store import Stamp, is_remote, open_input, remote_stamp
-from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, write_atomic
+from rscurate.parquet_io import ROW_GROUP_ROWS, atomic_path, read_file, write_atomic
 from rscurate.phash import LOW_TEXTURE_STD, canonical_view, signatures_batch
 from rscurate.pixel_check import NOT_COMPARABLE, Pixels, Similarity, compare
 from rscurate.probes import chip_probes, probe_table, tile_probes
@@ -495,10 +494,10 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
     """Process a unit (or reuse its staged result)."""
     staged = StagedUnit.of(Path(work_dir), unit.key)
     if staged.kept.exists():  # written last: the unit is complete
-        meta = pq.read_table(staged.meta)
+        meta = read_file(staged.meta)
         per_row = pickle.loads(staged.band_stats.read_bytes())
         signatures, parts = pickle.loads(staged.views.read_bytes())
-        return UnitResult(_slim(meta, unit.key), pq.read_table(staged.excluded),
+        return UnitResult(_slim(meta, unit.key), read_file(staged.excluded),
                           unit_band_parts(meta, per_row, list(range(len(meta)))), signatures, len(parts))
     out = _Collector(unit.probe_sides, unit.manifest.role == "eval", Path(work_dir))
     with rasterio.Env(**GDAL_ENV):
