@@ -50,9 +50,9 @@ from rscurate.units import (
     StagedUnit,
     Unit,
     UnitResult,
+    ViewMerger,
     check_scenes,
     lost_unit,
-    merge_views,
     plan_scenes,
     run_unit,
     unit_key,
@@ -133,9 +133,11 @@ def _progress(quiet: bool) -> Progress:
                     disable=quiet, transient=False)
 
 
-def _gather(client: Client, futures: list, label: str, quiet: bool, killed: list[int] | None = None) -> list[Any]:
+def _gather(client: Client, futures: list, label: str, quiet: bool, killed: list[int] | None = None,
+            on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
     """Results in submission order, with a console progress bar as they complete. With `killed`, a task whose
-    workers kept dying (Dask's KilledWorker) leaves None and its position is appended there, else it raises."""
+    workers kept dying (Dask's KilledWorker) leaves None and its position is appended there, else it raises.
+    `on_result(position, result)` is called as each result arrives."""
     t0 = time.perf_counter()
     position = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
@@ -143,7 +145,9 @@ def _gather(client: Client, futures: list, label: str, quiet: bool, killed: list
         task = bar.add_task(label, total=len(futures))
         for done, fut in enumerate(as_completed(futures), 1):
             try:
-                results[position[fut.key]] = fut.result()
+                results[position[fut.key]] = result = fut.result()
+                if on_result is not None:
+                    on_result(position[fut.key], result)
             except KilledWorker:
                 if killed is None:
                     raise
@@ -178,12 +182,16 @@ def _unplanned(manifest: Manifest, scenes: list[SceneRef], work_dir: str) -> lis
 
 
 def _retry_units(client: Client, units: list[Unit], results: list[UnitResult | None], killed: list[int],
-                 work: str) -> tuple[list[Unit], list[UnitResult]]:
+                 work: str, views: ViewMerger) -> tuple[list[Unit], list[UnitResult]]:
     """Units whose workers kept dying, replaced by one unit per scene; a scene no worker survives has its
     windows recorded as unreadable (and is retried by a rerun of the build, since nothing of it is staged)."""
     singles = {k: [(Unit(unit_key(units[k].manifest, (item,), units[k].probe_sides), units[k].manifest, (item,),
                          units[k].probe_sides), work) for item in units[k].items] for k in killed}
     retried = _retry_one_by_one(client, run_unit, singles, lambda unit, _: lost_unit(unit))
+    for k, parts in retried.items():
+        for j, ((unit, _), result) in enumerate(zip(singles[k], parts, strict=True)):
+            if result.view_parts:
+                views.add((k, j), unit.key)
     pairs: list[tuple[Unit, Any]] = []
     for k, (unit, result) in enumerate(zip(units, results, strict=True)):
         pairs += [(args[0], r) for args, r in zip(singles[k], retried[k], strict=True)] if k in retried else [
@@ -335,15 +343,20 @@ def _probe_sets(work: Path, cands: pd.DataFrame, is_eval: np.ndarray) -> ProbeSe
     return ProbeSets(train=Probes.of(frame[~evals]), evals=Probes.of(frame[evals]))
 
 
-def whole_scene_signatures(plans: dict[str, list[ScenePlan]], units: list[Unit], results: list[UnitResult],
-                work: Path) -> dict[tuple[str, str], SceneSignature | None]:
+def scene_windows(plans: dict[str, list[ScenePlan]]) -> dict[tuple[str, str], int]:
+    """(source, scene) -> how many windows the scene is cut into."""
+    return {(p.scene.source, p.scene.scene): len(p.windows) for ps in plans.values() for p in ps}
+
+
+def whole_scene_signatures(plans: dict[str, list[ScenePlan]], results: list[UnitResult],
+                           merged: dict[tuple[str, str], SceneSignature | None]) -> dict[
+        tuple[str, str], SceneSignature | None]:
     """(source, scene) -> whole-scene signature: from overviews while planning, else from the tile pass (signed in
-    the unit that read every window of the scene, or merged from the parts of the units that did)."""
+    the unit that read every window of the scene, or `merged` from the parts of the units that did: ViewMerger)."""
     found = {(p.scene.source, p.scene.scene): p.signature for ps in plans.values() for p in ps if p.signature}
     for result in results:
         found.update(result.signatures)
-    windows = {(p.scene.source, p.scene.scene): len(p.windows) for ps in plans.values() for p in ps}
-    found.update(merge_views(work, [u.key for u, r in zip(units, results, strict=True) if r.view_parts], windows))
+    found.update(merged)
     return found
 
 
@@ -426,8 +439,10 @@ def build(opts: BuildOptions) -> BuildReport:
             log.info("resuming: %d of %d units done", done, len(units))
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
-        unit_results = _gather(client, unit_futs, "tiles", opts.quiet, killed)
-        units, unit_results = _retry_units(client, units, unit_results, killed, str(work))
+        views = ViewMerger(work, scene_windows(plans))
+        unit_results = _gather(client, unit_futs, "tiles", opts.quiet, killed,
+                               lambda k, result: views.add((k, 0), units[k].key) if result.view_parts else None)
+        units, unit_results = _retry_units(client, units, unit_results, killed, str(work), views)
 
         scene_excl = [_scene_rows(r, 0, 0, reason, detail) for d in present for r, reason, detail in d.left_out]
         scene_excl += [_scene_rows(p.scene, p.width, p.height, p.reason or "", p.detail)
@@ -439,7 +454,7 @@ def build(opts: BuildOptions) -> BuildReport:
         scene_size = {(p.scene.source, p.scene.scene): p.width * p.height for ps in plans.values() for p in ps}
         cands["scene_pixels"] = [scene_size.get(k, 0) for k in zip(cands["source"], cands["scene"], strict=True)]
         cands["crs"] = canonical_crs(cands)  # one name per frame: footprints compare across CRS spellings
-        signed = _scene_signatures(plans, whole_scene_signatures(plans, units, unit_results, work))
+        signed = _scene_signatures(plans, whole_scene_signatures(plans, unit_results, views.signed))
         signed["crs"] = canonical_crs(signed)
         by_name = {m.name: m for m in manifests}
         refs = {(p.scene.source, p.scene.scene): (by_name[p.scene.source], p.scene)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -401,7 +402,7 @@ def _view_parts(windows: tuple[Window, ...], every: tuple[Window, ...],
 def _finish_view(view: ViewSum, reader: SceneReader, windows: tuple[Window, ...], every: tuple[Window, ...],
                  out: _Collector) -> None:
     """Add the margins (the unit holding the scene's first window reads them) and sign the scene when this unit
-    holds all its windows; else keep the part for merge_views."""
+    holds all its windows; else keep the part for ViewMerger."""
     view.windows = len(windows)
     if windows[0] == every[0]:
         _add_margins(view, reader, every)
@@ -458,7 +459,7 @@ class UnitResult:
     excluded: pa.Table
     bands: BandParts
     signatures: dict[tuple[str, str], SceneSignature | None] = field(default_factory=dict)  # (source, scene) ->
-    view_parts: int = 0  # parts of views of scenes that span several units, staged for merge_views
+    view_parts: int = 0  # parts of views of scenes that span several units, staged for ViewMerger
 
 
 def unit_band_parts(meta: pa.Table, per_row: list[list[BandTileStats]], rows: list[int]) -> BandParts:
@@ -516,24 +517,31 @@ def run_unit(unit: Unit, work_dir: str) -> UnitResult:
                       out.signatures, len(out.view_parts))
 
 
-def merge_views(work_dir: Path, keys: list[str], windows: dict[tuple[str, str], int]) -> dict[
-        tuple[str, str], SceneSignature | None]:
-    """Signatures of the scenes whose windows span several units, from the view parts those units staged (`keys`:
-    the units with parts, in build order, so only the few scenes then open are in memory; `windows`: each scene's
-    window count). A scene with a part lost (a unit no worker survived) stays unsigned."""
-    open_views: dict[tuple[str, str], ViewSum] = {}
-    signed: dict[tuple[str, str], SceneSignature | None] = {}
-    for key in keys:
-        for part in pickle.loads(StagedUnit.of(work_dir, key).views.read_bytes())[1]:
+class ViewMerger:
+    """Signs the scenes whose windows span several units from the view parts those units staged, as the units
+    finish (the client does it while the tile stage runs, on a core a one-worker build leaves idle). A scene's
+    parts are merged in build order whatever order the units finish in (float sums depend on it), once all its
+    windows are in; only the scenes then open are in memory. A scene with a part lost (a unit no worker survived)
+    stays unsigned."""
+
+    def __init__(self, work_dir: Path, windows: dict[tuple[str, str], int]) -> None:
+        self.work_dir, self.windows = work_dir, windows  # windows: each scene's window count
+        self.parts: dict[tuple[str, str], dict[tuple[int, int], ViewSum]] = defaultdict(dict)
+        self.signed: dict[tuple[str, str], SceneSignature | None] = {}
+
+    def add(self, order: tuple[int, int], key: str) -> None:
+        """The parts unit `key` staged; `order`: the unit's place in the build ((position, 0), or (position, k)
+        for the k-th unit a retried unit was split into)."""
+        for part in pickle.loads(StagedUnit.of(self.work_dir, key).views.read_bytes())[1]:
             scene = (part.source, part.scene)
-            if scene in open_views:
-                open_views[scene].merge(part)
-            else:
-                open_views[scene] = part
-            if open_views[scene].windows == windows[scene]:
-                view = open_views.pop(scene)
-                signed[scene] = assembled_signature(view, work_dir) if view.margins else None
-    return signed
+            parts = self.parts[scene]
+            parts[order] = part
+            if sum(p.windows for p in parts.values()) == self.windows[scene]:
+                first, *rest = (parts[k] for k in sorted(parts))
+                for other in rest:
+                    first.merge(other)
+                del self.parts[scene]
+                self.signed[scene] = assembled_signature(first, self.work_dir) if first.margins else None
 
 
 def scene_pixels(manifest: Manifest, scene: SceneRef, work: Path) -> Pixels:

@@ -20,7 +20,7 @@ from hypothesis import settings
 from rasterio.transform import from_origin
 
 from rscurate.manifest import Manifest
-from rscurate.pipeline import BuildOptions, BuildReport, build, make_units, whole_scene_signatures
+from rscurate.pipeline import BuildOptions, BuildReport, build, make_units, scene_windows, whole_scene_signatures
 from rscurate.sample_data import fetch
 from rscurate.scene_hash import SceneSignature
 
@@ -146,13 +146,17 @@ def scene_signatures(manifest: Manifest, work: Path, unit_tiles: int = 256,
                      unit_mb: int = 256) -> dict[str, SceneSignature | None]:
     """scene -> whole-scene signature as a build computes it: planned, then assembled by the tile pass."""
     from rscurate.discover import discover
-    from rscurate.units import plan_scenes, run_unit
+    from rscurate.units import ViewMerger, plan_scenes, run_unit
 
     (work / "units").mkdir(parents=True, exist_ok=True)
     plans = plan_scenes(manifest, discover(manifest).scenes)
     units = make_units(manifest, plans, unit_tiles, unit_mb=unit_mb)
     results = [run_unit(u, str(work)) for u in units]
-    found = whole_scene_signatures({manifest.name: plans}, units, results, work)
+    views = ViewMerger(work, scene_windows({manifest.name: plans}))
+    for k, (unit, result) in enumerate(zip(units, results, strict=True)):
+        if result.view_parts:
+            views.add((k, 0), unit.key)
+    found = whole_scene_signatures({manifest.name: plans}, results, views.signed)
     return {p.scene.scene: found.get((p.scene.source, p.scene.scene)) for p in plans}
 
 

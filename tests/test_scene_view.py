@@ -3,6 +3,7 @@ decoded bytes as well as by tile count."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +11,13 @@ import pytest
 import rasterio
 
 from rscurate.coverage import owned_parts, uncovered
+from rscurate.discover import discover
 from rscurate.manifest import load_manifest
-from rscurate.pipeline import make_units
+from rscurate.pipeline import make_units, scene_windows
 from rscurate.readers import RasterioReader, SceneRef
 from rscurate.scene_hash import assembled_signature, scene_signature
-from rscurate.scene_view import ViewSum, view_shape
-from rscurate.units import ScenePlan
+from rscurate.scene_view import ViewSum, load_view, view_path, view_shape
+from rscurate.units import ScenePlan, StagedUnit, ViewMerger, plan_scenes, run_unit
 from tests.conftest import scene_signatures, textured, write_manifest, write_tif
 
 WIDTH, HEIGHT = 700, 560  # 256 px grid: 2 x 2 tiles and margins right and below
@@ -253,3 +255,43 @@ def test_the_scene_pair_check_uses_the_assembled_views(tmp_path: Path, sample_di
     assert len(dups) and set(dups["kind"]) == {"scene"} and set(dups["source"]) == {"half"}
     assert len(list((out / "_work" / "views").glob("*.npz"))) == 2
     assert reads and all(out_shape is None for *_, out_shape in reads), "no decimated (whole-scene) read"
+
+
+def test_view_parts_merge_in_build_order_whatever_order_their_units_finish(tmp_path: Path,
+                                                                          rng: np.random.Generator) -> None:
+    """The client merges a scene's parts as units finish, in any order; float sums depend on the order, so the
+    parts are merged in build order: the signature and the kept view are the same for any completion order."""
+
+    data = textured(rng, 3, HEIGHT, WIDTH).astype(np.float64) * 10.0 ** rng.integers(-6, 17, (3, HEIGHT, WIDTH))
+    write_tif(tmp_path / "data" / "scene.tif", data)
+    m = load_manifest(write_manifest(tmp_path / "m.yaml", """\
+        name: m
+        license: CC0-1.0
+        root: data
+        include: ["*.tif"]
+        tile: {size: 256}
+        """))
+    work = tmp_path / "work"
+    (work / "units").mkdir(parents=True)
+    plans = plan_scenes(m, discover(m).scenes)
+    units = make_units(m, plans, 1)
+    results = [run_unit(u, str(work)) for u in units]
+    assert [r.view_parts for r in results] == [1, 1, 1, 1]
+    parts = [pickle.loads(StagedUnit.of(work, u.key).views.read_bytes())[1][0] for u in units]
+    forward, backward = parts[0], parts[-1]
+    for part in parts[1:]:
+        forward.merge(part)
+    for part in parts[-2::-1]:
+        backward.merge(part)
+    assert not np.array_equal(forward.sums, backward.sums), "the order matters for these floats"
+
+    merged = []
+    for order in (range(4), reversed(range(4)), [2, 0, 3, 1]):
+        views = ViewMerger(work, scene_windows({m.name: plans}))
+        for k in order:
+            views.add((k, 0), units[k].key)
+        (scene,) = views.signed
+        merged.append((views.signed[scene], load_view(view_path(work, *scene))))
+    for signature, (view, valid) in merged[1:]:
+        assert signature == merged[0][0]
+        assert np.array_equal(view, merged[0][1][0]) and np.array_equal(valid, merged[0][1][1])
