@@ -14,10 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from rscurate.pil_resize import resize_stack
+
 HASH_SIZE = 8
 """Side of the low-frequency DCT block: 8 x 8 = 64 bits."""
 IMG_SIZE = 32
 """imagehash's pHash resizes to hash_size * highfreq_factor = 32 pixels square."""
+STACK_PIXELS = 1 << 24  # grey pixels resized per pair of PIL calls at most (16 MiB: memory stays small)
 LOW_TEXTURE_STD = 2.0
 """Default :func:`is_low_texture` threshold: std (grey levels) of the 32 x 32 image pHash sees."""
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -130,17 +133,23 @@ def _as_gray_list(grays: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
 def resize_batch(grays: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     """(B, 32, 32) float64: each uint8 grey image resized with PIL LANCZOS, exactly as imagehash does.
 
-    PIL does the resize because its fixed-point resampler defines the reference hash; everything after
-    it (DCT, median, packing) is vectorised over the batch.
+    PIL does the resize because its fixed-point resampler defines the reference hash (images of one shape in two
+    PIL calls per STACK_PIXELS, bit for bit PIL's result for each: pil_resize); everything after it (DCT, median,
+    packing) is vectorised over the batch.
     """
-    items = _as_gray_list(grays)
-    out = np.empty((len(items), IMG_SIZE, IMG_SIZE), dtype=np.float64)
-    for k, gray in enumerate(items):
-        g = np.asarray(gray)
+    items = [np.asarray(g) for g in _as_gray_list(grays)]
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for k, g in enumerate(items):
         if g.dtype != np.uint8 or g.ndim != 2 or min(g.shape) < 1:
             raise TypeError(f"item {k}: expected a non-empty 2-D uint8 array, got {g.dtype} {g.shape}")
-        img = Image.fromarray(np.ascontiguousarray(g))
-        out[k] = np.asarray(img.resize((IMG_SIZE, IMG_SIZE), Image.Resampling.LANCZOS))
+        by_shape.setdefault(g.shape, []).append(k)
+    out = np.empty((len(items), IMG_SIZE, IMG_SIZE), dtype=np.float64)
+    for (h, w), ks in by_shape.items():
+        step = max(1, STACK_PIXELS // (h * w))
+        for i in range(0, len(ks), step):
+            chunk = ks[i : i + step]
+            out[chunk] = resize_stack(np.stack([items[k] for k in chunk]), (IMG_SIZE, IMG_SIZE),
+                                      Image.Resampling.LANCZOS)
     return out
 
 

@@ -27,6 +27,7 @@ from rscurate.codec import decode, decode_mask
 from rscurate.footprints import same_frame
 from rscurate.parquet_io import read_rows
 from rscurate.phash import canonical_view
+from rscurate.pil_resize import resize_stack
 from rscurate.readers import valid_from_nodata
 
 GRID = 64
@@ -101,19 +102,6 @@ def _grid_shape(h: float, w: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _box_resize(stack: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(L, h, w) float32 layers box-averaged onto `shape` (rows, cols), each exactly as PIL resizes it alone, in
-    two PIL calls instead of one per layer (a 13-band tile's calls cost more than their arithmetic). PIL resizes
-    rows, then columns, each independently of the others: the layers stacked one above the other share the row
-    pass, set side by side the column pass."""
-    n, h, w = stack.shape
-    rows, cols = shape
-    across = np.asarray(Image.fromarray(stack.reshape(n * h, w), "F").resize((cols, n * h), Image.Resampling.BOX))
-    side = np.ascontiguousarray(across.reshape(n, h, cols).transpose(1, 0, 2)).reshape(h, n * cols)
-    down = np.asarray(Image.fromarray(side, "F").resize((n * cols, rows), Image.Resampling.BOX))
-    return down.reshape(rows, n, cols).transpose(1, 0, 2)
-
-
 def _resample(layers: Sequence[np.ndarray], valid: np.ndarray,
               shape: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
     """Valid-weighted box average of (h, w) layers onto `shape` (rows, cols); a cell is valid when at least
@@ -121,7 +109,7 @@ def _resample(layers: Sequence[np.ndarray], valid: np.ndarray,
     stack = np.empty((len(layers) + 1, *valid.shape), np.float32)
     stack[0] = valid
     stack[1:] = np.where(valid, np.asarray(layers), 0.0)
-    weight, *totals = _box_resize(stack, shape)
+    weight, *totals = resize_stack(stack, shape, Image.Resampling.BOX)  # PIL's result, in two calls for all
     ok = weight >= 0.5
     return [np.where(ok, total / np.maximum(weight, 1e-6), 0.0) for total in totals], ok
 

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from hypothesis import given
-from hypothesis import strategies as st
 from PIL import Image
 from rasterio.transform import from_bounds
 
@@ -23,7 +21,6 @@ from rscurate.pixel_check import (
     MAX_CHANGE,
     MIN_CORRELATION,
     Pixels,
-    _box_resize,
     compare,
     georegistered,
     placed,
@@ -172,16 +169,3 @@ def test_a_tile_in_several_pairs_is_resampled_once(sample_dir: Path, rng: np.ran
     assert [compare(a, b2), compare(a, c2)] == fresh
     assert len(calls) == 2 * 3, "grey and bands of a once, of b and of c once each"
 
-
-@given(layers=st.integers(1, 14), h=st.integers(1, 70), w=st.integers(1, 70), rows=st.integers(1, 70),
-       cols=st.integers(1, 70), seed=st.integers(0, 2**32 - 1), spread=st.sampled_from([1.0, 1e4, 1e30]))
-def test_layers_resized_together_equal_each_resized_alone_by_pil(layers: int, h: int, w: int, rows: int,
-                                                                  cols: int, seed: int, spread: float) -> None:
-    """The batched box resize of the pixel check gives PIL's float32 result bit for bit for every layer, at any
-    ratio, shape or value range (the checks' thresholds were fitted on PIL's results)."""
-    rows, cols = min(rows, h), min(cols, w)  # the check only shrinks
-    stack = (np.random.default_rng(seed).standard_normal((layers, h, w)) * spread).astype(np.float32)
-    together = _box_resize(stack, (rows, cols))
-    for layer, got in zip(stack, together, strict=True):
-        alone = np.asarray(Image.fromarray(layer, "F").resize((cols, rows), Image.Resampling.BOX))
-        assert got.dtype == np.float32 and np.array_equal(got, alone)
