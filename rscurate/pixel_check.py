@@ -149,11 +149,22 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
     return grid
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    return r
+class _Ranking:
+    """Spearman ranks of the cells a shift selects from one grid, from one sort of the grid instead of one per
+    shift: a window's cells in row-major order keep the grid's row-major order, so their stable ranks are the grid's
+    stable order counted over the selected cells (ties in the same order as a stable sort of the selection)."""
+
+    def __init__(self, gray: np.ndarray) -> None:
+        self.shape = gray.shape
+        self.order = np.argsort(gray.ravel(), kind="stable")
+
+    def of(self, rows: slice, cols: slice, ok: np.ndarray) -> np.ndarray:
+        """Ranks (0.0, 1.0, ...) of `gray[rows, cols][ok]`, in that order."""
+        chosen = np.zeros(self.shape, bool)
+        chosen[rows, cols] = ok
+        rank = np.empty(chosen.size)
+        rank[self.order] = np.cumsum(chosen.ravel()[self.order]) - 1
+        return rank.reshape(self.shape)[rows, cols][ok]
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -162,11 +173,11 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / den) if den > 0 else -1.0
 
 
-def _correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """The larger of Pearson's and Spearman's correlation: a linear rescaling keeps the first near 1, any
-    monotonic rendering (a stretch with clipping, a gamma) the second, where Pearson's drops wherever one
-    rendering saturates."""
-    return max(_pearson(x, y), _pearson(_ranks(x), _ranks(y)))
+def _correlation(x: np.ndarray, y: np.ndarray, x_ranks: np.ndarray, y_ranks: np.ndarray) -> float:
+    """The larger of Pearson's and Spearman's correlation (Pearson's of the ranks): a linear rescaling keeps the
+    first near 1, any monotonic rendering (a stretch with clipping, a gamma) the second, where Pearson's drops
+    wherever one rendering saturates."""
+    return max(_pearson(x, y), _pearson(x_ranks, y_ranks))
 
 
 def _change(a: _Grid, b: _Grid, ok: np.ndarray) -> float | None:
@@ -187,6 +198,7 @@ def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> 
     the highest correlation (the first of equals), and the radiometric change there."""
     best: tuple[float, int, tuple[slice, slice, slice, slice], np.ndarray] | None = None
     h, w = a.valid.shape
+    ranked: tuple[_Ranking, _Ranking] | None = None
     for dy in range(-shift, shift + 1):
         for dx in range(-shift, shift + 1):
             ra, rb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
@@ -195,7 +207,9 @@ def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> 
             cells = int(ok.sum())
             if cells < MIN_CELLS:
                 continue
-            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok])
+            ranked = ranked or (_Ranking(a.gray), _Ranking(b.gray))
+            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok], ranked[0].of(ra, ca, ok),
+                                ranked[1].of(rb, cb, ok))
             if corr > (best[0] if best else NOT_COMPARABLE.correlation):
                 best = corr, cells, (ra, ca, rb, cb), ok
     if best is None:

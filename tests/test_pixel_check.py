@@ -21,6 +21,7 @@ from rscurate.pixel_check import (
     MAX_CHANGE,
     MIN_CORRELATION,
     Pixels,
+    _Ranking,
     compare,
     georegistered,
     placed,
@@ -169,3 +170,19 @@ def test_a_tile_in_several_pairs_is_resampled_once(sample_dir: Path, rng: np.ran
     assert [compare(a, b2), compare(a, c2)] == fresh
     assert len(calls) == 2 * 3, "grey and bands of a once, of b and of c once each"
 
+
+
+def test_ranks_of_a_shifted_selection_from_one_sort_equal_a_sort_of_the_selection() -> None:
+    """Spearman's ranks for every shift come from one sort of the grid: the same ranks (ties included, in the
+    order a stable sort gives them) as sorting each shift's selected cells."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(2, 40, 2))
+        gray = rng.integers(0, 6, (h, w)).astype(np.float64)  # many ties
+        r0, c0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        rows, cols = slice(r0, int(rng.integers(r0 + 1, h + 1))), slice(c0, int(rng.integers(c0 + 1, w + 1)))
+        ok = rng.random((rows.stop - rows.start, cols.stop - cols.start)) < 0.7
+        selected = gray[rows, cols][ok]
+        expected = np.empty(len(selected))
+        expected[np.argsort(selected, kind="stable")] = np.arange(len(selected))
+        assert np.array_equal(_Ranking(gray).of(rows, cols, ok), expected)
