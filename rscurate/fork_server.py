@@ -12,6 +12,7 @@ moment.
 
 from __future__ import annotations
 
+import multiprocessing
 import multiprocessing.forkserver
 import os
 
@@ -32,8 +33,10 @@ _started = False
 def start() -> None:
     """Start the fork server now; it imports PRELOAD in the background. Variables of WORKER_ENV already set in
     this environment keep their values (as with distributed's pre-spawn environment); this process's own
-    environment is left as it was."""
+    environment is left as it was. Where the platform has no fork server (Windows), workers stay spawned."""
     global _started
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
     added = {k: v for k, v in WORKER_ENV.items() if k not in os.environ}
     os.environ.update(added)
     try:

@@ -160,3 +160,11 @@ def test_the_command_forks_its_workers_and_builds_what_the_library_builds(tmp_pa
     assert [p.name for p in shards] == sorted(p.name for p in (tmp_path / "command" / "shards").glob("*.parquet"))
     for shard in shards:
         assert pq.read_table(tmp_path / "command" / "shards" / shard.name).equals(pq.read_table(shard))
+
+
+def test_without_a_fork_server_on_the_platform_workers_stay_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no fork server: the command must still run, with spawned workers."""
+    monkeypatch.setattr(fork_server.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    monkeypatch.setattr(fork_server, "_started", False)
+    fork_server.start()
+    assert not fork_server.started()
