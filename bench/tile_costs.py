@@ -1,7 +1,7 @@
 """Where a tile's time goes in a worker: ms per tile of each stage of a work unit, and of the whole unit.
 
 Input: the first scene build_throughput.py writes (the sample's Landsat 8 row 224/078 as an 8-bit RGB
-GeoTIFF), cut into 256 x 256 tiles at stride 64 as that benchmark does; the --tiles windows in the middle
+GeoTIFF), cut into 256 x 256 tiles at stride 64 (--stride) as that benchmark does; the --tiles windows in the middle
 of the scene's window list are timed (whole_unit: run_unit over them, per planned tile). Each stage runs over
 the same tiles, in one process, best of --repeat passes (the machine is shared; the minimum is the least
 disturbed).
@@ -49,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", type=int, default=256, help="tiles timed (one work unit by default)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--stride", type=int, default=64, help="tile stride (px) of the 256 px tiles")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, rasterio.Env(**GDAL_ENV):
         folder = Path(tmp) / "scenes"
@@ -56,7 +57,7 @@ def main() -> None:
         path = make_inputs(folder)[0]
         manifest_path = Path(tmp) / "bench.yaml"
         manifest_path.write_text(f"name: bench\nlicense: public domain\nroot: {folder}\ninclude: ['{path.name}']\n"
-                                 "bands: rgb\ntile: {size: 256, stride: 64}\n")
+                                 f"bands: rgb\ntile: {{size: 256, stride: {args.stride}}}\n")
         manifest = load_manifest(manifest_path)
         ref = SceneRef("bench", path.name, (str(path),), "geotiff")
         plan = plan_scenes(manifest, [ref])[0]

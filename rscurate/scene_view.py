@@ -50,6 +50,9 @@ class _Bins:
     after: np.ndarray  # each lies past it
     moved: np.ndarray
     weights: np.ndarray  # (size,) weight of every pixel in each cell: what a full-valid part adds to counts
+    cell: np.ndarray  # per pixel (view_kernel): its first cell (local), its weight there, and in the next cell
+    w0: np.ndarray
+    w1: np.ndarray
 
 
 @lru_cache(maxsize=4096)
@@ -64,7 +67,20 @@ def _bins(start: int, n: int, full: int, cells: int) -> _Bins:
     weights[: len(runs)] = np.diff(runs, append=n) * cells
     weights[right[split] - first] += moved
     weights[right[split] - first - 1] -= moved
-    return _Bins(cells, first, len(weights), runs, split, right[split] - first, moved, weights)
+    w0, w1 = np.full(n, cells, np.int64), np.zeros(n, np.int64)
+    w0[split] -= moved
+    w1[split] = moved
+    per_pixel = [left - first, w0, w1]
+    for a in per_pixel:
+        a.flags.writeable = False  # cached and shared: the kernel's signatures take them read-only
+    return _Bins(cells, first, len(weights), runs, split, right[split] - first, moved, weights, *per_pixel)
+
+
+def exact_ints(dtype: np.dtype, width: int, height: int) -> bool:
+    """Whether a view's sums of `dtype` pixels stay exact integers in float64 (below 2^53) in any order of addition:
+    integer bands of at most 16 bits; a cell's weights add up to height x width (see _binned), so its sum is at
+    most that times the largest value."""
+    return dtype.kind in "ui" and dtype.itemsize <= 2 and 2**16 * width * height < 2**53
 
 
 def _binned(a: np.ndarray, axis: int, bins: _Bins, dtype: type) -> np.ndarray:
@@ -88,6 +104,30 @@ def _binned(a: np.ndarray, axis: int, bins: _Bins, dtype: type) -> np.ndarray:
         at[axis] = bins.after - 1
         out[tuple(at)] -= moved
     return out
+
+
+# Compiled sums for exact integers (view_kernel: 10-15x numpy's) cost a process ~0.4 s to load numba and the
+# cached code, more than a small build's whole view; so a process bins with numpy until its estimated numpy time
+# reaches that cost, then loads the kernel (rent until renting has cost the price: never worse than twice the best
+# choice made in hindsight). Exact sums are equal either way, so which one ran never shows in the output.
+KERNEL_AFTER_S = 0.4
+_NUMPY_RUN_S = 30e-9  # numpy's time per run of pixels summed into one cell along a row (add.reduceat's call)
+_numpy_estimate = 0.0
+
+
+def _area_sums(data: np.ndarray, rows: _Bins, cols: _Bins, exact: bool, dtype: type) -> np.ndarray:
+    """The (C, rows.size, cols.size) area-weighted sums of (C, h, w) pixels (see _binned): compiled when exact and
+    worth loading, else numpy's, in the order of additions that float rounding depends on."""
+    global _numpy_estimate
+    if exact and _numpy_estimate >= KERNEL_AFTER_S:
+        from rscurate.view_kernel import bin_sums  # lazily: numba is only worth loading for large views
+
+        sums = np.zeros((data.shape[0], rows.size + 1, cols.size + 1), np.int64)
+        bin_sums(data, rows.cell, rows.w0, rows.w1, cols.cell, cols.w0, cols.w1, sums)
+        return sums[:, :-1, :-1]
+    if exact:
+        _numpy_estimate += _NUMPY_RUN_S * data.shape[0] * data.shape[1] * len(cols.runs)
+    return _binned(_binned(data, 2, cols, dtype), 1, rows, dtype)
 
 
 @dataclass
@@ -122,12 +162,13 @@ class ViewSum:
         cols = _bins(x, data.shape[2], self.width, self.sums.shape[2])
         full = bool(ok.all())
         masked = data if full else np.where(ok, data, 0)
-        sums = _binned(_binned(masked, 2, cols, np.float64), 1, rows, np.float64)
+        exact = exact_ints(data.dtype, self.width, self.height)
+        sums = _area_sums(masked, rows, cols, exact, np.float64)
         self.sums[:, rows.first : rows.first + rows.size, cols.first : cols.first + cols.size] += sums
         if full:  # every pixel counts: the cells' areas
             counts = np.outer(rows.weights, cols.weights)
         else:
-            counts = _binned(_binned(ok, 1, cols, np.int64), 0, rows, np.int64)
+            counts = _area_sums(ok.view(np.uint8)[None], rows, cols, True, np.int64)[0]
         self.counts[rows.first : rows.first + rows.size, cols.first : cols.first + cols.size] += counts
 
     def add_parts(self, window: tuple[int, int, int, int], parts: list[tuple[int, int, int, int]],
