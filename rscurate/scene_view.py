@@ -13,7 +13,8 @@ cell edge is shared by area): a box average, which GDAL's average resampling als
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from rscurate.readers import SceneReader
+
+log = logging.getLogger("rscurate")
 
 SCENE_VIEW_SIDE = 256
 """Longer side (pixels) of the decimated view a scene signature is computed from."""
@@ -111,22 +114,39 @@ def _binned(a: np.ndarray, axis: int, bins: _Bins, dtype: type) -> np.ndarray:
 # reaches that cost, then loads the kernel (rent until renting has cost the price: never worse than twice the best
 # choice made in hindsight). Exact sums are equal either way, so which one ran never shows in the output.
 KERNEL_AFTER_S = 0.4
-_NUMPY_RUN_S = 30e-9  # numpy's time per run of pixels summed into one cell along a row (add.reduceat's call)
+# numpy's time per part added, and per run of pixels summed into one cell along a row (add.reduceat's calls),
+# fitted on 64-256 px parts of 300-7,681 px scenes (bench/view_binning.py times the two paths)
+_NUMPY_PART_S, _NUMPY_RUN_S = 30e-6, 25e-9
 _numpy_estimate = 0.0
+_kernel: Callable[..., None] | None = None
+
+
+def _compiled() -> Callable[..., None] | None:
+    """view_kernel.bin_sums, loaded on first use; None (numpy then bins everything) where numba cannot load or
+    compile it, e.g. with no writable cache directory: a slower build, not a failed one."""
+    global _kernel, _numpy_estimate
+    if _kernel is None:
+        try:
+            from rscurate.view_kernel import bin_sums  # lazily: numba is only worth loading for large views
+        except Exception as err:  # numba's errors have no common base
+            log.warning("scene views binned with numpy: the compiled kernel did not load (%s); set NUMBA_CACHE_DIR "
+                        "to a writable folder if numba could not cache it", err)
+            _numpy_estimate = float("-inf")
+            return None
+        _kernel = bin_sums
+    return _kernel
 
 
 def _area_sums(data: np.ndarray, rows: _Bins, cols: _Bins, exact: bool, dtype: type) -> np.ndarray:
     """The (C, rows.size, cols.size) area-weighted sums of (C, h, w) pixels (see _binned): compiled when exact and
     worth loading, else numpy's, in the order of additions that float rounding depends on."""
     global _numpy_estimate
-    if exact and _numpy_estimate >= KERNEL_AFTER_S:
-        from rscurate.view_kernel import bin_sums  # lazily: numba is only worth loading for large views
-
+    if exact and _numpy_estimate >= KERNEL_AFTER_S and (bin_sums := _compiled()) is not None:
         sums = np.zeros((data.shape[0], rows.size + 1, cols.size + 1), np.int64)
         bin_sums(data, rows.cell, rows.w0, rows.w1, cols.cell, cols.w0, cols.w1, sums)
         return sums[:, :-1, :-1]
     if exact:
-        _numpy_estimate += _NUMPY_RUN_S * data.shape[0] * data.shape[1] * len(cols.runs)
+        _numpy_estimate += _NUMPY_PART_S + _NUMPY_RUN_S * data.shape[0] * data.shape[1] * len(cols.runs)
     return _binned(_binned(data, 2, cols, dtype), 1, rows, dtype)
 
 
