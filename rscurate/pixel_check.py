@@ -109,9 +109,10 @@ def _resample(layers: Sequence[np.ndarray], valid: np.ndarray,
     stack = np.empty((len(layers) + 1, *valid.shape), np.float32)
     stack[0] = valid
     stack[1:] = np.where(valid, np.asarray(layers), 0.0)
-    weight, *totals = resize_stack(stack, shape, Image.Resampling.BOX)  # PIL's result, in two calls for all
+    resized = resize_stack(stack, shape, Image.Resampling.BOX)  # PIL's result, in two calls for all
+    weight = resized[0]
     ok = weight >= 0.5
-    return [np.where(ok, total / np.maximum(weight, 1e-6), 0.0) for total in totals], ok
+    return list(np.where(ok, resized[1:] / np.maximum(weight, 1e-6), 0.0)), ok
 
 
 @dataclass(frozen=True)
