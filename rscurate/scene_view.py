@@ -138,10 +138,11 @@ def _compiled() -> Callable[..., None] | None:
 
 
 def _area_sums(data: np.ndarray, rows: _Bins, cols: _Bins, exact: bool, dtype: type) -> np.ndarray:
-    """The (C, rows.size, cols.size) area-weighted sums of (C, h, w) pixels (see _binned): compiled when exact and
-    worth loading, else numpy's, in the order of additions that float rounding depends on."""
+    """The (C, rows.size, cols.size) area-weighted sums of (C, h, w) pixels (see _binned): compiled when exact (and
+    in native byte order, the kernel's types) and worth loading, else numpy's, in the order of additions that float
+    rounding depends on."""
     global _numpy_estimate
-    if exact and _numpy_estimate >= KERNEL_AFTER_S and (bin_sums := _compiled()) is not None:
+    if exact and data.dtype.isnative and _numpy_estimate >= KERNEL_AFTER_S and (bin_sums := _compiled()) is not None:
         sums = np.zeros((data.shape[0], rows.size + 1, cols.size + 1), np.int64)
         bin_sums(data, rows.cell, rows.w0, rows.w1, cols.cell, cols.w0, cols.w1, sums)
         return sums[:, :-1, :-1]

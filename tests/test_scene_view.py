@@ -297,11 +297,12 @@ def test_view_parts_merge_in_build_order_whatever_order_their_units_finish(tmp_p
         assert np.array_equal(view, merged[0][1][0]) and np.array_equal(valid, merged[0][1][1])
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, ">u2"])
 def test_compiled_view_sums_equal_numpys(dtype: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """The compiled binning (view_kernel) against numpy's, on random parts of random scenes: cells of 1 to ~12
-    pixels, parts cut at any offset (non-contiguous slices), full and partial validity, signed values. Exact sums
-    are equal whichever runs, which is what lets a process switch to the kernel mid-build (scene_view._area_sums)."""
+    pixels, parts cut at any offset (non-contiguous slices, flipped rows), full and partial validity, signed values,
+    big-endian pixels (numpy's path: not the kernel's types). Exact sums are equal whichever runs, which is what lets
+    a process switch to the kernel mid-build (scene_view._area_sums)."""
     import rscurate.scene_view as sv
 
     rng = np.random.default_rng(np.dtype(dtype).itemsize * 10 + np.dtype(dtype).kind.count("i"))
@@ -312,6 +313,8 @@ def test_compiled_view_sums_equal_numpys(dtype: type, monkeypatch: pytest.Monkey
         y, x = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
         block = rng.integers(info.min, int(info.max) + 1, (2, h + 3, w + 5)).astype(dtype)
         data = block[:, 1 : h + 1, 2 : w + 2]
+        if rng.random() < 0.3:
+            data = data[:, ::-1]
         valid = rng.random((h, w)) > (0.3 if rng.random() < 0.5 else -1.0)
         views = []
         for estimate in (0.0, sv.KERNEL_AFTER_S):  # numpy's binning, then the kernel's
