@@ -102,13 +102,17 @@ def _grid_shape(h: float, w: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _resample(layers: Sequence[np.ndarray], valid: np.ndarray,
+def _resample(layers: Sequence[np.ndarray] | np.ndarray, valid: np.ndarray,
               shape: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
     """Valid-weighted box average of (h, w) layers onto `shape` (rows, cols); a cell is valid when at least
-    half of the pixels under it are."""
+    half of the pixels under it are. Invalid pixels (NaN among them) count as 0; the layers are cast to float32 in
+    place in the stack (64-bit integers through float64, so that they round once, as every other type does)."""
+    layers = np.asarray(layers)
     stack = np.empty((len(layers) + 1, *valid.shape), np.float32)
     stack[0] = valid
-    stack[1:] = np.where(valid, np.asarray(layers), 0.0)
+    stack[1:] = layers.astype(np.float64) if layers.dtype.kind in "iu" and layers.dtype.itemsize == 8 else layers
+    if not valid.all():
+        stack[1:, ~valid] = 0.0
     resized = resize_stack(stack, shape, Image.Resampling.BOX)  # PIL's result, in two calls for all
     weight = resized[0]
     ok = weight >= 0.5
@@ -141,8 +145,8 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
     (grid_gray,), ok = _resample([part], valid, shape)
     bands = {}
     if with_bands:
-        finite = np.all(np.isfinite(data), axis=0) & valid
-        layers, _ = _resample(np.nan_to_num(data.astype(np.float64)), finite, shape)
+        finite = np.all(np.isfinite(data), axis=0) & valid if data.dtype.kind == "f" else valid
+        layers, _ = _resample(data, finite, shape)
         bands = dict(zip(p.bands, layers, strict=True))
     grid = _Grid(grid_gray, bands, ok, p.data.dtype.name)
     if gray is None and with_bands:
