@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,11 @@ class _Grid:
     valid: np.ndarray
     dtype: str
 
+    @cached_property
+    def ranking(self) -> _Ranking:
+        """The grey view's stable sort, made once per grid: a tile's grid serves all its pairs (Pixels.grids)."""
+        return _Ranking(self.gray)
+
 
 def _gray(p: Pixels) -> np.ndarray:
     return canonical_view(p.data, p.bands, p.valid).astype(np.float32)
@@ -203,7 +209,6 @@ def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> 
     the highest correlation (the first of equals), and the radiometric change there."""
     best: tuple[float, int, tuple[slice, slice, slice, slice], np.ndarray] | None = None
     h, w = a.valid.shape
-    ranked: tuple[_Ranking, _Ranking] | None = None
     for dy in range(-shift, shift + 1):
         for dx in range(-shift, shift + 1):
             ra, rb = slice(max(dy, 0), h + min(dy, 0)), slice(max(-dy, 0), h + min(-dy, 0))
@@ -212,9 +217,8 @@ def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> 
             cells = int(ok.sum())
             if cells < MIN_CELLS:
                 continue
-            ranked = ranked or (_Ranking(a.gray), _Ranking(b.gray))
-            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok], ranked[0].of(ra, ca, ok),
-                                ranked[1].of(rb, cb, ok))
+            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok], a.ranking.of(ra, ca, ok),
+                                b.ranking.of(rb, cb, ok))
             if corr > (best[0] if best else NOT_COMPARABLE.correlation):
                 best = corr, cells, (ra, ca, rb, cb), ok
     if best is None:
