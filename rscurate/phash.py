@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from rscurate.percentiles import percentiles
 from rscurate.pil_resize import resize_stack
 
 HASH_SIZE = 8
@@ -65,7 +66,7 @@ def _stretch(gray: np.ndarray, ok: np.ndarray) -> np.ndarray:
     vals = gray[ok]
     if vals.size == 0:
         return out
-    lo, hi = np.percentile(vals, STRETCH_PERCENTILES)
+    lo, hi = percentiles(vals, STRETCH_PERCENTILES)
     if not hi > lo:
         return out
     scaled = np.clip((vals - lo) * (255.0 / (hi - lo)), 0.0, 255.0)
@@ -112,6 +113,16 @@ def canonical_view(
         return gray * valid if valid is not None else gray
 
     used = arr[list(rgb)] if rgb is not None else arr
+    if used.dtype.kind in "ui" and used.itemsize <= 2:
+        # integers of at most 16 bits: all finite, and float64 holds them and their band sums exactly, so the
+        # grey is computed from them directly (what the float64 copy below gives, without the copy); the grey of
+        # an invalid pixel is never read (_stretch), so it needs no zeroing either
+        ok = np.ones((height, width), bool) if valid is None else valid
+        if rgb is not None:
+            combined = 0.299 * used[0] + 0.587 * used[1] + 0.114 * used[2]
+        else:
+            combined = used.sum(axis=0, dtype=np.int64) / n_bands
+        return _stretch(combined, ok)
     data = used.astype(np.float64)
     ok = np.all(np.isfinite(data), axis=0)
     if valid is not None:

@@ -333,3 +333,54 @@ def test_low_texture_on_the_sample_scenes(sample_dir: Path) -> None:
                     textured.append(texture_score(view))
     assert len(flat_hashes) == 1 and len(textured) > 500
     assert min(textured) > 2 * 2.0
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "int8", "uint32", "float32"])
+def test_views_of_small_integers_skip_the_float64_copy_with_the_same_pixels(dtype: str) -> None:
+    """Integer bands of at most 16 bits are greyed without a float64 copy (band sums are exact either way), and the
+    stretch's percentiles come from a partial selection (rscurate.percentiles): the same view as the float64 path,
+    which a float64 copy of the tile takes, on colour and band-mean tiles, with and without invalid pixels."""
+    rng = np.random.default_rng(len(dtype))
+    for _ in range(40):
+        bands = int(rng.choice([1, 3, 4, 13]))
+        h, w = (int(v) for v in rng.integers(1, 200, 2))
+        lo, hi = (-100, 100) if dtype == "int8" else (0, 60000) if dtype.startswith("u") else (-30000, 30000)
+        tile = rng.integers(lo, hi, (bands, h, w)).astype(dtype)
+        if rng.random() < 0.3:
+            tile = (tile // 7).astype(dtype)  # ties
+        names = ["red", "green", "blue", *(f"x{k}" for k in range(bands - 3))] if bands >= 3 and rng.random() < 0.5 \
+            else [f"x{k}" for k in range(bands)]
+        valid = None if rng.random() < 0.3 else rng.random((h, w)) < rng.choice([0.5, 1.0])
+        np.testing.assert_array_equal(canonical_view(tile, names, valid),
+                                      canonical_view(tile.astype(np.float64), names, valid))
+
+
+def test_partial_selection_percentiles_equal_numpys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rscurate.percentiles against np.percentile on sizes around the selection threshold and a 256 px tile's,
+    continuous values, heavy ties and few distinct values; also when the sample's brackets miss (everything is
+    partitioned then) and when the first-use check finds a difference (np.percentile's own result then)."""
+    from rscurate import percentiles as pct
+
+    rng = np.random.default_rng(11)
+    qs = (2.0, 98.0)
+
+    def cases() -> list[np.ndarray]:
+        out = []
+        for n in (1, 2, 3, 50, 4095, 4096, 4097, 65536, *rng.integers(1, 70000, 6).tolist()):
+            out += [rng.normal(size=n) * 1e3, np.round(rng.normal(size=n) * 3) + 0.0,
+                    rng.integers(0, 4, n).astype(np.float64)]
+        return out
+
+    for values in cases():
+        np.testing.assert_array_equal(pct.percentiles(values, qs), np.percentile(values, qs))
+    partitioned: list[int] = []
+    real_partition = np.partition
+    monkeypatch.setattr(np, "partition", lambda a, kth: partitioned.append(len(a)) or real_partition(a, kth))
+    for n in (5000, 65536):  # every sampled value far above the rest: the brackets miss, everything is partitioned
+        values = rng.normal(size=n)
+        values[:: pct._SAMPLE_EVERY] = 1e9 + np.arange(len(values[:: pct._SAMPLE_EVERY]))
+        np.testing.assert_array_equal(pct.percentiles(values, qs), np.percentile(values, qs))
+        assert partitioned[-1] == n
+    monkeypatch.setattr(pct, "_agrees", False)
+    monkeypatch.setattr(pct, "_linear", lambda values, qs: np.zeros(len(qs)))
+    assert pct.percentiles(np.arange(10.0), qs).tolist() == np.percentile(np.arange(10.0), qs).tolist()
