@@ -41,12 +41,20 @@ class SceneSignature:
     aspect: float  # width / height
 
 
-def _view_hashes(gray: np.ndarray) -> ViewHashes:
-    h, w = gray.shape
-    quads = [gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2], gray[h // 2 :, w // 2 :]]
-    hashes, textures = signatures_batch([gray, *quads])
-    q = tuple(int(v) for v in hashes[1:])
-    return ViewHashes(int(hashes[0]), (q[0], q[1], q[2], q[3]), float(textures[0]))
+def _view_hashes(grays: list[np.ndarray]) -> list[ViewHashes]:
+    """ViewHashes of each grey view, all hashed in one batch: a scene's views (its canonical view and one per band)
+    share a shape, so each of the five shapes is resized in one pair of PIL calls rather than one per view."""
+    images = []
+    for gray in grays:
+        h, w = gray.shape
+        images += [gray, gray[: h // 2, : w // 2], gray[: h // 2, w // 2 :], gray[h // 2 :, : w // 2],
+                   gray[h // 2 :, w // 2 :]]
+    hashes, textures = signatures_batch(images)
+    out = []
+    for k in range(0, len(images), 5):
+        q = tuple(int(v) for v in hashes[k + 1 : k + 5])
+        out.append(ViewHashes(int(hashes[k]), (q[0], q[1], q[2], q[3]), float(textures[k])))
+    return out
 
 
 def scene_signature(reader: SceneReader, band_names: list[str]) -> SceneSignature | None:
@@ -73,10 +81,10 @@ def view_signature(data: np.ndarray, valid: np.ndarray, band_names: list[str], a
     """Signature of a (C, h, w) decimated view; None when the view is too small to hash."""
     if min(data.shape[1:]) < _MIN_SIDE:
         return None
-    whole = _view_hashes(canonical_view(data, band_names, valid))
-    bands = tuple((name, _view_hashes(canonical_view(data[k : k + 1], [name], valid)))
-                  for k, name in enumerate(band_names))
-    return SceneSignature(whole, bands, aspect)
+    grays = [canonical_view(data, band_names, valid)]
+    grays += [canonical_view(data[k : k + 1], [name], valid) for k, name in enumerate(band_names)]
+    whole, *bands = _view_hashes(grays)
+    return SceneSignature(whole, tuple(zip(band_names, bands, strict=True)), aspect)
 
 
 def signature_columns(signatures: list[SceneSignature]) -> dict[str, object]:

@@ -328,3 +328,25 @@ def test_a_crop_saved_under_another_crs_name_is_found_on_its_parent(tmp_path: Pa
     index, dups, _ = _tables(out)
     assert set(index["source"]) == {"parent"}, "every crop tile lies at least half on a parent tile"
     assert len(dups[dups["source"] == "crop"]) == (256 // 64) * (320 // 64)
+
+
+def test_a_scene_signature_is_the_phash_of_each_view_and_of_its_quarters(rng: np.random.Generator) -> None:
+    """The views of a scene (its canonical view and one per band) are hashed in one batch: each hash must still be
+    imagehash's pHash of that view or quarter, in its place (a shifted slice of the batch hashes the wrong image)."""
+    from rscurate.phash import canonical_view, phash_gray, texture_score
+    from rscurate.scene_hash import view_signature
+
+    names = ["red", "green", "blue", "nir"]
+    data = textured(rng, 4, 150, 203)
+    valid = rng.random((150, 203)) < 0.9
+    signature = view_signature(data, valid, names, 203 / 150)
+    assert signature is not None and [n for n, _ in signature.bands] == names
+    grays = [canonical_view(data, names, valid)] + [canonical_view(data[k : k + 1], [n], valid)
+                                                    for k, n in enumerate(names)]
+    for hashes, gray in zip([signature.view, *(v for _, v in signature.bands)], grays, strict=True):
+        h, w = gray.shape
+        quarters = [gray[rows, cols] for rows in (slice(0, h // 2), slice(h // 2, h))
+                    for cols in (slice(0, w // 2), slice(w // 2, w))]
+        assert hashes.phash == phash_gray(gray)
+        assert hashes.quadrants == tuple(phash_gray(q) for q in quarters)
+        assert hashes.texture == texture_score(gray)
