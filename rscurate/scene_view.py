@@ -109,10 +109,11 @@ def _binned(a: np.ndarray, axis: int, bins: _Bins, dtype: type) -> np.ndarray:
     return out
 
 
-# Compiled sums for exact integers (view_kernel: 10-15x numpy's) cost a process ~0.4 s to load numba and the
-# cached code, more than a small build's whole view; so a process bins with numpy until its estimated numpy time
-# reaches that cost, then loads the kernel (rent until renting has cost the price: never worse than twice the best
-# choice made in hindsight). Exact sums are equal either way, so which one ran never shows in the output.
+# Compiled sums for exact integers (view_kernel: 6-11x numpy's per tile, bench/view_binning.py) cost a process
+# ~0.4 s to load numba and the cached code, more than a small build's whole view; so a process bins with numpy
+# until its estimated numpy time reaches that cost, then loads the kernel (rent until renting has cost the price:
+# never worse than twice the best choice made in hindsight). Exact sums are equal either way, so which one ran
+# never shows in the output.
 KERNEL_AFTER_S = 0.4
 # numpy's time per part added, and per run of pixels summed into one cell along a row (add.reduceat's calls),
 # fitted on 64-256 px parts of 300-7,681 px scenes (bench/view_binning.py times the two paths)
