@@ -71,6 +71,13 @@ def make_inputs(folder: Path) -> list[Path]:
     return paths
 
 
+def _linked(path: Path, prefix: str) -> Path:
+    """A hard link to `path` beside it, its name prefixed."""
+    link = path.with_name(prefix + path.name)
+    os.link(path, link)
+    return link
+
+
 def rscurate_command() -> list[str]:
     """The `rscurate` command of the tree this script is in, as its console script runs it (`python -m rscurate`;
     trees from before rscurate/__main__.py: `python -m rscurate.cli`), whatever is installed in the venv."""
@@ -118,6 +125,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="builds per worker count (their spread is the noise)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the loop (about 3 minutes): a scaling curve of rscurate alone, without ratios")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="each scene this many times under other names (hard links: exact copies, more tiles)")
     parser.add_argument("--keep-corpus", type=Path, metavar="DIR",
                         help="move the last build's corpus here (a real corpus for bench/loader_throughput.py --data)")
     args = parser.parse_args()
@@ -125,6 +134,7 @@ def main() -> None:
         folder = Path(tmp) / "scenes"
         folder.mkdir()
         paths = make_inputs(folder)
+        paths += [_linked(path, f"copy{k}_") for k in range(1, args.copies) for path in list(paths)]
         base = None
         floor = min(decode_once(paths) for _ in range(3))
         print(json.dumps({"what": "decode once", "scenes": len(paths), "seconds": round(floor, 2)}))
