@@ -54,9 +54,8 @@ def _linear(values: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
     following = np.minimum(previous + 1, n - 1)
     gamma = virtual - np.where(above, -1.0, previous)
     ranks = np.unique(np.concatenate((previous, following)).astype(np.intp))
-    stats = dict(zip(ranks.tolist(), _order_statistics(values, ranks).tolist(), strict=True))
-    a = np.array([stats[int(r)] for r in previous])
-    b = np.array([stats[int(r)] for r in following])
+    stats = _order_statistics(values, ranks)
+    a, b = stats[np.searchsorted(ranks, previous)], stats[np.searchsorted(ranks, following)]
     diff = b - a
     result = a + diff * gamma
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), result)
