@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from rscurate.components import components
+
 BITS = 64
 DEFAULT_RADIUS = 8
 """Default radius for 64-bit pHash of 256 px tiles, chosen from real-imagery distances (docs/dedup.md)."""
@@ -576,13 +578,10 @@ def select_kept(order_key: np.ndarray | Sequence[float], pairs: Pairs, identical
     nodes = np.unique(np.concatenate((i, j)))
     li, lj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
     m = len(nodes)
-    from scipy.sparse import coo_matrix  # here, not at the top: scipy.sparse costs every build ~0.3 s to import
-    from scipy.sparse.csgraph import connected_components
-
-    # Identical-hash groups: components of the distance-0 edges.
+    # Identical-hash groups: components of the distance-0 edges, numbered in the order of their smallest node.
     zero = d == 0 if identical_groups else np.zeros(len(d), bool)
-    graph = coo_matrix((np.ones(int(zero.sum()), np.int8), (li[zero], lj[zero])), shape=(m, m))
-    n_comp, comp = connected_components(graph, directed=False)
+    roots, comp = np.unique(components(li[zero], lj[zero], m), return_inverse=True)
+    n_comp = len(roots)
     node_rank = rank[nodes]
     best_rank = np.full(n_comp, np.iinfo(np.int64).max)
     np.minimum.at(best_rank, comp, node_rank)

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rscurate import fork_server, out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
+from rscurate.components import grouped_order
 from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
 from rscurate.file_names import as_text
@@ -42,6 +43,7 @@ from rscurate.probe_leaks import Probes
 from rscurate.probes import probe_sides
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import SceneSignature, signature_columns
+from rscurate.scene_view import load_kernel_first, worth_compiling
 from rscurate.shards import link_shard, read_index_part, write_shard
 from rscurate.units import (
     SLIM,
@@ -97,6 +99,12 @@ class BuildReport:
     seconds: float
 
 
+# Dask's statistical profiler samples a worker's task thread every 10 ms in Python, taking the GIL from it: 3-4 %
+# of a local build's tile stage (docs/scaling.md). Local workers run without it unless this variable is set; a
+# --scheduler cluster keeps its own settings.
+PROFILE_VARIABLE = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
+
+
 @contextmanager
 def dask_client(scheduler: str | None, workers: int | None, quiet: bool, processes: bool = True) -> Iterator[Client]:
     """An existing cluster when given an address, else a LocalCluster of single-threaded processes."""
@@ -116,6 +124,8 @@ def dask_client(scheduler: str | None, workers: int | None, quiet: bool, process
                                    for k, v in fork_server.WORKER_ENV.items()}
     if fork_server.started():
         settings["distributed.worker.multiprocessing-method"] = "forkserver"
+    if PROFILE_VARIABLE not in os.environ:  # the user's explicit choice wins
+        settings["distributed.worker.profile.enabled"] = False
     with dask.config.set(settings), LocalCluster(n_workers=n, threads_per_worker=1, processes=processes,
                                               dashboard_address=":0",
                                               # --quiet: a task's error reaches the client (and the console) anyway
@@ -290,24 +300,31 @@ class DaskPixels:
     def _where(self, k: int) -> tuple[str, int]:
         return _staged(self.cands["unit"].iat[k]), int(self.cands["unit_row"].iat[k])
 
-    def _run(self, func: Any, items: list, *args: Any) -> list:
+    def _run(self, func: Any, items: list, *args: Any, tiles: tuple[np.ndarray, np.ndarray] | None = None) -> list:
+        """func's results for items, in order, from tasks of CHECK_BATCH items. `tiles`: the two candidates of each
+        item; items sharing tiles then go to one task, which decodes and grids each tile once for all its pairs
+        (a tile of a stack of dates has a pair with each other date of its place)."""
         t0 = time.perf_counter()
-        futures = [self.client.submit(func, *args, items[k : k + CHECK_BATCH], pure=False)
+        order = grouped_order(*tiles) if tiles is not None else np.arange(len(items))
+        ordered = [items[k] for k in order]
+        futures = [self.client.submit(func, *args, ordered[k : k + CHECK_BATCH], pure=False)
                    for k in range(0, len(items), CHECK_BATCH)]
-        found = [r for part in self.client.gather(futures) for r in part]
+        found: list = [None] * len(items)
+        for k, result in zip(order.tolist(), (r for part in self.client.gather(futures) for r in part), strict=True):
+            found[k] = result
         self.checked += len(items)
         self.seconds += time.perf_counter() - t0
         return found
 
     def tiles(self, i: np.ndarray, j: np.ndarray) -> list[Similarity]:
         pairs = [(self._where(a), self._where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
-        return self._run(check_tiles, pairs, str(self.out))
+        return self._run(check_tiles, pairs, str(self.out), tiles=(i, j))
 
     def placed(self, chip: np.ndarray, tile: np.ndarray, x: np.ndarray, y: np.ndarray,
                scale: np.ndarray) -> list[Similarity]:
         items = [(self._where(c), self._where(t), float(a), float(b), float(f))
                  for c, t, a, b, f in zip(chip.tolist(), tile.tolist(), x, y, scale, strict=True)]
-        return self._run(check_placements, items, str(self.out))
+        return self._run(check_placements, items, str(self.out), tiles=(chip, tile))
 
     def scenes(self, a: list[tuple[str, str]], b: list[tuple[str, str]]) -> list[Similarity]:
         pairs = [(self.scene_refs[x], self.scene_refs[y]) for x, y in zip(a, b, strict=True)]
@@ -437,6 +454,8 @@ def build(opts: BuildOptions) -> BuildReport:
                  for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides, opts.unit_mb)]
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
+        if worth_compiling(sum(p.view_numpy_s for ps in plans.values() for p in ps) / max(1, n_workers)):
+            client.run(load_kernel_first)  # the workers' views: compiled from the first part, not rented first
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
         views = ViewMerger(work, scene_windows(plans))

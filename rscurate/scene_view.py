@@ -120,6 +120,34 @@ KERNEL_AFTER_S = 0.4
 _NUMPY_PART_S, _NUMPY_RUN_S = 30e-6, 25e-9
 _numpy_estimate = 0.0
 _kernel: Callable[..., None] | None = None
+# A build's client knows every scene's view before the tile stage: when a worker's share of numpy's binning is
+# estimated above what the kernel costs in all (its load, measured 0.44 s by bench/view_binning.py, and a sixth of
+# numpy's time to run), the workers load it before their first part instead of renting first (load_kernel_first).
+KERNEL_LOAD_S = 0.45
+_KERNEL_SPEEDUP = 6
+
+
+def numpy_view_seconds(width: int, height: int, bands: int, dtype: str, windows: int) -> float:
+    """Estimated seconds numpy's binning spends on a width x height scene's view assembled from `windows` tile
+    windows (each pixel added once: about `height` rows, each summed in as many runs as the view has columns);
+    0 for views the kernel never bins (not exact_ints)."""
+    rows, cols = view_shape(width, height)
+    if not exact_ints(np.dtype(dtype), cols, rows):
+        return 0.0
+    return _NUMPY_PART_S * windows + _NUMPY_RUN_S * bands * height * cols
+
+
+def worth_compiling(numpy_seconds: float) -> bool:
+    """Whether a process that will bin views worth `numpy_seconds` of numpy should load the kernel first."""
+    return numpy_seconds * (1 - 1 / _KERNEL_SPEEDUP) > KERNEL_LOAD_S
+
+
+def load_kernel_first() -> None:
+    """Make this process's next exact view part load the kernel (run on each worker by a build whose views are
+    worth_compiling); a process where the kernel failed to load keeps numpy."""
+    global _numpy_estimate
+    if _numpy_estimate != float("-inf"):
+        _numpy_estimate = max(_numpy_estimate, KERNEL_AFTER_S)
 
 
 def _compiled() -> Callable[..., None] | None:

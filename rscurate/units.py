@@ -41,7 +41,7 @@ from rscurate.readers import (
     valid_from_nodata,
 )
 from rscurate.scene_hash import SceneSignature, assembled_signature, scene_signature
-from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, load_view, strips, view_path
+from rscurate.scene_view import SCENE_VIEW_SIDE, ViewSum, load_view, numpy_view_seconds, strips, view_path
 from rscurate.tiling import Window, min_tile_size, plan_windows
 
 # 11: area-weighted views, each pixel added once, kept under views/; 10: scene views assembled by the tile pass
@@ -75,6 +75,7 @@ class ScenePlan:
     bounds: tuple[float, float, float, float] | None = None  # footprint (minx, miny, maxx, maxy) in crs
     pixels_tiled: int = 0  # pixels inside at least one window; the rest of width x height is margin
     pixel_bytes: int = 0  # decoded bytes of one pixel, all bands read: what bounds a unit's memory
+    view_numpy_s: float = 0.0  # numpy's estimated binning time of the view the tile pass assembles (0: none)
 
     def window_bytes(self, window: Window) -> int:
         return window[2] * window[3] * self.pixel_bytes
@@ -170,7 +171,7 @@ def _plan_scene(manifest: Manifest, scene: SceneRef, work: Path | None) -> Scene
         return ScenePlan(scene, windows, reader.width, reader.height, signature=signature,
                          crs=reader.crs, bounds=reader.bounds(0, 0, reader.width, reader.height),
                          pixels_tiled=covered_pixels(windows, reader.width, reader.height),
-                         pixel_bytes=_pixel_bytes(reader))
+                         pixel_bytes=_pixel_bytes(reader), view_numpy_s=_view_numpy_s(reader, windows))
     finally:
         reader.close()
 
@@ -183,6 +184,13 @@ def _windows(manifest: Manifest, scene: SceneRef, reader: SceneReader) -> tuple[
 def _pixel_bytes(reader: SceneReader) -> int:
     """Decoded bytes of one pixel of the scene, all bands read."""
     return len(reader.bands) * np.dtype(reader.dtype).itemsize
+
+
+def _view_numpy_s(reader: SceneReader, windows: tuple[Window, ...]) -> float:
+    """What numpy would spend binning the view the tile pass assembles for this scene (0 when it assembles none)."""
+    if signed_in_planning(reader) or not needs_view(reader, windows):
+        return 0.0
+    return numpy_view_seconds(reader.width, reader.height, len(reader.data_bands), reader.dtype, len(windows))
 
 
 def needs_view(reader: SceneReader, windows: tuple[Window, ...]) -> bool:

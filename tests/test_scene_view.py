@@ -376,3 +376,57 @@ def test_views_are_binned_with_numpy_where_the_kernel_cannot_load(monkeypatch: p
         view.add(256, 0, data, valid)
     assert [r.message.split(":")[0] for r in caplog.records] == ["scene views binned with numpy"]
     assert sv._numpy_estimate == float("-inf") and view.sums[:, :31, :31].sum() > 0
+
+
+def test_a_plans_estimate_of_numpys_binning_is_what_the_parts_cost_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy_view_seconds, which the client sums over a build's plans to decide whether workers load the kernel
+    first, agrees with the per-part estimate the rental counts as a scene's windows and margins are added (each
+    pixel once, at any stride); views of floats are never compiled, so they count nothing."""
+    import rscurate.scene_view as sv
+
+    monkeypatch.setattr(sv, "KERNEL_AFTER_S", float("inf"))  # numpy's binning throughout: only count
+    for width, height, stride, dtype in ((2041, 1860, 256, "uint8"), (2041, 1860, 64, "uint8"),
+                                         (600, 900, 128, "uint16"), (7000, 300, 256, "int16")):
+        windows = [(x, y, 256, 256) for y in range(0, height - 255, stride) for x in range(0, width - 255, stride)]
+        view = ViewSum("s", "x", width, height, dtype, ("a", "b", "c"), np.zeros((3, *view_shape(width, height))),
+                       np.zeros(view_shape(width, height), np.int64))
+        monkeypatch.setattr(sv, "_numpy_estimate", 0.0)
+        tile, valid = np.ones((3, 256, 256), dtype), np.ones((256, 256), bool)
+        for window, parts in zip(windows, owned_parts(windows, width, height, range(len(windows))), strict=True):
+            view.add_parts(window, parts, tile, valid)
+        for x, y, w, h in uncovered(windows, width, height):
+            view.add(x, y, np.ones((3, h, w), dtype), np.ones((h, w), bool))
+        planned = sv.numpy_view_seconds(width, height, 3, dtype, len(windows))
+        assert planned == pytest.approx(sv._numpy_estimate, rel=0.15), (width, height, stride)
+    assert sv.numpy_view_seconds(2041, 1860, 3, "float32", 100) == 0.0
+    assert not sv.worth_compiling(sv.KERNEL_LOAD_S) and sv.worth_compiling(2 * sv.KERNEL_LOAD_S)
+
+
+def test_a_build_whose_views_are_worth_compiling_loads_the_kernel_before_the_first_part(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client sums its plans' estimates (ScenePlan.view_numpy_s) and, when a worker's share is worth the
+    kernel's load, has each worker load it before its first part instead of renting numpy first; the corpus is the
+    same either way (exact sums: test_compiled_view_sums_equal_numpys)."""
+    import pyarrow.parquet as pq
+
+    import rscurate.scene_view as sv
+    from tests.conftest import run_build
+
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        write_tif(tmp_path / "data" / f"s{i}.tif", textured(rng, 3, 300, 400, "uint16"), origin=(3200.0 * i, 0.0),
+                  tiled=True, blockxsize=128, blockysize=128)
+    manifest = write_manifest(tmp_path / "m.yaml", "name: m\nlicense: CC0-1.0\nroot: data\ninclude: ['*.tif']\n"
+                              "tile: {size: 128, stride: 96}\n")
+    plans = plan_scenes(load_manifest(manifest), discover(load_manifest(manifest)).scenes)
+    assert all(p.view_numpy_s > 0 for p in plans)  # tiled GeoTIFFs without overviews: the tile pass assembles
+    corpora = []
+    for worth in (False, True):
+        monkeypatch.setattr(sv, "KERNEL_LOAD_S", -1.0 if worth else float("inf"))
+        monkeypatch.setattr(sv, "_numpy_estimate", 0.0)  # a fresh process (workers=0: this one)
+        monkeypatch.setattr(sv, "_kernel", None)
+        out = tmp_path / f"out{worth}"
+        run_build([manifest], out, workers=0)
+        assert (sv._kernel is not None) is worth
+        corpora.append([pq.read_table(path) for path in sorted(out.rglob("*.parquet"))])
+    assert len(corpora[0]) > 2 and all(a.equals(b) for a, b in zip(*corpora, strict=True))

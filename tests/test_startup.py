@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -102,6 +103,7 @@ def test_the_launcher_imports_nothing_heavy_before_the_fork_server_starts() -> N
 # before any task imported them, and the environment their interpreter started with.
 WORKERS_PROBE = """\
 import json, os, sys
+import dask
 from rscurate import fork_server
 if sys.argv[1] == "fork":
     fork_server.start()
@@ -114,6 +116,7 @@ def probe():
     start_env = dict(v.split("=", 1) for v in open("/proc/self/environ").read().split("\\0") if "=" in v)
     return {"parent_is_client": os.getppid() == CLIENT,
             "preloaded": "rscurate.units" in sys.modules,
+            "profiled": dask.config.get("distributed.worker.profile.enabled"),
             "env": {k: start_env.get(k) for k in fork_server.WORKER_ENV}}
 
 with dask_client(None, 2, True) as client:
@@ -137,6 +140,19 @@ def test_local_workers_fork_from_a_server_that_imported_rscurate(mode: str) -> N
         assert worker["parent_is_client"] is (mode == "spawn")
         assert worker["preloaded"] is (mode == "fork")
         assert worker["env"] == expected
+        assert worker["profiled"] is False  # Dask's sampling profiler costs 3-4 % (pipeline.PROFILE_VARIABLE)
+
+
+@pytest.mark.parametrize("variable", [None, "True", "False"])
+def test_local_workers_run_without_dasks_profiler_unless_the_user_sets_it(monkeypatch: pytest.MonkeyPatch,
+                                                                          variable: str | None) -> None:
+    monkeypatch.delenv(pipeline.PROFILE_VARIABLE, raising=False)
+    if variable is not None:
+        monkeypatch.setenv(pipeline.PROFILE_VARIABLE, variable)
+    before = dask.config.get("distributed.worker.profile.enabled")
+    with pipeline.dask_client(None, 1, True, processes=False):
+        inside = dask.config.get("distributed.worker.profile.enabled")
+    assert inside is (False if variable is None else before)
 
 
 def test_the_command_forks_its_workers_and_builds_what_the_library_builds(tmp_path: Path,
