@@ -43,7 +43,7 @@ from rscurate.probe_leaks import Probes
 from rscurate.probes import probe_sides
 from rscurate.readers import SceneRef
 from rscurate.scene_hash import SceneSignature, signature_columns
-from rscurate.scene_view import load_kernel_first, worth_compiling
+from rscurate.scene_view import plan_views
 from rscurate.shards import link_shard, read_index_part, write_shard
 from rscurate.units import (
     SLIM,
@@ -454,8 +454,8 @@ def build(opts: BuildOptions) -> BuildReport:
                  for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides, opts.unit_mb)]
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
-        if worth_compiling(sum(p.view_numpy_s for ps in plans.values() for p in ps) / max(1, n_workers)):
-            client.run(load_kernel_first)  # the workers' views: compiled from the first part, not rented first
+        if views := sum(p.view_numpy_s for ps in plans.values() for p in ps):
+            client.run(plan_views, views / max(1, n_workers))  # each worker's share: compiled or numpy from the start
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
         views = ViewMerger(work, scene_windows(plans))

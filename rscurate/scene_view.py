@@ -120,11 +120,14 @@ KERNEL_AFTER_S = 0.4
 _NUMPY_PART_S, _NUMPY_RUN_S = 30e-6, 25e-9
 _numpy_estimate = 0.0
 _kernel: Callable[..., None] | None = None
-# A build's client knows every scene's view before the tile stage: when a worker's share of numpy's binning is
-# estimated above what the kernel costs in all (its load, measured 0.44 s by bench/view_binning.py, and a sixth of
-# numpy's time to run), the workers load it before their first part instead of renting first (load_kernel_first).
+# A build's client knows every scene's view before the tile stage, so it tells each worker its share of numpy's
+# binning (plan_views): a share above what the kernel costs in all (its load, measured 0.44 s by
+# bench/view_binning.py, and a sixth of numpy's time to run) loads it before the first part; a smaller one keeps
+# numpy, where renting up to KERNEL_AFTER_S would load it after most of the work is done, unless the share proves
+# larger than planned.
 KERNEL_LOAD_S = 0.45
 _KERNEL_SPEEDUP = 6
+_rent_until = KERNEL_AFTER_S  # numpy's estimated time at which this process loads the kernel
 
 
 def numpy_view_seconds(width: int, height: int, bands: int, dtype: str, windows: int) -> float:
@@ -142,12 +145,14 @@ def worth_compiling(numpy_seconds: float) -> bool:
     return numpy_seconds * (1 - 1 / _KERNEL_SPEEDUP) > KERNEL_LOAD_S
 
 
-def load_kernel_first() -> None:
-    """Make this process's next exact view part load the kernel (run on each worker by a build whose views are
-    worth_compiling); a process where the kernel failed to load keeps numpy."""
-    global _numpy_estimate
+def plan_views(numpy_seconds: float) -> None:
+    """This process's share of a build's views, in numpy's estimated seconds (run on each worker by the client):
+    the next exact part loads the kernel when it is worth_compiling, else numpy bins until the share proves larger
+    than planned and the rental has cost the price. A process where the kernel failed to load keeps numpy."""
+    global _rent_until
     if _numpy_estimate != float("-inf"):
-        _numpy_estimate = max(_numpy_estimate, KERNEL_AFTER_S)
+        _rent_until = _numpy_estimate + (0.0 if worth_compiling(numpy_seconds)
+                                         else max(KERNEL_AFTER_S, numpy_seconds))
 
 
 def _compiled() -> Callable[..., None] | None:
@@ -171,7 +176,8 @@ def _area_sums(data: np.ndarray, rows: _Bins, cols: _Bins, exact: bool, dtype: t
     in native byte order, the kernel's types) and worth loading, else numpy's, in the order of additions that float
     rounding depends on."""
     global _numpy_estimate
-    if exact and data.dtype.isnative and _numpy_estimate >= KERNEL_AFTER_S and (bin_sums := _compiled()) is not None:
+    if (exact and data.dtype.isnative and (_kernel is not None or _numpy_estimate >= _rent_until)
+            and (bin_sums := _compiled()) is not None):
         sums = np.zeros((data.shape[0], rows.size + 1, cols.size + 1), np.int64)
         bin_sums(data, rows.cell, rows.w0, rows.w1, cols.cell, cols.w0, cols.w1, sums)
         return sums[:, :-1, :-1]

@@ -20,6 +20,14 @@ from rscurate.scene_view import ViewSum, load_view, view_path, view_shape
 from rscurate.units import ScenePlan, StagedUnit, ViewMerger, plan_scenes, run_unit
 from tests.conftest import scene_signatures, textured, write_manifest, write_tif
 
+
+@pytest.fixture(autouse=True)
+def _rental_as_in_a_fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process builds of other tests tell this process their view plans (scene_view.plan_views)."""
+    import rscurate.scene_view as sv
+
+    monkeypatch.setattr(sv, "_rent_until", sv.KERNEL_AFTER_S)
+
 WIDTH, HEIGHT = 700, 560  # 256 px grid: 2 x 2 tiles and margins right and below
 
 
@@ -319,6 +327,8 @@ def test_compiled_view_sums_equal_numpys(dtype: type, monkeypatch: pytest.Monkey
         views = []
         for estimate in (0.0, sv.KERNEL_AFTER_S):  # numpy's binning, then the kernel's
             monkeypatch.setattr(sv, "_numpy_estimate", estimate)
+            if not estimate:
+                monkeypatch.setattr(sv, "_kernel", None)  # once loaded, the kernel bins every part
             view = ViewSum("s", "x", width, height, np.dtype(dtype).name, ("a", "b"),
                            np.zeros((2, *view_shape(width, height))), np.zeros(view_shape(width, height), np.int64))
             view.add(x, y, data, valid)
@@ -402,11 +412,12 @@ def test_a_plans_estimate_of_numpys_binning_is_what_the_parts_cost_it(monkeypatc
     assert not sv.worth_compiling(sv.KERNEL_LOAD_S) and sv.worth_compiling(2 * sv.KERNEL_LOAD_S)
 
 
-def test_a_build_whose_views_are_worth_compiling_loads_the_kernel_before_the_first_part(
+def test_a_build_tells_its_workers_whether_their_views_are_worth_compiling(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client sums its plans' estimates (ScenePlan.view_numpy_s) and, when a worker's share is worth the
-    kernel's load, has each worker load it before its first part instead of renting numpy first; the corpus is the
-    same either way (exact sums: test_compiled_view_sums_equal_numpys)."""
+    """The client sums its plans' estimates (ScenePlan.view_numpy_s) and tells each worker its share: one worth
+    the kernel's load loads it before its first part instead of renting numpy first; a smaller one keeps numpy
+    throughout, where the rental would load it late. The corpus is the same either way (exact sums:
+    test_compiled_view_sums_equal_numpys)."""
     import pyarrow.parquet as pq
 
     import rscurate.scene_view as sv
@@ -423,7 +434,7 @@ def test_a_build_whose_views_are_worth_compiling_loads_the_kernel_before_the_fir
     corpora = []
     for worth in (False, True):
         monkeypatch.setattr(sv, "KERNEL_LOAD_S", -1.0 if worth else float("inf"))
-        monkeypatch.setattr(sv, "_numpy_estimate", 0.0)  # a fresh process (workers=0: this one)
+        monkeypatch.setattr(sv, "_numpy_estimate", sv.KERNEL_AFTER_S)  # the rental alone would load it now
         monkeypatch.setattr(sv, "_kernel", None)
         out = tmp_path / f"out{worth}"
         run_build([manifest], out, workers=0)
