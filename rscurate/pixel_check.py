@@ -130,9 +130,10 @@ class _Grid:
     dtype: str
 
     @cached_property
-    def ranking(self) -> _Ranking:
-        """The grey view's stable sort, made once per grid: a tile's grid serves all its pairs (Pixels.grids)."""
-        return _Ranking(self.gray)
+    def windows(self) -> _Windows:
+        """The grey view's stable sort and its windows' statistics, made once per grid: a tile's grid serves all its
+        pairs (Pixels.grids)."""
+        return _Windows(self.gray)
 
 
 def _gray(p: Pixels) -> np.ndarray:
@@ -160,35 +161,57 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
     return grid
 
 
-class _Ranking:
-    """Spearman ranks of the cells a shift selects from one grid, from one sort of the grid instead of one per
-    shift: a window's cells in row-major order keep the grid's row-major order, so their stable ranks are the grid's
-    stable order counted over the selected cells (ties in the same order as a stable sort of the selection)."""
+Centered = tuple[np.ndarray, np.floating]  # values less their mean, and the sum of their squares
+
+
+def _centered(x: np.ndarray) -> Centered:
+    x = x - x.mean()
+    return x, (x * x).sum()
+
+
+class _Windows:
+    """What the correlations need of the cells a shift selects from one grid: their grey values and Spearman ranks,
+    each centred, with its sum of squares. Ranks come from one sort of the grid instead of one per shift: a window's
+    cells in row-major order keep the grid's row-major order, so their stable ranks are the grid's stable order
+    counted over the selected cells (ties in the same order as a stable sort of the selection). A grid meets the same
+    shifted windows in each of its pairs (a date against every other date of its place): fully valid ones are
+    computed once (read-only)."""
 
     def __init__(self, gray: np.ndarray) -> None:
-        self.shape = gray.shape
+        self.gray = gray
         self.order = np.argsort(gray.ravel(), kind="stable")
+        self.whole: dict[tuple[int | None, ...], tuple[Centered, Centered]] = {}
 
-    def of(self, rows: slice, cols: slice, ok: np.ndarray) -> np.ndarray:
+    def of(self, rows: slice, cols: slice, ok: np.ndarray) -> tuple[Centered, Centered]:
+        """(grey values, ranks) of `gray[rows, cols][ok]`, centred."""
+        if not ok.all():
+            return _centered(self.gray[rows, cols][ok]), _centered(self.ranks(rows, cols, ok))
+        key = (rows.start, rows.stop, cols.start, cols.stop)
+        if key not in self.whole:
+            found = self.whole[key] = _centered(self.gray[rows, cols][ok]), _centered(self.ranks(rows, cols, ok))
+            for values, _ in found:
+                values.flags.writeable = False
+        return self.whole[key]
+
+    def ranks(self, rows: slice, cols: slice, ok: np.ndarray) -> np.ndarray:
         """Ranks (0.0, 1.0, ...) of `gray[rows, cols][ok]`, in that order."""
-        chosen = np.zeros(self.shape, bool)
+        chosen = np.zeros(self.gray.shape, bool)
         chosen[rows, cols] = ok
         rank = np.empty(chosen.size)
         rank[self.order] = np.cumsum(chosen.ravel()[self.order]) - 1
-        return rank.reshape(self.shape)[rows, cols][ok]
+        return rank.reshape(self.gray.shape)[rows, cols][ok]
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / den) if den > 0 else -1.0
+def _pearson(x: Centered, y: Centered) -> float:
+    den = np.sqrt(x[1] * y[1])
+    return float((x[0] * y[0]).sum() / den) if den > 0 else -1.0
 
 
-def _correlation(x: np.ndarray, y: np.ndarray, x_ranks: np.ndarray, y_ranks: np.ndarray) -> float:
-    """The larger of Pearson's and Spearman's correlation (Pearson's of the ranks): a linear rescaling keeps the
-    first near 1, any monotonic rendering (a stretch with clipping, a gamma) the second, where Pearson's drops
-    wherever one rendering saturates."""
-    return max(_pearson(x, y), _pearson(x_ranks, y_ranks))
+def _correlation(a: tuple[Centered, Centered], b: tuple[Centered, Centered]) -> float:
+    """The larger of Pearson's and Spearman's correlation (Pearson's of the ranks) of two windows' (grey values,
+    ranks): a linear rescaling keeps the first near 1, any monotonic rendering (a stretch with clipping, a gamma)
+    the second, where Pearson's drops wherever one rendering saturates."""
+    return max(_pearson(a[0], b[0]), _pearson(a[1], b[1]))
 
 
 def _change(a: _Grid, b: _Grid, ok: np.ndarray) -> float | None:
@@ -217,8 +240,7 @@ def _score(a: _Grid, b: _Grid, covered: tuple[float, float], shift: int = 0) -> 
             cells = int(ok.sum())
             if cells < MIN_CELLS:
                 continue
-            corr = _correlation(a.gray[ra, ca][ok], b.gray[rb, cb][ok], a.ranking.of(ra, ca, ok),
-                                b.ranking.of(rb, cb, ok))
+            corr = _correlation(a.windows.of(ra, ca, ok), b.windows.of(rb, cb, ok))
             if corr > (best[0] if best else NOT_COMPARABLE.correlation):
                 best = corr, cells, (ra, ca, rb, cb), ok
     if best is None:

@@ -21,7 +21,8 @@ from rscurate.pixel_check import (
     MAX_CHANGE,
     MIN_CORRELATION,
     Pixels,
-    _Ranking,
+    _correlation,
+    _Windows,
     compare,
     georegistered,
     placed,
@@ -185,7 +186,36 @@ def test_ranks_of_a_shifted_selection_from_one_sort_equal_a_sort_of_the_selectio
         selected = gray[rows, cols][ok]
         expected = np.empty(len(selected))
         expected[np.argsort(selected, kind="stable")] = np.arange(len(selected))
-        assert np.array_equal(_Ranking(gray).of(rows, cols, ok), expected)
+        assert np.array_equal(_Windows(gray).ranks(rows, cols, ok), expected)
+
+
+def _reference_pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson's correlation as the pixel check computed it before its windows' statistics were kept."""
+    x, y = x - x.mean(), y - y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else -1.0
+
+
+def test_a_grids_window_statistics_are_made_once_and_give_the_same_correlations() -> None:
+    """A grid meets the same shifted windows in each of its pairs: a fully valid window's centred grey values and
+    ranks are computed once and shared, and every correlation is bit for bit what computing both afresh gives
+    (float32 grey grids, whose sums stay in float32; partial validity; flat windows)."""
+    rng = np.random.default_rng(8)
+    for case in range(60):
+        a = (rng.random((16, 16)) * 255).astype(np.float32)
+        b = (a * rng.random() + rng.normal(0, 20, a.shape)).astype(np.float32) if case % 3 else np.full_like(a, 7)
+        wa, wb = _Windows(a), _Windows(b)
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                ra, rb = slice(max(dy, 0), 16 + min(dy, 0)), slice(max(-dy, 0), 16 + min(-dy, 0))
+                ca, cb = slice(max(dx, 0), 16 + min(dx, 0)), slice(max(-dx, 0), 16 + min(-dx, 0))
+                shape = (ra.stop - ra.start, ca.stop - ca.start)
+                ok = np.ones(shape, bool) if case % 2 else rng.random(shape) < 0.8
+                expected = max(_reference_pearson(a[ra, ca][ok], b[rb, cb][ok]),
+                               _reference_pearson(wa.ranks(ra, ca, ok), wb.ranks(rb, cb, ok)))
+                for _ in range(2):
+                    assert _correlation(wa.of(ra, ca, ok), wb.of(rb, cb, ok)) == expected
+                assert (wa.of(ra, ca, ok) is wa.of(ra, ca, ok)) is bool(ok.all())
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "uint32", "int64", "float32", "float64"])
