@@ -394,7 +394,8 @@ def test_a_plans_estimate_of_numpys_binning_is_what_the_parts_cost_it(monkeypatc
     pixel once, at any stride); views of floats are never compiled, so they count nothing."""
     import rscurate.scene_view as sv
 
-    monkeypatch.setattr(sv, "KERNEL_AFTER_S", float("inf"))  # numpy's binning throughout: only count
+    monkeypatch.setattr(sv, "_rent_until", float("inf"))  # numpy's binning throughout: only count
+    monkeypatch.setattr(sv, "_kernel", None)
     for width, height, stride, dtype in ((2041, 1860, 256, "uint8"), (2041, 1860, 64, "uint8"),
                                          (600, 900, 128, "uint16"), (7000, 300, 256, "int16")):
         windows = [(x, y, 256, 256) for y in range(0, height - 255, stride) for x in range(0, width - 255, stride)]
