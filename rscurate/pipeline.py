@@ -300,12 +300,12 @@ class DaskPixels:
     def _where(self, k: int) -> tuple[str, int]:
         return _staged(self.cands["unit"].iat[k]), int(self.cands["unit_row"].iat[k])
 
-    def _run(self, func: Any, items: list, *args: Any, tiles: tuple[np.ndarray, np.ndarray] | None = None) -> list:
-        """func's results for items, in order, from tasks of CHECK_BATCH items. `tiles`: the two candidates of each
-        item; items sharing tiles then go to one task, which decodes and grids each tile once for all its pairs
-        (a tile of a stack of dates has a pair with each other date of its place)."""
+    def _run(self, func: Any, items: list, *args: Any, candidates: tuple[np.ndarray, np.ndarray] | None = None) -> list:
+        """func's results for items, in order, from tasks of CHECK_BATCH items. `candidates`: the two candidate
+        rows of each item; items sharing a candidate then go to one task, which decodes and grids each tile once for
+        all its pairs (a tile of a stack of dates has a pair with each other date of its place)."""
         t0 = time.perf_counter()
-        order = grouped_order(*tiles) if tiles is not None else np.arange(len(items))
+        order = grouped_order(*candidates) if candidates is not None else np.arange(len(items))
         ordered = [items[k] for k in order]
         futures = [self.client.submit(func, *args, ordered[k : k + CHECK_BATCH], pure=False)
                    for k in range(0, len(items), CHECK_BATCH)]
@@ -318,13 +318,13 @@ class DaskPixels:
 
     def tiles(self, i: np.ndarray, j: np.ndarray) -> list[Similarity]:
         pairs = [(self._where(a), self._where(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)]
-        return self._run(check_tiles, pairs, str(self.out), tiles=(i, j))
+        return self._run(check_tiles, pairs, str(self.out), candidates=(i, j))
 
     def placed(self, chip: np.ndarray, tile: np.ndarray, x: np.ndarray, y: np.ndarray,
                scale: np.ndarray) -> list[Similarity]:
         items = [(self._where(c), self._where(t), float(a), float(b), float(f))
                  for c, t, a, b, f in zip(chip.tolist(), tile.tolist(), x, y, scale, strict=True)]
-        return self._run(check_placements, items, str(self.out), tiles=(chip, tile))
+        return self._run(check_placements, items, str(self.out), candidates=(chip, tile))
 
     def scenes(self, a: list[tuple[str, str]], b: list[tuple[str, str]]) -> list[Similarity]:
         pairs = [(self.scene_refs[x], self.scene_refs[y]) for x, y in zip(a, b, strict=True)]
@@ -454,8 +454,8 @@ def build(opts: BuildOptions) -> BuildReport:
                  for u in make_units(d.manifest, plans[d.manifest.name], opts.unit_tiles, sides, opts.unit_mb)]
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
-        if views := sum(p.view_numpy_s for ps in plans.values() for p in ps):
-            client.run(plan_views, views / max(1, n_workers))  # each worker's share: compiled or numpy from the start
+        if binning := sum(p.view_numpy_s for ps in plans.values() for p in ps):
+            client.run(plan_views, binning / max(1, n_workers))  # each worker's share: compiled or numpy throughout
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
         views = ViewMerger(work, scene_windows(plans))

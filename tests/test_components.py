@@ -80,7 +80,7 @@ def test_pixel_check_tasks_keep_a_tiles_pairs_together_and_answer_in_order(
     i, j = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
     with pipeline.dask_client(None, 1, True, processes=False) as client:
         oracle = pipeline.DaskPixels(client, tmp_path, pd.DataFrame(), {})
-        found = oracle._run(_batch, pairs, "t", tiles=(i, j))
+        found = oracle._run(_batch, pairs, "t", candidates=(i, j))
         plain = oracle._run(_batch, pairs, "t")
     assert [item for _, _, item in found] == pairs and oracle.checked == 2 * len(pairs)
 
