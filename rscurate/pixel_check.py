@@ -103,15 +103,19 @@ def _grid_shape(h: float, w: float) -> tuple[int, int]:
     return max(1, round(h * scale)), max(1, round(w * scale))
 
 
-def _resample(layers: Sequence[np.ndarray] | np.ndarray, valid: np.ndarray,
-              shape: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+def _resample(layers: Sequence[np.ndarray] | np.ndarray, valid: np.ndarray, shape: tuple[int, int],
+              gray: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
     """Valid-weighted box average of (h, w) layers onto `shape` (rows, cols); a cell is valid when at least
     half of the pixels under it are. Invalid pixels (NaN among them) count as 0; the layers are cast to float32 in
-    place in the stack (64-bit integers through float64, so that they round once, as every other type does)."""
+    place in the stack (64-bit integers through float64, so that they round once, as every other type does).
+    `gray`: a float32 layer resampled first with them (each layer is resized alone: pil_resize)."""
     layers = np.asarray(layers)
-    stack = np.empty((len(layers) + 1, *valid.shape), np.float32)
+    first = 1 if gray is None else 2
+    stack = np.empty((len(layers) + first, *valid.shape), np.float32)
     stack[0] = valid
-    stack[1:] = layers.astype(np.float64) if layers.dtype.kind in "iu" and layers.dtype.itemsize == 8 else layers
+    if gray is not None:
+        stack[1] = gray
+    stack[first:] = layers.astype(np.float64) if layers.dtype.kind in "iu" and layers.dtype.itemsize == 8 else layers
     if not valid.all():
         stack[1:, ~valid] = 0.0
     resized = resize_stack(stack, shape, Image.Resampling.BOX)  # PIL's result, in two calls for all
@@ -149,12 +153,13 @@ def _on_grid(p: Pixels, rows: slice, cols: slice, shape: tuple[int, int], gray: 
         return p.grids[key]
     data, valid = p.data[:, rows, cols], p.valid[rows, cols]
     part = gray[rows, cols] if gray is not None else canonical_view(data, p.bands, valid).astype(np.float32)
-    (grid_gray,), ok = _resample([part], valid, shape)
-    bands = {}
-    if with_bands:
-        finite = np.all(np.isfinite(data), axis=0) & valid if data.dtype.kind == "f" else valid
-        layers, _ = _resample(data, finite, shape)
-        bands = dict(zip(p.bands, layers, strict=True))
+    finite = np.all(np.isfinite(data), axis=0) & valid if with_bands and data.dtype.kind == "f" else valid
+    if with_bands and (finite is valid or np.array_equal(finite, valid)):  # one validity: one stack for all
+        (grid_gray, *layers), ok = _resample(data, valid, shape, gray=part)
+    else:
+        (grid_gray,), ok = _resample([part], valid, shape)
+        layers = _resample(data, finite, shape)[0] if with_bands else []
+    bands = dict(zip(p.bands, layers, strict=True)) if with_bands else {}
     grid = _Grid(grid_gray, bands, ok, p.data.dtype.name)
     if gray is None and with_bands:
         p.grids[key] = grid

@@ -22,6 +22,9 @@ from rscurate.pixel_check import (
     MIN_CORRELATION,
     Pixels,
     _correlation,
+    _grid_shape,
+    _on_grid,
+    _resample,
     _Windows,
     compare,
     georegistered,
@@ -166,10 +169,10 @@ def test_a_tile_in_several_pairs_is_resampled_once(sample_dir: Path, rng: np.ran
     fresh = [compare(_landsat(sample_dir, 600, 600), b), compare(_landsat(sample_dir, 600, 600), c)]
     calls: list[int] = []
     real = pc._resample
-    monkeypatch.setattr(pc, "_resample", lambda *args: calls.append(1) or real(*args))
+    monkeypatch.setattr(pc, "_resample", lambda *args, **kw: calls.append(1) or real(*args, **kw))
     b2, c2 = (Pixels(p.data, p.valid, p.bands, p.crs, p.bounds) for p in (b, c))
     assert [compare(a, b2), compare(a, c2)] == fresh
-    assert len(calls) == 2 * 3, "grey and bands of a once, of b and of c once each"
+    assert len(calls) == 3, "a's grey view and bands once (one stack: one validity), b's and c's once each"
 
 
 
@@ -248,3 +251,31 @@ def test_bands_go_on_the_grid_without_a_float64_copy_and_with_the_same_values(dt
         layers, got_ok = pc._resample(data, finite, shape)
         assert np.array_equal(got_ok, ok)
         assert np.array_equal(np.asarray(layers), expected)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_a_parts_grey_view_and_bands_in_one_stack_give_the_grids_of_two_stacks(dtype: str) -> None:
+    """Where the bands' validity is the grey view's (integers; floats without NaN) both go through one resampling
+    stack; each layer is resized alone, so the grids are those of a stack for the grey view and one for the bands.
+    Floats with NaN where the tile is valid keep two stacks (their bands' validity differs)."""
+    from rscurate.phash import canonical_view
+
+    rng = np.random.default_rng(11)
+    for case in range(16):
+        h, w = (int(v) for v in rng.integers(20, 300, 2))
+        data = (rng.random((3, h, w)) * 1000).astype(dtype)
+        valid = rng.random((h, w)) > (0.2 if case % 2 else -1.0)
+        if dtype == "float32" and case % 4 == 3:
+            data[0, h // 2, w // 3] = np.nan
+            valid[h // 2, w // 3] = True
+        p = Pixels(data, valid, ["red", "green", "blue"])
+        shape = _grid_shape(h, w)
+        grid = _on_grid(p, slice(0, h), slice(0, w), shape)
+        (gray,), ok = _resample([canonical_view(data, p.bands, valid).astype(np.float32)], valid, shape)
+        finite = valid & np.all(np.isfinite(data), axis=0)
+        layers, _ = _resample(data, finite, shape)
+        assert np.array_equal(grid.gray, gray) and np.array_equal(grid.valid, ok)
+        for name, layer in zip(p.bands, layers, strict=True):
+            assert np.array_equal(grid.bands[name], layer), (case, name)
+        structure = _on_grid(p, slice(0, h), slice(0, w), shape, with_bands=False)
+        assert np.array_equal(structure.gray, gray) and not structure.bands
