@@ -455,7 +455,9 @@ def build(opts: BuildOptions) -> BuildReport:
         if done := sum(StagedUnit.of(work, u.key).kept.exists() for u in units):
             log.info("resuming: %d of %d units done", done, len(units))
         if binning := sum(p.view_numpy_s for ps in plans.values() for p in ps):
-            client.run(plan_views, binning / max(1, n_workers))  # each worker's share: compiled or numpy throughout
+            # each worker's share: compiled or numpy throughout; a hint, so a worker that cannot take it (gone since)
+            # bins as without a plan
+            client.run(plan_views, binning / max(1, n_workers), on_error="ignore")
         unit_futs = [client.submit(run_unit, u, str(work), key=f"unit-{u.key}") for u in units]
         killed = []
         views = ViewMerger(work, scene_windows(plans))
