@@ -9,8 +9,9 @@ Integer arithmetic (int64) is exact, so the sums equal numpy's float64 ones what
 are exact (below 2^53: integer bands of at most 16 bits; scene_view.exact_ints checks). Float bands keep numpy's:
 their rounding depends on the order of the additions, and the stored views must not change.
 
-Imported only once a process has binned enough with numpy to pay for numba's import and cached-code load (~0.4 s;
-scene_view.KERNEL_AFTER_S), so small builds never load it.
+Imported only where it pays for numba's import and cached-code load (~0.45 s): before the first part when the
+build's plan gives a worker enough views to bin (scene_view.plan_views), else once a process has binned
+KERNEL_AFTER_S of numpy without a plan; small builds never load it.
 """
 
 from __future__ import annotations
