@@ -1,7 +1,8 @@
 """Connected components of a graph given as edge arrays, in numpy (no scipy.sparse import: ~0.3 s a process).
 
 Used to keep the candidate pairs that share tiles in one pixel-check task, where each tile is decoded and put on
-the grid once for all its pairs (a stack of dates of one place is one component per place)."""
+the grid once for all its pairs (a stack of dates of one place is one component per place), in tasks whose tiles
+are bounded in decoded bytes as work units are."""
 
 from __future__ import annotations
 
@@ -41,3 +42,25 @@ def grouped_order(i: np.ndarray, j: np.ndarray) -> np.ndarray:
     u, v = inverse[: len(i)], inverse[len(i) :]
     label = components(u, v, len(nodes))[u]
     return np.lexsort((np.maximum(u, v), np.minimum(u, v), label))
+
+
+def bounded_batches(i: np.ndarray, j: np.ndarray, order: np.ndarray, nbytes: np.ndarray, max_pairs: int,
+                    max_bytes: int) -> list[np.ndarray]:
+    """`order` (positions of the pairs (i[k], j[k])) cut into consecutive runs of at most `max_pairs` pairs whose
+    distinct nodes weigh at most `max_bytes` in all (`nbytes[node]`: a tile's decoded size), so that a task that
+    decodes its tiles holds a bounded amount whatever their size; a run holds at least one pair, however heavy."""
+    runs: list[np.ndarray] = []
+    start, used, seen = 0, 0, set()
+    for pos, k in enumerate(order.tolist()):
+        new = [n for n in dict.fromkeys((int(i[k]), int(j[k]))) if n not in seen]
+        weight = int(sum(nbytes[n] for n in new))
+        if pos > start and (pos - start >= max_pairs or used + weight > max_bytes):
+            runs.append(order[start:pos])
+            start, used, seen = pos, 0, set()
+            new = list(dict.fromkeys((int(i[k]), int(j[k]))))
+            weight = int(sum(nbytes[n] for n in new))
+        seen.update(new)
+        used += weight
+    if start < len(order):
+        runs.append(order[start:])
+    return runs

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from rscurate import fork_server, out_dir, schema, strict_json
 from rscurate.band_stats import BandAccumulator, BandParts, band_groups, mixed_sources, summarise
-from rscurate.components import grouped_order
+from rscurate.components import bounded_batches, grouped_order
 from rscurate.dedup import DedupSettings, ProbeSets, decide, keep_all
 from rscurate.discover import Discovery, discover
 from rscurate.file_names import as_text
@@ -63,7 +64,7 @@ from rscurate.units import (
 log = logging.getLogger("rscurate")
 
 PLAN_BATCH = 64  # at most this many scenes per planning task (headers, and overviews where a file has them)
-CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares
+CHECK_BATCH = 128  # candidate pairs one pixel-check task decodes and compares (its tiles: at most --unit-mb)
 # decoded pixels per work unit at most (MiB): a worker's peak grows by ~4x this over its ~300 MB base (a unit's
 # tiles, their encoded bytes and the tables and Parquet buffers built from them), so 96 keeps it under 1 GiB
 # whatever the tile size, band count or dtype (docs/benchmarks.md), while 256 px 3-band uint16 units keep 256
@@ -294,23 +295,35 @@ class DaskPixels:
     out: Path
     cands: pd.DataFrame
     scene_refs: dict[tuple[str, str], tuple[Manifest, SceneRef]]  # (source, scene) -> how to open it
+    budget: int = UNIT_MB * 2**20  # decoded bytes of the tiles of one task at most (as a work unit's)
     checked: int = 0  # candidate pairs compared on their pixels, and the wall time that took
     seconds: float = 0.0
 
     def _where(self, k: int) -> tuple[str, int]:
         return _staged(self.cands["unit"].iat[k]), int(self.cands["unit_row"].iat[k])
 
+    @cached_property
+    def decoded_bytes(self) -> np.ndarray:
+        """Each candidate's decoded size in bytes."""
+        dtypes = self.cands["dtype"]
+        itemsize = dtypes.map({name: np.dtype(name).itemsize for name in dtypes.unique()}).to_numpy(np.int64)
+        return self.cands[["width", "height", "channels"]].to_numpy(np.int64).prod(axis=1) * itemsize
+
     def _run(self, func: Any, items: list, *args: Any, candidates: tuple[np.ndarray, np.ndarray] | None = None) -> list:
-        """func's results for items, in order, from tasks of CHECK_BATCH items. `candidates`: the two candidate
-        rows of each item; items sharing a candidate then go to one task, which decodes and grids each tile once for
-        all its pairs (a tile of a stack of dates has a pair with each other date of its place)."""
+        """func's results for items, in order, from tasks of at most CHECK_BATCH items. `candidates`: the two
+        candidate rows of each item; items sharing a candidate then go to one task, which decodes and grids each tile
+        once for all its pairs (a tile of a stack of dates has a pair with each other date of its place), and a
+        task's distinct tiles decode to at most `budget` bytes (a worker's memory, whatever the tile size)."""
         t0 = time.perf_counter()
-        order = grouped_order(*candidates) if candidates is not None else np.arange(len(items))
-        ordered = [items[k] for k in order]
-        futures = [self.client.submit(func, *args, ordered[k : k + CHECK_BATCH], pure=False)
-                   for k in range(0, len(items), CHECK_BATCH)]
+        if candidates is not None:
+            runs = bounded_batches(*candidates, grouped_order(*candidates), self.decoded_bytes, CHECK_BATCH,
+                                   self.budget)
+        else:
+            runs = [np.arange(k, min(k + CHECK_BATCH, len(items))) for k in range(0, len(items), CHECK_BATCH)]
+        futures = [self.client.submit(func, *args, [items[k] for k in run.tolist()], pure=False) for run in runs]
         found: list = [None] * len(items)
-        for k, result in zip(order.tolist(), (r for part in self.client.gather(futures) for r in part), strict=True):
+        order = np.concatenate(runs).tolist() if runs else []
+        for k, result in zip(order, (r for part in self.client.gather(futures) for r in part), strict=True):
             found[k] = result
         self.checked += len(items)
         self.seconds += time.perf_counter() - t0
@@ -483,7 +496,7 @@ def build(opts: BuildOptions) -> BuildReport:
         t_dedup = time.perf_counter()
         is_eval = cands["source"].isin(eval_sources).to_numpy()
         probes = _probe_sets(work, cands, is_eval) if is_eval.any() else None
-        search, pixels = TimedSearch(client), DaskPixels(client, out, cands, refs)
+        search, pixels = TimedSearch(client), DaskPixels(client, out, cands, refs, opts.unit_mb * 2**20)
         decisions = decide(cands, signed, priority, eval_sources, DedupSettings(opts.radius), search=search,
                            pixels=pixels, probes=probes) if opts.curate else keep_all(cands, eval_sources)
         dedup_time = {"seconds": round(time.perf_counter() - t_dedup, 2),

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from rscurate import pipeline
-from rscurate.components import components, grouped_order
+from rscurate.components import bounded_batches, components, grouped_order
 
 
 def _brute_force(u: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
@@ -60,6 +60,31 @@ def test_grouped_order_puts_each_components_pairs_side_by_side() -> None:
     assert len(grouped_order(np.zeros(0, int), np.zeros(0, int))) == 0
 
 
+def test_bounded_batches_cut_the_order_where_pairs_or_decoded_bytes_would_overflow() -> None:
+    """Runs cover the order in order; each holds at most max_pairs pairs whose distinct tiles weigh at most
+    max_bytes, unless one pair alone is heavier; and a run ends only where its next pair would break a bound."""
+    rng = np.random.default_rng(3)
+    for case in range(200):
+        n, pairs = int(rng.integers(2, 60)), int(rng.integers(0, 150))
+        i, j = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
+        j = np.where(i == j, (j + 1) % n, j)
+        nbytes = rng.integers(1, 50, n) * (1 if case % 2 else 100)
+        max_pairs, max_bytes = int(rng.integers(1, 20)), int(rng.integers(1, 400))
+        order = grouped_order(i, j)
+        runs = bounded_batches(i, j, order, nbytes, max_pairs, max_bytes)
+        assert np.concatenate(runs).tolist() == order.tolist() if pairs else runs == []
+
+        def weight(run: np.ndarray) -> int:
+            return int(nbytes[np.unique(np.concatenate((i[run], j[run])))].sum())
+
+        for k, run in enumerate(runs):
+            assert 1 <= len(run) <= max_pairs, f"case {case}"
+            assert weight(run) <= max_bytes or len(run) == 1, f"case {case}"
+            if k + 1 < len(runs):
+                grown = np.append(run, runs[k + 1][0])
+                assert len(grown) > max_pairs or weight(grown) > max_bytes, f"case {case}: cut too early"
+
+
 def _batch(tag: str, items: list) -> list:
     """A stand-in check task: each result names the first item of its task."""
     return [(tag, items[0], item) for item in items]
@@ -79,7 +104,7 @@ def test_pixel_check_tasks_keep_a_tiles_pairs_together_and_answer_in_order(
     pairs = [pairs[k] for k in rng.permutation(len(pairs))]
     i, j = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
     with pipeline.dask_client(None, 1, True, processes=False) as client:
-        oracle = pipeline.DaskPixels(client, tmp_path, pd.DataFrame(), {})
+        oracle = pipeline.DaskPixels(client, tmp_path, _tiles(dates * places, 256, 3, "uint8"), {})
         found = oracle._run(_batch, pairs, "t", candidates=(i, j))
         plain = oracle._run(_batch, pairs, "t")
     assert [item for _, _, item in found] == pairs and oracle.checked == 2 * len(pairs)
@@ -92,3 +117,29 @@ def test_pixel_check_tasks_keep_a_tiles_pairs_together_and_answer_in_order(
         return max(len(t) for t in tasks.values())
 
     assert tasks_per_tile(found) == 1 < tasks_per_tile(plain)
+
+
+def _tiles(n: int, side: int, channels: int, dtype: str) -> pd.DataFrame:
+    """Candidate rows as the build has them, as far as a task's decoded size goes."""
+    return pd.DataFrame({"width": [side] * n, "height": [side] * n, "channels": [channels] * n, "dtype": [dtype] * n})
+
+
+def test_pixel_check_tasks_hold_at_most_a_budget_of_decoded_tiles(tmp_path: Path) -> None:
+    """Pairs of 1024 px 13-band uint16 tiles (26 MiB decoded each): 128 such pairs in one task held 6.5 GiB of
+    pixels at once. With a budget of 96 MiB (the default --unit-mb) a task holds at most 3 of them; the results
+    still come back in the order of the pairs, and a budget below one pair still makes one task per pair."""
+    rng = np.random.default_rng(4)
+    n = 60
+    pairs = [(int(a), int(b)) for a, b in (rng.permutation(n)[:2] for _ in range(100))]
+    i, j = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+    cands = _tiles(n, 1024, 13, "uint16")
+    tile_bytes = 1024 * 1024 * 13 * 2
+    with pipeline.dask_client(None, 1, True, processes=False) as client:
+        for budget, most in ((96 * 2**20, 3), (tile_bytes, 2)):
+            oracle = pipeline.DaskPixels(client, tmp_path, cands, {}, budget)
+            found = oracle._run(_batch, pairs, "t", candidates=(i, j))
+            assert [item for _, _, item in found] == pairs
+            tasks = defaultdict(set)
+            for _, first, (a, b) in found:
+                tasks[first].update((a, b))
+            assert max(len(t) for t in tasks.values()) == most
