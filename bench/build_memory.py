@@ -6,6 +6,9 @@ sample's real Landsat 8 scene repeated with per-block noise (distinct tiles), th
 `--unit-mb`, so the peak should not grow with the tile) and samples the resident memory of every worker
 process. In the same
 run it measures the straightforward approach (rasterio reads the whole scene) for the ratio.
+With --overlap a second scene shows the same ground another time (the first one's pixels from 1024 px inward, with
+other noise): every tile of the overlap has a footprint candidate, so the builds also decode pairs of tiles of each
+size for their pixel checks, whose tasks --unit-mb bounds as well.
 Prints one JSON line per measurement.
 """
 
@@ -35,22 +38,26 @@ from rscurate.sample_data import fetch  # noqa: E402
 SCENE = "LC08_L1TP_224078_20200518_20200518_01_RT.TIF"
 
 
-def make_cog(path: Path, size: int) -> None:
-    """A size x size COG built strip by strip, so generating it stays small in memory too."""
+def make_cog(path: Path, size: int, offset: int = 0, seed: int = 0) -> None:
+    """A size x size COG built strip by strip, so generating it stays small in memory too; with `offset`, only its
+    part from (offset, offset) on, georeferenced there, and noise drawn from `seed`."""
     with rasterio.open(fetch() / SCENE) as ds:
         src = ds.read(window=Window(200, 200, 1536, 1536))  # inside the valid footprint
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     tmp = path.with_suffix(".tiled.tif")
-    profile = dict(driver="GTiff", width=size, height=size, count=3, dtype="uint16", crs="EPSG:32621",
-                   transform=from_origin(300000, 7500000, 30, 30), tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", BIGTIFF="YES")
+    side = size - offset
+    profile = dict(driver="GTiff", width=side, height=side, count=3, dtype="uint16", crs="EPSG:32621",
+                   transform=from_origin(300000 + 30 * offset, 7500000 - 30 * offset, 30, 30), tiled=True,
+                   blockxsize=512, blockysize=512, compress="deflate", BIGTIFF="YES")
     strip = 1536
     with rasterio.open(tmp, "w", **profile) as dst:
-        for y in range(0, size, strip):
+        for y in range(offset, size, strip):
             h = min(strip, size - y)
-            row = np.tile(src[:, :h, :], (1, 1, size // strip + 1))[:, :, :size]
+            rows = (np.arange(y, y + h) % strip)[:, None]
+            cols = (np.arange(offset, size) % strip)[None, :]
+            row = src[:, rows, cols]
             row = row + rng.integers(0, 8, size=row.shape, dtype=np.uint16)
-            dst.write(row, window=Window(0, y, size, h))
+            dst.write(row, window=Window(0, y - offset, side, h))
     rio_copy(tmp, path, driver="COG", compress="deflate", blocksize=512, BIGTIFF="YES")
     tmp.unlink()
 
@@ -79,7 +86,7 @@ def whole_scene_peak(path: Path) -> int:
 def build_peaks(folder: Path, tile: int, workers: int, unit_mb: int | None) -> list[int]:
     """Run one build at `tile` px and print its time and each worker's peak RSS; returns the peaks (bytes)."""
     (folder / "huge.yaml").write_text(f"name: huge\nlicense: public domain (USGS Landsat)\nroot: {folder}\n"
-                                      f"include: ['huge.tif']\nnodata: 0\ntile: {{size: {tile}}}\n")
+                                      f"include: ['*.tif']\nnodata: 0\ntile: {{size: {tile}}}\n")
     cmd = [str(Path(sys.executable).parent / "rscurate"), "build", "--sources", str(folder / "huge.yaml"),
            "--out", str(folder / "corpus"), "--workers", str(workers), "--quiet", "--overwrite",
            *(["--unit-mb", str(unit_mb)] if unit_mb else [])]
@@ -97,6 +104,7 @@ def build_peaks(folder: Path, tile: int, workers: int, unit_mb: int | None) -> l
     worker_peaks = sorted(peaks.values(), reverse=True)[:workers]
     print(json.dumps({"what": "rscurate build", "tile": tile, "workers": workers, "seconds": round(seconds, 1),
                       "tiles": stats["counts"]["kept"], "unit_mb": stats["build"]["settings"].get("unit_mb"),
+                      "pixel_checks": stats["build"]["dedup"]["pixel_checks"],
                       "peak_rss_mb_per_worker": [round(p / 2**20) for p in worker_peaks]}), flush=True)
     return worker_peaks
 
@@ -107,11 +115,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tiles", type=int, nargs="+", default=[256], help="tile sizes, one build each")
     parser.add_argument("--unit-mb", type=int, default=None, help="passed to rscurate build (default: its own)")
+    parser.add_argument("--overlap", action="store_true", help="a second scene over the same ground (pixel checks)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         t0 = time.perf_counter()
         make_cog(folder / "huge.tif", args.size)
+        if args.overlap:
+            make_cog(folder / "huge_again.tif", args.size, offset=1024, seed=1)
         print(json.dumps({"what": "generated COG", "size": args.size, "seconds": round(time.perf_counter() - t0, 1),
                           "file_mb": round((folder / "huge.tif").stat().st_size / 2**20, 1)}))
         worker_peaks = [p for tile in args.tiles for p in build_peaks(folder, tile, args.workers, args.unit_mb)]
