@@ -309,17 +309,24 @@ class DaskPixels:
         itemsize = dtypes.map({name: np.dtype(name).itemsize for name in dtypes.unique()}).to_numpy(np.int64)
         return self.cands[["width", "height", "channels"]].to_numpy(np.int64).prod(axis=1) * itemsize
 
+    def _per_task(self, n: int) -> int:
+        """Items per task for n items: at most CHECK_BATCH, in as few tasks as that allows, rounded up to a
+        multiple of the workers (10 checks on 2 workers: 2 tasks of 5, not one worker doing all 10)."""
+        workers = max(1, len(self.client.scheduler_info()["workers"]))
+        tasks = -(-max(n, 1) // CHECK_BATCH)
+        return -(-max(n, 1) // (-(-tasks // workers) * workers))
+
     def _run(self, func: Any, items: list, *args: Any, candidates: tuple[np.ndarray, np.ndarray] | None = None) -> list:
-        """func's results for items, in order, from tasks of at most CHECK_BATCH items. `candidates`: the two
+        """func's results for items, in order, from tasks of at most _per_task items. `candidates`: the two
         candidate rows of each item; items sharing a candidate then go to one task, which decodes and grids each tile
         once for all its pairs (a tile of a stack of dates has a pair with each other date of its place), and a
         task's distinct tiles decode to at most `budget` bytes (a worker's memory, whatever the tile size)."""
         t0 = time.perf_counter()
+        per_task = self._per_task(len(items))
         if candidates is not None:
-            runs = bounded_batches(*candidates, grouped_order(*candidates), self.decoded_bytes, CHECK_BATCH,
-                                   self.budget)
+            runs = bounded_batches(*candidates, grouped_order(*candidates), self.decoded_bytes, per_task, self.budget)
         else:
-            runs = [np.arange(k, min(k + CHECK_BATCH, len(items))) for k in range(0, len(items), CHECK_BATCH)]
+            runs = [np.arange(k, min(k + per_task, len(items))) for k in range(0, len(items), per_task)]
         futures = [self.client.submit(func, *args, [items[k] for k in run.tolist()], pure=False) for run in runs]
         found: list = [None] * len(items)
         order = np.concatenate(runs).tolist() if runs else []

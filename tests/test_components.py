@@ -143,3 +143,19 @@ def test_pixel_check_tasks_hold_at_most_a_budget_of_decoded_tiles(tmp_path: Path
             for _, first, (a, b) in found:
                 tasks[first].update((a, b))
             assert max(len(t) for t in tasks.values()) == most
+
+
+def test_pixel_check_tasks_come_in_multiples_of_the_workers(tmp_path: Path) -> None:
+    """10 checks on 2 workers are 2 tasks of 5 (one task left the other worker idle); 294 are 4 tasks of at most
+    74 (128, 128 and 38 gave one worker 166 checks and the other 128); on one worker, 3 tasks of 98."""
+    for workers, n, sizes in ((2, 10, [5, 5]), (2, 294, [74, 74, 74, 72]), (1, 294, [98, 98, 98])):
+        pairs = [(2 * k, 2 * k + 1) for k in range(n)]
+        i, j = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+        with pipeline.dask_client(None, workers, True, processes=False) as client:
+            oracle = pipeline.DaskPixels(client, tmp_path, _tiles(2 * n, 256, 3, "uint8"), {})
+            found = oracle._run(_batch, pairs, "t", candidates=(i, j))
+        assert [item for _, _, item in found] == pairs
+        per_task = defaultdict(int)
+        for _, first, _ in found:
+            per_task[first] += 1
+        assert sorted(per_task.values(), reverse=True) == sizes
