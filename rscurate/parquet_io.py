@@ -59,15 +59,18 @@ def row_group_starts(pf: pq.ParquetFile) -> list[int]:
 
 def read_rows(root: Path, where: list[tuple[str, int]], columns: list[str]) -> list[dict[str, Any]]:
     """Columns of the rows at (parquet file relative to root, row) positions, in order, reading only the row
-    groups that hold them (a shard, or a build's staged unit that still holds its dropped tiles)."""
+    groups that hold them (a shard, or a build's staged unit that still holds its dropped tiles). The file is
+    memory-mapped: a group's image column is the bytes of all its tiles, of which one is wanted (a third less time
+    a tile than reading the group through a buffer)."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for name in sorted({f for f, _ in where}):
-        pf = pq.ParquetFile(root / name)
-        starts = row_group_starts(pf)
-        groups: dict[int, pa.Table] = {}
-        for row in [r for f, r in where if f == name]:
-            g = bisect_right(starts, row) - 1
-            if g not in groups:
-                groups[g] = pf.read_row_group(g, columns=columns)
-            out[(name, row)] = groups[g].slice(row - starts[g], 1).to_pylist()[0]
+        with pa.memory_map(str(root / name)) as source:
+            pf = pq.ParquetFile(source)
+            starts = row_group_starts(pf)
+            groups: dict[int, pa.Table] = {}
+            for row in [r for f, r in where if f == name]:
+                g = bisect_right(starts, row) - 1
+                if g not in groups:
+                    groups[g] = pf.read_row_group(g, columns=columns)
+                out[(name, row)] = groups[g].slice(row - starts[g], 1).to_pylist()[0]
     return [out[w] for w in where]

@@ -74,15 +74,17 @@ def test_bounded_batches_cut_the_order_where_pairs_or_decoded_bytes_would_overfl
         runs = bounded_batches(i, j, order, nbytes, max_pairs, max_bytes)
         assert np.concatenate(runs).tolist() == order.tolist() if pairs else runs == []
 
-        def weight(run: np.ndarray) -> int:
-            return int(nbytes[np.unique(np.concatenate((i[run], j[run])))].sum())
-
         for k, run in enumerate(runs):
             assert 1 <= len(run) <= max_pairs, f"case {case}"
-            assert weight(run) <= max_bytes or len(run) == 1, f"case {case}"
+            assert _weight(run, i, j, nbytes) <= max_bytes or len(run) == 1, f"case {case}"
             if k + 1 < len(runs):
                 grown = np.append(run, runs[k + 1][0])
-                assert len(grown) > max_pairs or weight(grown) > max_bytes, f"case {case}: cut too early"
+                assert len(grown) > max_pairs or _weight(grown, i, j, nbytes) > max_bytes, f"case {case}: too early"
+
+
+def _weight(run: np.ndarray, i: np.ndarray, j: np.ndarray, nbytes: np.ndarray) -> int:
+    """Decoded bytes of the distinct tiles of a run of pairs."""
+    return int(nbytes[np.unique(np.concatenate((i[run], j[run])))].sum())
 
 
 def _batch(tag: str, items: list) -> list:
