@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from dask.distributed import Client, LocalCluster
 
 from rscurate import pipeline
 from rscurate.components import bounded_batches, components, grouped_order
@@ -149,7 +150,8 @@ def test_pixel_check_tasks_hold_at_most_a_budget_of_decoded_tiles(tmp_path: Path
 
 def test_pixel_check_tasks_come_in_multiples_of_the_workers(tmp_path: Path) -> None:
     """10 checks on 2 workers are 2 tasks of 5 (one task left the other worker idle); 294 are 4 tasks of at most
-    74 (128, 128 and 38 gave one worker 166 checks and the other 128); on one worker, 3 tasks of 98."""
+    74 (128, 128 and 38 gave one worker 166 checks and the other 128); on one worker, 3 tasks of 98; on one worker
+    with 3 threads, 10 checks are 3 tasks."""
     for workers, n, sizes in ((2, 10, [5, 5]), (2, 294, [74, 74, 74, 72]), (1, 294, [98, 98, 98])):
         pairs = [(2 * k, 2 * k + 1) for k in range(n)]
         i, j = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
@@ -157,7 +159,19 @@ def test_pixel_check_tasks_come_in_multiples_of_the_workers(tmp_path: Path) -> N
             oracle = pipeline.DaskPixels(client, tmp_path, _tiles(2 * n, 256, 3, "uint8"), {})
             found = oracle._run(_batch, pairs, "t", candidates=(i, j))
         assert [item for _, _, item in found] == pairs
-        per_task = defaultdict(int)
-        for _, first, _ in found:
-            per_task[first] += 1
-        assert sorted(per_task.values(), reverse=True) == sizes
+        assert _task_sizes(found) == sizes
+    # a cluster of one worker with 3 task threads (--scheduler): 3 tasks
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        oracle = pipeline.DaskPixels(client, tmp_path, _tiles(20, 256, 3, "uint8"), {})
+        pairs = [(2 * k, 2 * k + 1) for k in range(10)]
+        found = oracle._run(_batch, pairs, "t", candidates=(np.arange(0, 20, 2), np.arange(1, 20, 2)))
+    assert _task_sizes(found) == [4, 4, 2]
+
+
+def _task_sizes(results: list) -> list[int]:
+    """Items per task of _batch's results, largest first."""
+    per_task: dict = defaultdict(int)
+    for _, first, _ in results:
+        per_task[first] += 1
+    return sorted(per_task.values(), reverse=True)
