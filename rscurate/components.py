@@ -52,15 +52,13 @@ def bounded_batches(i: np.ndarray, j: np.ndarray, order: np.ndarray, nbytes: np.
     runs: list[np.ndarray] = []
     start, used, seen = 0, 0, set()
     for pos, k in enumerate(order.tolist()):
-        new = [n for n in dict.fromkeys((int(i[k]), int(j[k]))) if n not in seen]
-        weight = int(sum(nbytes[n] for n in new))
-        if pos > start and (pos - start >= max_pairs or used + weight > max_bytes):
+        pair = {int(i[k]), int(j[k])}
+        new = pair - seen
+        if pos > start and (pos - start >= max_pairs or used + int(sum(nbytes[n] for n in new)) > max_bytes):
             runs.append(order[start:pos])
-            start, used, seen = pos, 0, set()
-            new = list(dict.fromkeys((int(i[k]), int(j[k]))))
-            weight = int(sum(nbytes[n] for n in new))
-        seen.update(new)
-        used += weight
+            start, used, seen, new = pos, 0, set(), pair
+        seen |= new
+        used += int(sum(nbytes[n] for n in new))
     if start < len(order):
         runs.append(order[start:])
     return runs

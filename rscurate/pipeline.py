@@ -312,9 +312,9 @@ class DaskPixels:
     def _per_task(self, n: int) -> int:
         """Items per task for n items: at most CHECK_BATCH, in as few tasks as that allows, rounded up to a
         multiple of the cluster's task threads (10 checks on 2 workers: 2 tasks of 5, not one worker doing all 10)."""
-        workers = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
+        threads = max(1, sum(w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()))
         tasks = -(-max(n, 1) // CHECK_BATCH)
-        return -(-max(n, 1) // (-(-tasks // workers) * workers))
+        return -(-max(n, 1) // (-(-tasks // threads) * threads))
 
     def _run(self, func: Any, items: list, *args: Any, candidates: tuple[np.ndarray, np.ndarray] | None = None) -> list:
         """func's results for items, in order, from tasks of at most _per_task items. `candidates`: the two
