@@ -5,7 +5,9 @@ GeoTIFF), cut into 256 x 256 tiles at stride 64 (--stride) as that benchmark doe
 of the scene's window list are timed (whole_unit: run_unit over them, per planned tile). Each stage runs over
 the same tiles, in one process, best of --repeat passes (the machine is shared; the minimum is the least
 disturbed). The whole unit is timed twice: scene views binned by numpy, as in a small build, and by the compiled
-kernel a worker switches to in a large one (scene_view.KERNEL_AFTER_S).
+kernel a worker switches to in a large one (scene_view.KERNEL_AFTER_S). Two figures are not build stages but
+what later readers pay per stored tile: zstd_decode, and row_read (one staged tile fetched alone from its unit's
+Parquet file, as a pixel check or the card's mosaic does).
 Prints one JSON line.
 """
 
@@ -30,10 +32,12 @@ from build_throughput import make_inputs  # noqa: E402
 
 from rscurate import codec, quality, scene_view  # noqa: E402
 from rscurate.manifest import load_manifest  # noqa: E402
+from rscurate.parquet_io import read_rows  # noqa: E402
 from rscurate.phash import canonical_view, signatures_batch  # noqa: E402
 from rscurate.pipeline import make_units  # noqa: E402
+from rscurate.pixel_check import STAGED_COLUMNS  # noqa: E402
 from rscurate.readers import RGB_NAMES, SceneRef, open_scene  # noqa: E402
-from rscurate.units import GDAL_ENV, content_sha256, plan_scenes, run_unit  # noqa: E402
+from rscurate.units import GDAL_ENV, StagedUnit, content_sha256, plan_scenes, run_unit  # noqa: E402
 
 
 def best_ms(fn: Callable[[], object], n: int, repeat: int) -> float:
@@ -107,6 +111,15 @@ def main() -> None:
         scene_view._numpy_estimate = scene_view.KERNEL_AFTER_S
         whole_unit()
         stages["whole_unit_compiled_views"] = best_ms(whole_unit, unit.tiles, args.repeat)
+        # not a build stage: one staged tile fetched alone from the unit's Parquet file (64-tile row groups), as a
+        # pixel check or the card's mosaic does; a few rows in each row group, each read on its own
+        with tempfile.TemporaryDirectory() as work:
+            (Path(work) / "units").mkdir()
+            run_unit(unit, work)
+            staged = StagedUnit.of(Path(work), unit.key).kept.relative_to(work).as_posix()
+            rows = list(range(0, k, max(1, k // 32)))
+            stages["row_read"] = best_ms(lambda: [read_rows(Path(work), [(staged, r)], STAGED_COLUMNS) for r in rows],
+                                         len(rows), args.repeat)
     print(json.dumps({"what": "ms per tile", "tiles": n, "tiles_kept": k, **stages}))
 
 
